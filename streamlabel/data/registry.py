@@ -53,6 +53,6 @@ def get_dataset_builder(name: str) -> DatasetBuilder:
     return _REGISTRY[name]
 
 
-def build_dataset(name: str, root: str | Path, **kwargs: object) -> ReidDataset:
-    """Parse the dataset ``name`` found at ``root``; ``kwargs`` go to its builder."""
+def build_dataset(name: str, root: str | Path, /, **kwargs: object) -> ReidDataset:
+    """Parse the dataset ``name`` found at ``root``; ``kwargs`` (which may include a ``name``) go to it."""
     return get_dataset_builder(name)(root, **kwargs)
