@@ -167,6 +167,9 @@ class IdentityBatchSampler(Sampler[list[int]]):
         loop really consumed in the current epoch to resume exactly after them.
         """
         return {
+            "batch_size": self.batch_size,
+            "num_instances": self.num_instances,
+            "outliers": self.outliers,
             "epoch": self.epoch,
             "position": self._position if position is None else int(position),
             "seed": self.seed,
@@ -175,6 +178,10 @@ class IdentityBatchSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a ``state_dict``: the next iteration continues that epoch after ``position`` batches."""
+        for key in ("batch_size", "num_instances", "outliers"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(f"sampler state has {key}={state[key]!r} but this sampler has "
+                                 f"{getattr(self, key)!r}; resume needs the same batch layout")
         self.seed = int(state["seed"])
         self.set_labels(state["labels"])
         self.epoch = int(state["epoch"])
