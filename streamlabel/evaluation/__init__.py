@@ -8,16 +8,38 @@ from streamlabel.evaluation.label_quality import (
     nmi,
     pairwise_f,
 )
+from streamlabel.evaluation.reranking import (
+    CSRRows,
+    SparseJaccard,
+    expanded_k_reciprocal,
+    iter_rerank,
+    k_reciprocal_neighbors,
+    knn_sqeuclidean,
+    local_query_expansion,
+    reciprocal_encoding,
+    rerank,
+    sparse_jaccard,
+)
 from streamlabel.evaluation.retrieval import evaluate_from_distances, evaluate_retrieval, pairwise_distance
 
 __all__ = [
+    "CSRRows",
+    "SparseJaccard",
     "ari",
     "bcubed",
     "contingency",
     "evaluate_from_distances",
     "evaluate_retrieval",
+    "expanded_k_reciprocal",
+    "iter_rerank",
+    "k_reciprocal_neighbors",
+    "knn_sqeuclidean",
     "label_quality_report",
+    "local_query_expansion",
     "nmi",
     "pairwise_distance",
     "pairwise_f",
+    "reciprocal_encoding",
+    "rerank",
+    "sparse_jaccard",
 ]
