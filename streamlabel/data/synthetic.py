@@ -1,0 +1,255 @@
+"""Synthetic re-ID domains: procedurally drawn pedestrians seen by several cameras, in two domains.
+
+``SyntheticReid`` builds a domain in memory (uint8 images + pids/camids + train/query/gallery split)
+for fast tests; ``write_synthetic_market`` writes the same images in Market-1501 layout so they go
+through the real parser; ``preview_grid`` draws identities x cameras for a quick look.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .synthetic_params import domain_style, gather, sample_cameras, sample_identities, sample_shots
+from .synthetic_render import render_images
+
+SPLITS = ("train", "query", "gallery")
+MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+META_FILE = "synthetic.json"
+
+
+@dataclass(frozen=True)
+class SyntheticSplit:
+    """One split: ``images`` uint8 [N,3,H,W], raw ``pids`` (1-based) and 0-based ``camids``, both [N]."""
+
+    images: torch.Tensor
+    pids: torch.Tensor
+    camids: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.pids.numel())
+
+
+def _plan(
+    seed: int,
+    domain: str,
+    num_train_ids: int,
+    num_test_ids: int,
+    num_cams: int,
+    images_per_cam: int,
+    cam_coverage: float,
+) -> dict[str, np.ndarray]:
+    """Who is seen by which camera how often, and which split each image lands in (one row per image)."""
+    if num_train_ids < 1 or num_test_ids < 0 or num_cams < 2 or images_per_cam < 1:
+        raise ValueError("need num_train_ids >= 1, num_test_ids >= 0, num_cams >= 2, images_per_cam >= 1")
+    rng = np.random.default_rng([seed, domain_style(domain).code, 0])
+    total = num_train_ids + num_test_ids
+    is_test = np.zeros(total, dtype=bool)
+    is_test[rng.permutation(total)[num_train_ids:]] = True  # train and test ids interleave, as in Market
+    frame = rng.integers(0, 500, num_cams)
+    rows: dict[str, list[int]] = {k: [] for k in ("identity", "cam", "shot", "split", "seq", "frame")}
+    for ident in range(total):
+        seen = rng.random(num_cams) < cam_coverage
+        while seen.sum() < 2:  # every identity crosses at least two cameras
+            seen[rng.integers(num_cams)] = True
+        counts = rng.integers(max(2, images_per_cam - 2), images_per_cam + 3, num_cams)
+        for cam in np.flatnonzero(seen):
+            seq = int(rng.integers(1, 7))
+            for shot in range(int(counts[cam])):
+                frame[cam] += rng.integers(5, 200)
+                split = (1 if shot == 0 else 2) if is_test[ident] else 0  # one query per (test id, camera)
+                for key, value in zip(rows, (ident, cam, shot, split, seq, frame[cam]), strict=True):
+                    rows[key].append(int(value))
+    return {key: np.array(value, dtype=np.int64) for key, value in rows.items()}
+
+
+def _render(
+    seed: int,
+    domain: str,
+    identity: np.ndarray,
+    cam: np.ndarray,
+    shots: list[tuple[int, int, int]],
+    num_cams: int,
+    height: int,
+    width: int,
+) -> np.ndarray:
+    """Render images for rows (identity, cam); ``shots`` lists (identity, cam, count) runs in row order."""
+    code = domain_style(domain).code
+    people = sample_identities(seed, domain, range(int(identity.max()) + 1))
+    cameras = sample_cameras(seed, domain, num_cams)
+    shot_rows = [sample_shots(seed, domain, i, c, n, cameras) for i, c, n in shots]
+    params = gather(people, identity) | gather(cameras, cam)
+    params |= {key: np.concatenate([s[key] for s in shot_rows]) for key in shot_rows[0]}
+    return render_images(params, height, width, np.random.default_rng([seed, code, 4]))
+
+
+def _runs(identity: np.ndarray, cam: np.ndarray) -> list[tuple[int, int, int]]:
+    """Consecutive (identity, cam, count) runs of the image rows."""
+    key = identity * 1_000_003 + cam
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)]
+    return [(int(identity[s]), int(cam[s]), int(e - s)) for s, e in zip(starts, ends, strict=True)]
+
+
+class SyntheticReid:
+    """A synthetic domain in memory: ``images`` uint8 [N,3,H,W], ``pids``, ``camids`` (0-based), ``split``.
+
+    ``split`` holds 0/1/2 for train/query/gallery; ``train``/``query``/``gallery`` give the subsets.
+    Pids are raw, 1-based, and train ids are disjoint from test ids. ``images_per_cam`` is the mean
+    number of shots of an identity in a camera that sees it (each camera sees it with ``cam_coverage``).
+    """
+
+    def __init__(
+        self,
+        domain: str = "source",
+        seed: int = 0,
+        num_train_ids: int = 100,
+        num_test_ids: int = 50,
+        num_cams: int = 4,
+        images_per_cam: int = 4,
+        height: int = 128,
+        width: int = 64,
+        cam_coverage: float = 0.8,
+    ) -> None:
+        self.domain, self.seed, self.num_cams = domain, seed, num_cams
+        plan = _plan(seed, domain, num_train_ids, num_test_ids, num_cams, images_per_cam, cam_coverage)
+        pixels = _render(
+            seed,
+            domain,
+            plan["identity"],
+            plan["cam"],
+            _runs(plan["identity"], plan["cam"]),
+            num_cams,
+            height,
+            width,
+        )
+        self.images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+        self.pids = torch.from_numpy(plan["identity"] + 1)
+        self.camids = torch.from_numpy(plan["cam"])
+        self.split = torch.from_numpy(plan["split"])
+        self.names = [
+            f"{i + 1:04d}_c{c + 1}s{s}_{f:06d}_{n + 1:02d}.jpg"
+            for i, c, s, f, n in zip(
+                plan["identity"], plan["cam"], plan["seq"], plan["frame"], plan["shot"], strict=True
+            )
+        ]
+
+    def __len__(self) -> int:
+        return int(self.pids.numel())
+
+    def subset(self, split: str) -> SyntheticSplit:
+        """The ``split`` ("train", "query" or "gallery") as tensors."""
+        mask = self.split == SPLITS.index(split)
+        return SyntheticSplit(self.images[mask], self.pids[mask], self.camids[mask])
+
+    @property
+    def train(self) -> SyntheticSplit:
+        return self.subset("train")
+
+    @property
+    def query(self) -> SyntheticSplit:
+        return self.subset("query")
+
+    @property
+    def gallery(self) -> SyntheticSplit:
+        return self.subset("gallery")
+
+
+def write_synthetic_market(
+    root: str | Path,
+    seed: int = 0,
+    domain: str = "source",
+    overwrite: bool = False,
+    quality: int = 95,
+    **sizes: int,
+) -> dict:
+    """Write one synthetic domain under ``root`` in Market-1501 layout; returns counts for logs.
+
+    ``sizes`` go to ``SyntheticReid`` (num_train_ids, num_test_ids, num_cams, images_per_cam, height,
+    width). Refuses to mix with images already there unless ``overwrite`` (which clears those folders).
+    """
+    root = Path(root)
+    folders = {split: root / name for split, name in MARKET_FOLDERS.items()}
+    for folder in folders.values():
+        if folder.exists() and any(folder.iterdir()):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{folder} is not empty; pass overwrite=True (--overwrite) to replace it"
+                )
+            shutil.rmtree(folder)
+    data = SyntheticReid(domain=domain, seed=seed, **sizes)
+    pixels = data.images.permute(0, 2, 3, 1).numpy()
+    for split, folder in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in torch.nonzero(data.split == SPLITS.index(split)).flatten().tolist():
+            Image.fromarray(pixels[index]).save(folder / data.names[index], quality=quality)
+    counts = {split: int((data.split == k).sum()) for k, split in enumerate(SPLITS)}
+    summary = {
+        "root": str(root),
+        "domain": domain,
+        "seed": seed,
+        "images": len(data),
+        **counts,
+        "train_ids": int(data.pids[data.split == 0].unique().numel()),
+        "test_ids": int(data.pids[data.split > 0].unique().numel()),
+        "cameras": data.num_cams,
+        "sizes": sizes,
+    }
+    (root / META_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def synthetic_dataset(root: str | Path, domain: str = "source", seed: int = 0, **sizes: int):
+    """A ``ReidDataset`` of the synthetic domain at ``root``, written there first if missing or different."""
+    from .market import MARKET_LAYOUT, MARKET_PATTERN, parse_market_style
+
+    root = Path(root)
+    meta = root / META_FILE
+    wanted = {"domain": domain, "seed": seed, "sizes": sizes}
+    current = json.loads(meta.read_text()) if meta.is_file() else {}
+    if {k: current.get(k) for k in wanted} != wanted:
+        write_synthetic_market(root, seed=seed, domain=domain, overwrite=True, **sizes)
+    return parse_market_style(root, f"synthetic_{domain}", MARKET_PATTERN, MARKET_LAYOUT)
+
+
+def preview_grid(
+    domain: str = "source",
+    seed: int = 0,
+    ids: int = 8,
+    shots: int = 2,
+    num_cams: int = 4,
+    height: int = 128,
+    width: int = 64,
+) -> Image.Image:
+    """A picture of the first ``ids`` identities (rows) under every camera, ``shots`` each (columns).
+
+    ``domain="both"`` puts the source and target panels side by side. The people and shots are the
+    dataset's own (same seed, same identity index), so the preview shows what training sees.
+    """
+    domains = ("source", "target") if domain == "both" else (domain,)
+    panels = []
+    for name in domains:
+        identity = np.repeat(np.arange(ids), num_cams * shots)
+        cam = np.tile(np.repeat(np.arange(num_cams), shots), ids)
+        runs = [(i, c, shots) for i in range(ids) for c in range(num_cams)]
+        pixels = _render(seed, name, identity, cam, runs, num_cams, height, width)
+        grid = pixels.reshape(ids, num_cams * shots, height, width, 3).transpose(0, 2, 1, 3, 4)
+        panel = Image.fromarray(np.ascontiguousarray(grid).reshape(ids * height, num_cams * shots * width, 3))
+        panels.append((name, panel))
+    header, gap = 16, 12
+    total_w = sum(p.width for _, p in panels) + gap * (len(panels) - 1)
+    canvas = Image.new("RGB", (total_w, panels[0][1].height + header), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for name, panel in panels:
+        canvas.paste(panel, (x, header))
+        for c in range(num_cams):
+            draw.text((x + c * shots * width + 3, 2), f"{name} c{c + 1}", fill="black")
+        x += panel.width + gap
+    return canvas
