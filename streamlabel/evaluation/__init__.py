@@ -1,5 +1,6 @@
 """streamlabel.evaluation: retrieval metrics, re-ranking and pseudo-label quality metrics."""
 
+from streamlabel.evaluation.extract import extract_features
 from streamlabel.evaluation.label_quality import (
     ari,
     bcubed,
@@ -31,6 +32,7 @@ __all__ = [
     "evaluate_from_distances",
     "evaluate_retrieval",
     "expanded_k_reciprocal",
+    "extract_features",
     "iter_rerank",
     "k_reciprocal_neighbors",
     "knn_sqeuclidean",
