@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +30,16 @@ def load_image(path: str) -> Image.Image:
 def check_image(path: str, full_decode: bool = True) -> str | None:
     """None if ``path`` is a readable image, else the reason; ``verify()`` + header, then a real decode."""
     try:
-        with Image.open(path) as img:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if not data:
+            return "zero-byte file"
+        with Image.open(io.BytesIO(data)) as img:
             img.verify()
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             if img.width <= 0 or img.height <= 0:
                 return f"empty image size {img.size}"
-            if full_decode:
+            if full_decode:  # a truncated JPEG only fails here; draft() decodes at 1/8 scale, cheaply
                 img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
                 img.load()
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -40,8 +41,13 @@ def list_images(folder: Path, layout: str, recursive: bool = False) -> list[Path
     """Sorted image files of ``folder`` (sorted so sample order, hence bank rows, is deterministic)."""
     if not folder.is_dir():
         raise layout_error(f"{folder} is missing or is not a folder", layout)
-    walk = folder.rglob("*") if recursive else folder.iterdir()
-    files = sorted(p for p in walk if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    folder = folder.resolve()  # once per folder: sample paths are absolute without a syscall per file
+    if recursive:
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    else:  # scandir's cached file type avoids one stat per image on big folders
+        with os.scandir(folder) as entries:
+            files = sorted(folder / e.name for e in entries
+                           if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS and e.is_file())
     if not files:
         raise layout_error(f"{folder} holds no images ({'/'.join(IMAGE_EXTENSIONS)})", layout)
     return files
@@ -69,7 +75,7 @@ def parse_file_names(
         except ValueError as exc:
             bad.append((path.name, str(exc)))
             continue
-        samples.append(ReidSample(str(path.resolve()), pid, camid))
+        samples.append(ReidSample(str(path.absolute()), pid, camid))
     if bad:
         name, reason = bad[0]
         msg = f"{len(bad)} of {len(files)} image names in {where} cannot be parsed, e.g. {name!r}: {reason}"

@@ -55,6 +55,7 @@ def read_list_file(list_path: Path, image_dir: Path, check_files: bool = True) -
     """Samples of one MSMT17 list file; malformed lines raise naming the file and line number."""
     if not list_path.is_file():
         raise layout_error(f"{list_path} is missing", MSMT17_LAYOUT)
+    image_dir = image_dir.resolve()
     samples: list[ReidSample] = []
     missing: list[str] = []
     for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
@@ -76,7 +77,7 @@ def read_list_file(list_path: Path, image_dir: Path, check_files: bool = True) -
         path = image_dir / rel
         if check_files and not path.is_file():
             missing.append(str(path))
-        samples.append(ReidSample(str(path.resolve()), pid, camid))
+        samples.append(ReidSample(str(path), pid, camid))
     if missing:
         raise layout_error(
             f"{len(missing)} images listed in {list_path} do not exist, e.g. {missing[0]}", MSMT17_LAYOUT
