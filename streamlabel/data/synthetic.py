@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .registry import register_dataset
+from .samples import ReidDataset
 from .synthetic_params import domain_style, gather, sample_cameras, sample_identities, sample_shots
 from .synthetic_render import render_images
 
@@ -113,8 +115,8 @@ class SyntheticReid:
         num_test_ids: int = 50,
         num_cams: int = 4,
         images_per_cam: int = 4,
-        height: int = 128,
-        width: int = 64,
+        height: int = 64,
+        width: int = 32,
         cam_coverage: float = 0.8,
     ) -> None:
         self.domain, self.seed, self.num_cams = domain, seed, num_cams
@@ -205,17 +207,24 @@ def write_synthetic_market(
     return summary
 
 
-def synthetic_dataset(root: str | Path, domain: str = "source", seed: int = 0, **sizes: int):
-    """A ``ReidDataset`` of the synthetic domain at ``root``, written there first if missing or different."""
+@register_dataset("synthetic")
+def synthetic_dataset(
+    root: str | Path, domain: str = "source", seed: int = 0, name: str | None = None, **sizes: int
+) -> ReidDataset:
+    """The synthetic ``domain`` as a ``ReidDataset`` parsed from ``root`` (Market layout).
+
+    The images are written there first when missing or made with other arguments (``synthetic.json``
+    records them), so ``build_dataset("synthetic", root, domain="target")`` works on an empty folder.
+    """
     from .market import MARKET_LAYOUT, MARKET_PATTERN, parse_market_style
 
-    root = Path(root)
+    root = Path(root).expanduser()
     meta = root / META_FILE
     wanted = {"domain": domain, "seed": seed, "sizes": sizes}
     current = json.loads(meta.read_text()) if meta.is_file() else {}
     if {k: current.get(k) for k in wanted} != wanted:
         write_synthetic_market(root, seed=seed, domain=domain, overwrite=True, **sizes)
-    return parse_market_style(root, f"synthetic_{domain}", MARKET_PATTERN, MARKET_LAYOUT)
+    return parse_market_style(root, name or f"synthetic_{domain}", MARKET_PATTERN, MARKET_LAYOUT)
 
 
 def preview_grid(
