@@ -1,0 +1,148 @@
+"""`streamlabel evaluate`: mAP / CMC of feature dumps (.npz with ``feats``, ``pids``, ``camids``).
+
+Either a query and a gallery file, or one file split by camera (query = ``--query-cam``, gallery = every
+other camera). ``--rerank`` applies sparse k-reciprocal re-ranking before scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streamlabel.launch.cli import CommandError
+
+REQUIRED_KEYS = ("feats", "pids", "camids")
+
+
+class InputError(CommandError, ValueError):
+    """Bad command-line input. Also a ValueError, so it is reported cleanly even when cli.py runs as
+    ``python -m streamlabel.launch.cli`` (where its CommandError is a different class, ``__main__``'s)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("input (either --query and --gallery, or --split-by-camera)")
+    src.add_argument("--query", type=Path, help="query features .npz (feats, pids, camids)")
+    src.add_argument("--gallery", type=Path, help="gallery features .npz (feats, pids, camids)")
+    src.add_argument("--split-by-camera", type=Path, metavar="FILE", help="one .npz split by camera")
+    src.add_argument("--query-cam", type=int, default=0, help="query camera id for --split-by-camera")
+    parser.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
+    parser.add_argument("--ranks", default="1,5,10", help="comma-separated CMC ranks to report")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="queries scored at once")
+    parser.add_argument("--device", default=None, help="torch device (default: cpu)")
+    rr = parser.add_argument_group("re-ranking")
+    rr.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
+    rr.add_argument("--k1", type=int, default=20)
+    rr.add_argument("--k2", type=int, default=6)
+    rr.add_argument("--lambda-value", type=float, default=0.3, help="weight of the original distance")
+
+
+def load_features(path: Path) -> dict[str, np.ndarray]:
+    """Read and check one feature dump: finite 2-D ``feats`` and 1-D integer ``pids`` / ``camids``."""
+    if not path.is_file():
+        raise InputError(f"feature file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InputError(f"{path}: not an .npz archive (np.savez writes one)")
+        with data:
+            files = list(data.files)
+            out = {k: np.asarray(data[k]) for k in REQUIRED_KEYS if k in files}
+    except InputError:
+        raise
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read as .npz ({err})") from err
+    missing = [k for k in REQUIRED_KEYS if k not in out]
+    if missing:
+        raise InputError(f"{path}: missing key(s) {', '.join(missing)} (has: {', '.join(files)})")
+    feats = out["feats"]
+    if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
+        raise InputError(f"{path}: feats must be a numeric [N, D] array, got shape {feats.shape}")
+    if not np.all(np.isfinite(feats)):
+        raise InputError(f"{path}: feats contain NaN or infinite values")
+    for key in ("pids", "camids"):
+        if out[key].ndim != 1 or out[key].shape[0] != feats.shape[0]:
+            raise InputError(
+                f"{path}: {key} has shape {out[key].shape}, expected ({feats.shape[0]},) to match feats"
+            )
+        if not np.issubdtype(out[key].dtype, np.integer):
+            raise InputError(f"{path}: {key} must be integers, got dtype {out[key].dtype}")
+    return out
+
+
+def _select(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[mask] for k, v in data.items()}
+
+
+def _inputs(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    if args.split_by_camera is not None:
+        if args.query is not None or args.gallery is not None:
+            raise InputError("give either --split-by-camera or --query/--gallery, not both")
+        data = load_features(args.split_by_camera)
+        is_query = data["camids"] == args.query_cam
+        if not is_query.any():
+            cams = ", ".join(str(c) for c in np.unique(data["camids"]))
+            raise InputError(f"--query-cam {args.query_cam} not in {args.split_by_camera} (has {cams})")
+        if is_query.all():
+            raise InputError(f"all of {args.split_by_camera} is camera {args.query_cam}: empty gallery")
+        source = f"{args.split_by_camera} (query cam {args.query_cam})"
+        return _select(data, is_query), _select(data, ~is_query), source
+    if args.query is None or args.gallery is None:
+        raise InputError("need --query and --gallery, or --split-by-camera FILE")
+    query, gallery = load_features(args.query), load_features(args.gallery)
+    if query["feats"].shape[1] != gallery["feats"].shape[1]:
+        raise InputError(
+            f"feature dims differ: query {query['feats'].shape[1]}, gallery {gallery['feats'].shape[1]}"
+        )
+    return query, gallery, f"{args.query} vs {args.gallery}"
+
+
+def _ranks(text: str) -> tuple[int, ...]:
+    try:
+        ranks = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as err:
+        raise InputError(f"--ranks must be comma-separated integers, got {text!r}") from err
+    if not ranks or min(ranks) < 1:
+        raise InputError(f"--ranks must be positive integers, got {text!r}")
+    return ranks
+
+
+def run(args: argparse.Namespace) -> dict:
+    from streamlabel.evaluation import evaluate_from_distances, evaluate_retrieval, iter_rerank
+
+    ranks = _ranks(args.ranks)
+    query, gallery, source = _inputs(args)
+    start = time.perf_counter()
+    ids = (query["pids"], query["camids"], gallery["pids"], gallery["camids"])
+    if args.rerank:
+        qf, gf = query["feats"].astype(np.float32), gallery["feats"].astype(np.float32)
+        if args.metric == "cosine":  # squared Euclidean on unit vectors = 2 - 2 cos
+            qf = qf / np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), 1e-12)
+            gf = gf / np.maximum(np.linalg.norm(gf, axis=1, keepdims=True), 1e-12)
+        blocks = iter_rerank(
+            qf, gf, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value,
+            chunk_size=min(args.chunk_size, 256), device=args.device,
+        )  # fmt: skip
+        res = evaluate_from_distances(blocks, *ids, ranks=ranks, device=args.device)
+    else:
+        res = evaluate_retrieval(
+            query["feats"], query["pids"], query["camids"], gallery["feats"], gallery["pids"],
+            gallery["camids"], ranks=ranks, chunk_size=args.chunk_size, metric=args.metric,
+            device=args.device,
+        )  # fmt: skip
+    out = {k: v for k, v in res.items() if k != "cmc"}
+    out.update(
+        num_gallery=int(gallery["feats"].shape[0]),
+        metric=args.metric,
+        rerank=bool(args.rerank),
+        seconds=time.perf_counter() - start,
+    )
+    shown = " ".join(f"rank-{k} {100 * out[f'rank{k}']:.1f}%" for k in ranks)
+    print(
+        f"{source}: mAP {100 * out['mAP']:.1f}% {shown} "
+        f"({out['num_valid_queries']}/{out['num_queries']} queries, {out['num_gallery']} gallery"
+        f"{', re-ranked' if args.rerank else ''})"
+    )
+    return out
