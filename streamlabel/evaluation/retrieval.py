@@ -86,11 +86,16 @@ class _Accumulator:
         if not bool(valid.any()):
             return
         pos = torch.cumsum(keep, 1, dtype=torch.int32)  # 1-based rank among kept entries
-        hits = torch.cumsum(good, 1, dtype=torch.int32)
-        prec = torch.where(good, hits.double() / pos.clamp_min(1).double(), 0.0)
-        ap = prec.sum(1) / num_rel.clamp_min(1)
+        row, col = good.nonzero(as_tuple=True)  # row-major: each row's hits in rank order
+        hit_pos = pos[row, col]
+        row_start = torch.cumsum(num_rel, 0) - num_rel
+        hits = torch.arange(1, row.shape[0] + 1, device=dist.device) - row_start[row]  # k-th hit of its row
+        prec = hits.double() / hit_pos.double()
+        ap = torch.zeros(good.shape[0], dtype=torch.float64, device=dist.device).index_add_(0, row, prec)
+        ap = ap / num_rel.clamp_min(1)
         big = torch.iinfo(torch.int32).max
-        first = torch.where(good, pos, big).amin(1)
+        first = torch.full((good.shape[0],), big, dtype=torch.int32, device=dist.device)
+        first = first.scatter_reduce(0, row, hit_pos, reduce="amin")
         self.aps.append(ap[valid].cpu())
         self.firsts.append(first[valid].cpu())
 
