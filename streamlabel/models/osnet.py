@@ -33,7 +33,13 @@ class ConvNorm(nn.Module):
     """k x k convolution + BatchNorm (+ ReLU); with ``fold_bn`` a biased conv and no BN."""
 
     def __init__(
-        self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, relu: bool = True,
+        self,
+        cin: int,
+        cout: int,
+        k: int,
+        stride: int = 1,
+        groups: int = 1,
+        relu: bool = True,
         fold_bn: bool = False,
     ) -> None:
         super().__init__()
@@ -77,7 +83,12 @@ class OSBlock(nn.Module):
     """Omni-scale residual bottleneck with T streams of increasing receptive field."""
 
     def __init__(
-        self, cin: int, cout: int, streams: int = 4, bottleneck: int = 4, gate_reduction: int = 16,
+        self,
+        cin: int,
+        cout: int,
+        streams: int = 4,
+        bottleneck: int = 4,
+        gate_reduction: int = 16,
         fold_bn: bool = False,
     ) -> None:
         super().__init__()
