@@ -47,8 +47,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.out:
         domains = ("source", "target") if args.domain == "both" else (args.domain,)
         sizes = {
-            "num_train_ids": args.train_ids, "num_test_ids": args.test_ids, "num_cams": args.cams,
-            "images_per_cam": args.images_per_cam, "height": args.height or 64, "width": args.width or 32,
+            "num_train_ids": args.train_ids,
+            "num_test_ids": args.test_ids,
+            "num_cams": args.cams,
+            "images_per_cam": args.images_per_cam,
+            "height": args.height or 64,
+            "width": args.width or 32,
         }
         result["datasets"] = {}
         for name in domains:
