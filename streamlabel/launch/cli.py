@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # sub-command name -> (module path, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "labels": ("streamlabel.launch.labels_cmd", "pseudo labels for a feature dump (.npz) with a bank policy"),
+    "synth": ("streamlabel.launch.synth_cmd", "preview or write the synthetic source/target re-ID domains"),
     "evaluate": ("streamlabel.launch.evaluate_cmd", "retrieval mAP / CMC of query and gallery feature dumps"),
 }
 
