@@ -7,10 +7,16 @@ The graph is walked node by node: each Conv / Gemm / BatchNormalization node's O
 checked against the target module, every target tensor must be filled exactly once, and every
 weight initializer of the graph must be used.
 
-Fine-tuning: ``bn="folded"`` (default) keeps the folded convs (conv + bias, no BN), so train and
-eval modes compute the same function as the source model (only the fc BatchNorm1d uses batch
-statistics in train mode). ``bn="unfolded"`` inserts BN layers that are the identity at eval and,
-given ``calibration`` batches, re-centres them on that data (see :mod:`.batchnorm`).
+Fine-tuning (the default we recommend): ``bn="folded"`` keeps the folded convs (conv + bias, no BN2d),
+all parameters trainable; only the fc BatchNorm1d uses batch statistics in train mode. Pass
+``calibration`` (a few batches of target images) so that BN's running statistics are re-centred on the
+target data without changing the eval function (:func:`~.batchnorm.calibrate_batchnorm`). Measured on
+64 CUHK03 train crops (cosine of train-mode vs source embeddings, mean / min): folded 0.910 / 0.868,
+folded + calibration 0.987 / 0.982, ``bn="unfolded"`` + calibration 0.983 / 0.974. So folded +
+calibration starts training closest to the source model, with the fewest noisy batch statistics.
+``bn="unfolded"`` inserts a BatchNorm2d after every folded conv (identity at eval) for recipes that
+want BN statistics everywhere (e.g. AdaBN-style adaptation); calibrate it, or train mode whitens
+every channel.
 """
 
 from __future__ import annotations
@@ -149,8 +155,9 @@ def import_onnx(
 ) -> OSNet:
     """Build a trainable :class:`OSNet` (``fold_bn=True``) carrying the weights of an OSNet ONNX export.
 
-    ``bn``: ``"folded"`` keeps folded convs (exact, train = eval function); ``"unfolded"`` adds BN
-    layers that are the identity at eval, re-centred on ``calibration`` batches when given.
+    ``bn``: ``"folded"`` keeps folded convs; ``"unfolded"`` adds BN layers that are the identity at
+    eval. ``calibration``: image batches [B, 3, 256, 128] on which every BN is re-centred (eval output
+    unchanged); recommended before fine-tuning.
     """
     path = Path(path)
     if not path.is_file():
@@ -180,8 +187,8 @@ def import_onnx(
     model.source_path = str(path)
     if bn == "unfolded":
         unfold_batchnorm(model)
-        if calibration is not None:
-            calibrate_batchnorm(model, calibration)
+    if calibration is not None:
+        calibrate_batchnorm(model, calibration)
     return model.eval()
 
 

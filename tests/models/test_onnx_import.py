@@ -107,3 +107,18 @@ def test_unfolded_bn_keeps_eval_function(model: torch.nn.Module) -> None:
         train_out = unfolded.train()(x)["embedding"]
     cos = torch.nn.functional.cosine_similarity(train_out, ref).min()
     assert cos > 0.99  # calibrated on this data: train mode starts from the pretrained function
+
+
+@needs_shared
+def test_folded_calibration_recentres_fc_bn() -> None:
+    if not VAL_DIR.is_dir():
+        pytest.skip("../shared/data absent")
+    x = real_images(8)
+    plain = build_model("onnx", path=ONNX_PATH)
+    calibrated = build_model("onnx", path=ONNX_PATH, calibration=[x])
+    with torch.no_grad():
+        ref = plain(x)
+        torch.testing.assert_close(calibrated(x), ref, rtol=0, atol=1e-4)
+        cos_plain = torch.nn.functional.cosine_similarity(plain.train()(x)["embedding"], ref).mean()
+        cos_cal = torch.nn.functional.cosine_similarity(calibrated.train()(x)["embedding"], ref).mean()
+    assert cos_cal > 0.999 and cos_cal > cos_plain
