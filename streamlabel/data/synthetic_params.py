@@ -65,7 +65,7 @@ DOMAINS: dict[str, DomainStyle] = {
         val_range=(0.5, 0.95),
         achromatic_prob=0.25,
         pattern_probs=(0.4, 0.25, 0.15, 0.2),
-        brightness_range=(0.85, 1.15),
+        brightness_range=(0.92, 1.15),
         cast_ranges=((0.92, 1.08), (0.92, 1.08), (0.9, 1.02)),
         bg_hue_centres=(0.1, 0.3, 0.55, 0.02),
         bg_sat_range=(0.1, 0.4),
@@ -78,12 +78,12 @@ DOMAINS: dict[str, DomainStyle] = {
     "target": DomainStyle(
         code=2,
         hue_centres=(0.6, 0.07, 0.35, 0.95, 0.15),
-        hue_spread=0.1,
-        sat_range=(0.3, 0.85),
-        val_range=(0.3, 0.85),
-        achromatic_prob=0.3,
+        hue_spread=0.15,
+        sat_range=(0.4, 0.9),
+        val_range=(0.4, 0.9),
+        achromatic_prob=0.25,
         pattern_probs=(0.45, 0.15, 0.3, 0.1),
-        brightness_range=(0.65, 0.9),
+        brightness_range=(0.72, 0.88),
         cast_ranges=((0.8, 0.95), (0.9, 1.0), (1.0, 1.2)),
         bg_hue_centres=(0.6, 0.5, 0.75, 0.08),
         bg_sat_range=(0.05, 0.3),
@@ -177,10 +177,13 @@ def sample_identities(seed: int, domain: str, indices: np.ndarray | range) -> Pa
 def sample_cameras(seed: int, domain: str, num_cams: int) -> Params:
     """Per-camera illumination, colour cast, background, blur, noise and preferred viewpoints."""
     style = domain_style(domain)
+    # Cameras take turns through background kinds and favoured viewpoints, so neighbours differ.
+    order = np.random.default_rng([seed, style.code, 5])
+    bg_order, view_order = order.permutation(len(BACKGROUNDS)), order.permutation(len(VIEWS))
     rows = []
     for cam in range(num_cams):
         rng = np.random.default_rng([seed, style.code, 2, cam])
-        centres = style.bg_hue_centres  # cameras take turns through the palette, so neighbours differ
+        centres = style.bg_hue_centres
         bg_hue = centres[(cam + seed) % len(centres)] + rng.normal(0.0, 0.04)
         bg = hsv_to_rgb(
             np.array([bg_hue, bg_hue + rng.normal(0, 0.1)]),
@@ -188,7 +191,7 @@ def sample_cameras(seed: int, domain: str, num_cams: int) -> Params:
             rng.uniform(*style.bg_val_range, 2),
         )
         views = np.full(len(VIEWS), 0.15)
-        views[(cam + rng.integers(len(VIEWS))) % len(VIEWS)] = 0.7  # each camera favours one viewpoint
+        views[view_order[cam % len(VIEWS)]] = 0.7
         rows.append(
             {
                 "brightness": rng.uniform(*style.brightness_range),
@@ -197,7 +200,7 @@ def sample_cameras(seed: int, domain: str, num_cams: int) -> Params:
                 "blur": rng.uniform(*style.blur_range),
                 "noise": rng.uniform(*style.noise_range),
                 "light_grad": rng.uniform(-0.3, 0.3),
-                "bg_type": (cam + rng.integers(len(BACKGROUNDS))) % len(BACKGROUNDS),
+                "bg_type": bg_order[cam % len(BACKGROUNDS)],
                 "bg1": bg[0],
                 "bg2": bg[1],
                 "horizon": rng.uniform(0.45, 0.75),

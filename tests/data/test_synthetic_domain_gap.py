@@ -14,7 +14,7 @@ from torch import nn
 from streamlabel.data.synthetic import SyntheticReid, SyntheticSplit
 from streamlabel.evaluation import evaluate_retrieval
 
-SIZES = {"num_train_ids": 60, "num_test_ids": 40}
+SIZES = {"num_train_ids": 100, "num_test_ids": 50}  # the defaults
 FEAT_DIM = 64
 
 
@@ -89,6 +89,7 @@ def test_source_model_drops_on_target_but_beats_chance(one_thread) -> None:
     src, tgt = _map(source, net), _map(target, net)
     chance = max(_map(source, None), _map(target, None))
     print(f"mAP source {src:.3f} target {tgt:.3f} chance {chance:.3f}")
-    assert src > 0.5  # the probe learns the source identities it never saw in training
-    assert tgt < src - 0.2  # a real domain gap
-    assert tgt > 2.5 * chance and tgt > chance + 0.05  # but far better than chance
+    # Measured with seeds 0, 1, 2, 4, 5 (8 epochs): source 0.74-0.90, target 0.15-0.22, chance 0.025-0.03.
+    assert src > 0.6  # the probe recognises source identities it never saw in training
+    assert tgt < src - 0.3  # a real domain gap
+    assert tgt > 4 * chance and tgt > chance + 0.1  # but far better than chance
