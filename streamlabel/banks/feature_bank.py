@@ -1,0 +1,117 @@
+"""FeatureBank: N x D L2-normalised rows on the training device with vectorised momentum updates."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def check_finite(features: torch.Tensor, what: str = "features") -> None:
+    """Raise a ValueError naming the first bad row when ``features`` holds NaN or Inf."""
+    bad = ~torch.isfinite(features)
+    if bool(bad.any()):
+        rows = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten()
+        raise ValueError(
+            f"{what} contain NaN/Inf in {rows.numel()} row(s) (first: row {int(rows[0])}); "
+            "the bank was not modified"
+        )
+
+
+def dedupe_rows(indices: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average the features of repeated indices so each bank row is written once per batch."""
+    unique, inverse = torch.unique(indices, return_inverse=True)
+    if unique.numel() == indices.numel():
+        order = torch.argsort(indices)
+        return indices[order], features[order]
+    summed = features.new_zeros(unique.numel(), features.shape[1]).index_add_(0, inverse, features)
+    counts = torch.bincount(inverse, minlength=unique.numel()).to(features.dtype)
+    return unique, summed / counts.unsqueeze(1)
+
+
+class FeatureBank:
+    """Stored features v_i (rows L2-normalised) updated as v = m*v + (1-m)*f, then renormalised."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        feat_dim: int,
+        *,
+        momentum: float = 0.2,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if num_samples < 1 or feat_dim < 1:
+            raise ValueError(f"bank shape must be positive, got N={num_samples}, D={feat_dim}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.features = torch.zeros(num_samples, feat_dim, device=device, dtype=dtype)
+
+    @property
+    def num_samples(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def feat_dim(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    def _check(self, indices: torch.Tensor, features: torch.Tensor) -> None:
+        if features.ndim != 2 or features.shape[1] != self.feat_dim:
+            raise ValueError(f"features must be [B, {self.feat_dim}], got {tuple(features.shape)}")
+        if indices.shape != (features.shape[0],):
+            raise ValueError(f"indices must be [{features.shape[0]}], got {tuple(indices.shape)}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_samples):
+            raise ValueError(f"indices must lie in [0, {self.num_samples}), got {indices.min()}..{indices.max()}")
+        check_finite(features)
+
+    def initialize(self, features: torch.Tensor) -> None:
+        """Fill every row from a full feature pass."""
+        if features.shape != self.features.shape:
+            raise ValueError(f"initial features must be {tuple(self.features.shape)}, got {tuple(features.shape)}")
+        check_finite(features)
+        self.features.copy_(F.normalize(features.to(self.device, torch.float32), dim=1))
+
+    def momentum_rows(self, indices: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows a momentum update would write, without writing them: (unique indices, new rows)."""
+        indices = indices.to(self.device).long()
+        self._check(indices, features)
+        indices, features = dedupe_rows(indices, features.to(self.device, torch.float32))
+        old = self.features[indices].float()
+        new = F.normalize(self.momentum * old + (1.0 - self.momentum) * F.normalize(features, dim=1), dim=1)
+        return indices, new
+
+    def write(self, indices: torch.Tensor, rows: torch.Tensor) -> None:
+        """Store already-normalised rows (see ``momentum_rows``)."""
+        check_finite(rows, "bank rows")
+        self.features.index_copy_(0, indices, rows.to(self.features.dtype))
+
+    def update(self, indices: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Momentum-update the batch rows; returns the unique indices written."""
+        indices, rows = self.momentum_rows(indices, features)
+        self.write(indices, rows)
+        return indices
+
+    def segment_means(self, labels: torch.Tensor, num_segments: int, normalize: bool = True) -> torch.Tensor:
+        """Mean feature of each label (cluster centre); rows with label < 0 are ignored."""
+        keep = labels >= 0
+        sums = torch.zeros(num_segments, self.feat_dim, device=self.device, dtype=torch.float32)
+        sums.index_add_(0, labels[keep], self.features[keep].float())
+        counts = torch.bincount(labels[keep], minlength=num_segments).clamp_min(1).unsqueeze(1)
+        means = sums / counts
+        return F.normalize(means, dim=1) if normalize else means
+
+    def state_dict(self) -> dict:
+        return {"features": self.features.clone(), "momentum": self.momentum}
+
+    def load_state_dict(self, state: dict) -> None:
+        if tuple(state["features"].shape) != tuple(self.features.shape):
+            raise ValueError(
+                f"feature bank shape mismatch: checkpoint {tuple(state['features'].shape)}, "
+                f"this run {tuple(self.features.shape)}"
+            )
+        self.features.copy_(state["features"].to(self.device, self.features.dtype))
+        self.momentum = float(state["momentum"])

@@ -1,0 +1,154 @@
+"""HierarchicalLabelBank: H levels of cluster ids with per-level sizes and feature sums.
+
+Level 0 is the finest. The cluster preserve property (same cluster at level h => same cluster at
+h+1) is an invariant: ``check_invariant`` verifies it. Cluster ids at a level lie in [0, N): an id is
+freed when its cluster empties and reused for the next new cluster, so ids stay bounded without
+moving any per-cluster storage; ``dense_labels`` gives compact 0..C-1 ids for output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class InvariantError(AssertionError):
+    """The label bank broke one of its invariants (a bug, never a user error)."""
+
+
+class HierarchicalLabelBank:
+    """Labels [H, N], and for every level: cluster sizes [N], feature sums [N, D], alive mask [N]."""
+
+    def __init__(
+        self, num_samples: int, feat_dim: int, *, num_levels: int = 3, device: torch.device | str | None = None
+    ) -> None:
+        if num_levels < 1:
+            raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+        n, h = int(num_samples), int(num_levels)
+        self.labels = torch.zeros(h, n, dtype=torch.long, device=device)
+        self.sizes = torch.zeros(h, n, dtype=torch.long, device=device)
+        self.sums = torch.zeros(h, n, feat_dim, dtype=torch.float32, device=device)
+
+    @property
+    def num_levels(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def num_samples(self) -> int:
+        return self.labels.shape[1]
+
+    @property
+    def alive(self) -> torch.Tensor:
+        """[H, N] True where a cluster id is in use."""
+        return self.sizes > 0
+
+    def num_clusters(self, level: int) -> int:
+        return int((self.sizes[level] > 0).sum())
+
+    # ----------------------------------------------------------------- construction
+    def reset_singletons(self, features: torch.Tensor) -> None:
+        """Every sample its own cluster at every level."""
+        ids = torch.arange(self.num_samples, device=self.labels.device)
+        self.labels[:] = ids
+        self.recompute(features)
+
+    def assign(self, labels: torch.Tensor, features: torch.Tensor) -> None:
+        """Take given labels [H, N] (must satisfy the invariant, ids in [0, N)) and recompute statistics."""
+        if tuple(labels.shape) != tuple(self.labels.shape):
+            raise ValueError(f"labels must be {tuple(self.labels.shape)}, got {tuple(labels.shape)}")
+        self.labels.copy_(labels)
+        self.recompute(features)
+        self.check_invariant()
+
+    def recompute(self, features: torch.Tensor) -> None:
+        """Exact sizes and sums from the labels (clears any drift of the incremental updates)."""
+        feats = features.float()
+        for level in range(self.num_levels):
+            lab = self.labels[level]
+            self.sizes[level] = torch.bincount(lab, minlength=self.num_samples)
+            self.sums[level].zero_().index_add_(0, lab, feats)
+
+    # ----------------------------------------------------------------- queries
+    def centres(self, level: int) -> torch.Tensor:
+        """L2-normalised cluster centres at ``level`` ([N, D]; rows of free ids are zero)."""
+        return F.normalize(self.sums[level], dim=1)
+
+    def parent(self, level: int) -> torch.Tensor:
+        """Cluster id at level+1 of every cluster id at ``level`` (-1 for free ids and for the top level)."""
+        out = torch.full((self.num_samples,), -1, dtype=torch.long, device=self.labels.device)
+        if level + 1 < self.num_levels:
+            out[self.labels[level]] = self.labels[level + 1]
+        return out
+
+    def dense_labels(self, level: int = -1) -> torch.Tensor:
+        """Labels of one level renumbered 0..C-1 in order of first id (deterministic)."""
+        lab = self.labels[level]
+        present = torch.zeros(self.num_samples, dtype=torch.long, device=lab.device)
+        present[lab] = 1
+        new_id = torch.cumsum(present, 0) - 1
+        return new_id[lab]
+
+    def check_invariant(self) -> None:
+        """Raise InvariantError unless ids are in range, statistics match labels and clusters nest."""
+        n = self.num_samples
+        if int(self.labels.min()) < 0 or int(self.labels.max()) >= n:
+            raise InvariantError("cluster ids out of [0, N)")
+        for level in range(self.num_levels):
+            counts = torch.bincount(self.labels[level], minlength=n)
+            if not torch.equal(counts, self.sizes[level]):
+                raise InvariantError(f"sizes at level {level} do not match the labels")
+        for level in range(self.num_levels - 1):
+            fine, coarse = self.labels[level], self.labels[level + 1]
+            parent = torch.full((n,), -1, dtype=torch.long, device=fine.device)
+            parent[fine] = coarse
+            if not torch.equal(parent[fine], coarse):
+                raise InvariantError(f"cluster preserve property broken between levels {level} and {level + 1}")
+
+    # ----------------------------------------------------------------- updates
+    def allocate(self, level: int, count: int) -> torch.Tensor:
+        """``count`` free cluster ids at ``level`` (lowest first); the caller must fill them."""
+        free = (self.sizes[level] == 0).nonzero().flatten()
+        if free.numel() < count:
+            raise InvariantError(f"level {level}: asked for {count} new ids, {free.numel()} free")
+        return free[:count]
+
+    def move_samples(
+        self, rows: torch.Tensor, new_labels: torch.Tensor, old_feats: torch.Tensor, new_feats: torch.Tensor
+    ) -> None:
+        """Give samples ``rows`` the label chains ``new_labels`` [H, R] and features old -> new."""
+        old_labels = self.labels[:, rows]
+        ones = torch.ones(rows.numel(), dtype=torch.long, device=rows.device)
+        for level in range(self.num_levels):
+            self.sizes[level].index_add_(0, old_labels[level], -ones)
+            self.sizes[level].index_add_(0, new_labels[level], ones)
+            self.sums[level].index_add_(0, old_labels[level], -old_feats.float())
+            self.sums[level].index_add_(0, new_labels[level], new_feats.float())
+        self.labels[:, rows] = new_labels
+
+    def relabel_level(self, level: int, mapping: torch.Tensor, touched: torch.Tensor, unit_sums: torch.Tensor,
+                      unit_sizes: torch.Tensor, unit_labels: torch.Tensor) -> None:
+        """Move level-``level`` labels through ``mapping`` (per sample) and rebuild the touched clusters' stats.
+
+        ``touched`` are all ids whose membership changed (old and new); their sums and sizes are rebuilt
+        from the units (``unit_labels`` -> new id, with ``unit_sums`` / ``unit_sizes``).
+        """
+        self.labels[level] = mapping
+        self.sums[level, touched] = 0.0
+        self.sizes[level, touched] = 0
+        self.sums[level].index_add_(0, unit_labels, unit_sums)
+        self.sizes[level].index_add_(0, unit_labels, unit_sizes)
+
+    def state_dict(self) -> dict:
+        """Labels and the incrementally kept statistics (saved, not recomputed, so resume is exact)."""
+        return {"labels": self.labels.clone(), "sizes": self.sizes.clone(), "sums": self.sums.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if tuple(state["labels"].shape) != tuple(self.labels.shape) or state["sums"].shape[-1] != self.sums.shape[-1]:
+            raise ValueError(
+                f"label bank mismatch: checkpoint labels {tuple(state['labels'].shape)} / dim "
+                f"{state['sums'].shape[-1]}, this run {tuple(self.labels.shape)} / dim {self.sums.shape[-1]}"
+            )
+        self.labels.copy_(state["labels"])
+        self.sizes.copy_(state["sizes"])
+        self.sums.copy_(state["sums"])
+        self.check_invariant()

@@ -1,0 +1,120 @@
+"""BankUpdatePolicy: the contract every pseudo-label method follows, and the name registry.
+
+A policy owns the feature bank and label bank of the target samples. ``initialize`` takes a full
+feature pass; ``step`` is called after every optimiser step with the batch rows; ``epoch_end`` runs
+the offline refresh when ``refresh_every`` says so (0 = online, labels change every step).
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Callable
+
+import torch
+
+from streamlabel.keys import check_keys
+
+_REGISTRY: dict[str, type[BankUpdatePolicy]] = {}
+
+
+class BankUpdatePolicy(abc.ABC):
+    """Base class: subclasses implement ``initialize``, ``step`` and ``labels``."""
+
+    name: str = ""
+
+    def __init__(
+        self,
+        num_samples: int,
+        feat_dim: int,
+        *,
+        device: torch.device | str | None = None,
+        refresh_every: int = 0,
+    ) -> None:
+        if num_samples < 1 or feat_dim < 1:
+            raise ValueError(f"num_samples and feat_dim must be positive, got {num_samples}, {feat_dim}")
+        if refresh_every < 0:
+            raise ValueError(f"refresh_every must be >= 0 (0 = every batch), got {refresh_every}")
+        self.num_samples = int(num_samples)
+        self.feat_dim = int(feat_dim)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.refresh_every = int(refresh_every)
+
+    @abc.abstractmethod
+    def initialize(self, features: torch.Tensor, cameras: torch.Tensor | None = None) -> None:
+        """Full pass: fill the banks from ``features`` [N, D] and compute the first labels."""
+
+    @abc.abstractmethod
+    def step(self, indices: torch.Tensor, features: torch.Tensor, cameras: torch.Tensor | None = None) -> None:
+        """Every mini-batch: momentum-update the batch rows and, when online, update their labels."""
+
+    def epoch_end(self, epoch: int) -> bool:
+        """Run the offline refresh when ``refresh_every`` divides ``epoch + 1``; returns True if it ran."""
+        if self.refresh_every > 0 and (epoch + 1) % self.refresh_every == 0:
+            self.refresh()
+            return True
+        return False
+
+    def refresh(self) -> None:
+        """Recompute the labels from the whole bank (the offline clustering of this method)."""
+        raise NotImplementedError(f"policy {self.name!r} has no offline refresh")
+
+    @abc.abstractmethod
+    def labels(self, level: int = -1) -> torch.Tensor:
+        """Pseudo labels [N] (dense 0..C-1), -1 = outlier / unlabeled."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: banks, labels, thresholds, RNG state."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict``; refuses a state from a different configuration."""
+
+
+def register_policy(name: str) -> Callable[[type[BankUpdatePolicy]], type[BankUpdatePolicy]]:
+    """Class decorator: make a BankUpdatePolicy subclass buildable by ``name`` (YAML, CLI)."""
+
+    def wrap(cls: type[BankUpdatePolicy]) -> type[BankUpdatePolicy]:
+        if not issubclass(cls, BankUpdatePolicy):
+            raise TypeError(f"{cls.__name__} must subclass BankUpdatePolicy to be registered")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"policy name {name!r} is already registered by {_REGISTRY[name].__name__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_policies() -> list[str]:
+    """Names accepted by ``build_policy``."""
+    return sorted(_REGISTRY)
+
+
+def policy_parameters(name: str) -> dict[str, object]:
+    """The keyword parameters (and defaults) a policy accepts, besides num_samples/feat_dim/device."""
+    cls = get_policy_class(name)
+    params: dict[str, object] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        for pname, param in inspect.signature(klass.__init__).parameters.items():
+            if param.kind is param.KEYWORD_ONLY:
+                params[pname] = param.default
+    params.pop("device", None)
+    return params
+
+
+def get_policy_class(name: str) -> type[BankUpdatePolicy]:
+    if name not in _REGISTRY:
+        check_keys([name], _REGISTRY, "policy names")
+    return _REGISTRY[name]
+
+
+def build_policy(
+    name: str, *, num_samples: int, feat_dim: int, device: torch.device | str | None = None, **params: object
+) -> BankUpdatePolicy:
+    """Instantiate a registered policy; unknown parameters are errors naming the nearest valid one."""
+    check_keys(params, policy_parameters(name), f"policy {name!r}")
+    return get_policy_class(name)(num_samples, feat_dim, device=device, **params)
