@@ -13,16 +13,16 @@ import json
 import sys
 from collections.abc import Sequence
 
+from streamlabel.launch.errors import CommandError
+
 # sub-command name -> (module path, one-line help)
+__all__ = ["COMMANDS", "CommandError", "main"]
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "labels": ("streamlabel.launch.labels_cmd", "pseudo labels for a feature dump (.npz) with a bank policy"),
     "synth": ("streamlabel.launch.synth_cmd", "preview or write the synthetic source/target re-ID domains"),
     "evaluate": ("streamlabel.launch.evaluate_cmd", "retrieval mAP / CMC of query and gallery feature dumps"),
 }
-
-
-class CommandError(RuntimeError):
-    """An error the user can fix (bad input, missing file); printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

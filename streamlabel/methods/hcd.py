@@ -213,7 +213,8 @@ class HCDPolicy(BankUpdatePolicy):
         current = _mutual_components(neighbors, arange)
         labels[0] = current
         for level in range(1, self.num_levels):
-            centres = torch.zeros(n, self.feat_dim, device=self.device).index_add_(0, current, self.bank.features.float())
+            centres = torch.zeros(n, self.feat_dim, device=self.device)
+            centres.index_add_(0, current, self.bank.features.float())
             alive = torch.bincount(current, minlength=n) > 0
             _, nearest = topk_inner_product(torch.nn.functional.normalize(centres[alive], dim=1),
                                             torch.nn.functional.normalize(centres, dim=1), 1,
@@ -267,7 +268,8 @@ class HCDPolicy(BankUpdatePolicy):
         for ids, cluster_ids in padded_groups(parent[units], units):
             valid = ids >= 0
             safe = ids.clamp_min(0)
-            neighbors = torch.where(valid.unsqueeze(-1), graph.neighbors(safe), torch.full_like(graph.neighbors(safe), -1))
+            neighbors = graph.neighbors(safe)
+            neighbors = torch.where(valid.unsqueeze(-1), neighbors, torch.full_like(neighbors, -1))
             piece = split_blocks(
                 ids, centres[safe].float(), neighbors, sizes[safe] * valid,
                 alpha=self.alpha_split, max_anchors=self.max_anchors,
@@ -394,4 +396,5 @@ def _mutual_components(neighbors: torch.Tensor, nodes: torch.Tensor, alive: torc
 
 def _check_range(name: str, value: int, low: int, high: int | None) -> None:
     if value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be >= {low}" + (f" and <= {high}" if high is not None else "") + f", got {value}")
+        upper = f" and <= {high}" if high is not None else ""
+        raise ValueError(f"{name} must be >= {low}{upper}, got {value}")
