@@ -19,6 +19,7 @@ from streamlabel.launch.errors import CommandError
 __all__ = ["COMMANDS", "CommandError", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("streamlabel.launch.train", "train with a config (default: the synthetic demo) on this process"),
     "labels": ("streamlabel.launch.labels_cmd", "pseudo labels for a feature dump (.npz) with a bank policy"),
     "synth": ("streamlabel.launch.synth_cmd", "preview or write the synthetic source/target re-ID domains"),
     "evaluate": ("streamlabel.launch.evaluate_cmd", "retrieval mAP / CMC of query and gallery feature dumps"),

@@ -1,0 +1,91 @@
+"""Building what a training run needs from its config: datasets, loaders, model, optimiser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from streamlabel.data import ReidDataset, build_dataset, build_transforms, verify_dataset
+from streamlabel.data.image_dataset import ReidImageDataset
+from streamlabel.data.samplers import IdentityBatchSampler
+from streamlabel.models import build_model, load_pretrained
+
+
+def build_domain(spec: dict | None, on_bad_image: str) -> ReidDataset | None:
+    """The dataset of one domain (``{"name", "root", "kwargs"}``), images checked; None when absent."""
+    if spec is None:
+        return None
+    dataset = build_dataset(spec["name"], Path(spec["root"]).expanduser(), **dict(spec.get("kwargs") or {}))
+    if not dataset.train:
+        raise ValueError(f"dataset {spec['name']!r} at {spec['root']} has no training images")
+    return verify_dataset(dataset, on_error=on_bad_image)
+
+
+def train_transform(cfg: dict):
+    data = cfg["data"]
+    return build_transforms(True, data["height"], data["width"], flip_p=data["flip_p"], pad=data["pad"],
+                            erasing_p=data["erasing_p"])
+
+
+def test_transform(cfg: dict):
+    return build_transforms(False, cfg["data"]["height"], cfg["data"]["width"])
+
+
+def eval_loader(samples: list, cfg: dict) -> DataLoader:
+    """Deterministic loader over ``samples`` (no augmentation), batch order = sample order."""
+    return DataLoader(ReidImageDataset(samples, test_transform(cfg)), batch_size=cfg["eval"]["batch_size"],
+                      shuffle=False, num_workers=cfg["data"]["num_workers"])
+
+
+def identity_batches(
+    samples: list, labels: torch.Tensor, cfg: dict, *, batch_size: int, epoch: int, num_batches: int,
+    num_replicas: int, rank: int, outliers: str,
+) -> Iterator[dict]:
+    """Exactly ``num_batches`` P x K batches of this rank for ``epoch``, cycling the sampler if needed.
+
+    Everything random is seeded from (seed, epoch, round), so resuming at an epoch boundary replays the
+    same batches; augmentation draws from torch's global RNG (restored by checkpoints) with 0 workers,
+    and from per-epoch seeded workers otherwise.
+    """
+    sampler = IdentityBatchSampler(labels, batch_size=batch_size, num_instances=cfg["data"]["num_instances"],
+                                   outliers=outliers, seed=cfg["seed"], num_replicas=num_replicas, rank=rank)
+    dataset = ReidImageDataset(samples, train_transform(cfg))
+    produced, round_index = 0, 0
+    while produced < num_batches:
+        sampler.set_epoch(epoch * 1000 + round_index)
+        workers = cfg["data"]["num_workers"]
+        generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch * 1009 + round_index * 17 + rank)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, generator=generator)
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+            produced += 1
+            if produced == num_batches:
+                return
+        if empty:
+            raise ValueError("the identity sampler produced no batches (too few images for one batch?)")
+        round_index += 1
+
+
+def build_network(cfg: dict) -> torch.nn.Module:
+    """The backbone of ``model.name`` with ``model.kwargs``, and local pretrained weights if given."""
+    model = build_model(cfg["model"]["name"], **dict(cfg["model"]["kwargs"] or {}))
+    if cfg["model"]["pretrained"]:
+        load_pretrained(model, cfg["model"]["pretrained"])
+    if not hasattr(model, "feat_dim"):
+        raise ValueError(f"model {cfg['model']['name']!r} does not declare feat_dim")
+    return model
+
+
+def build_optimizer(model: torch.nn.Module, cfg: dict) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam with weight decay and a step schedule over iterations (HCD's recipe by default)."""
+    optim = cfg["optim"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=optim["lr"], weight_decay=optim["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(optim["milestones"]),
+                                                     gamma=optim["gamma"])
+    return optimizer, scheduler

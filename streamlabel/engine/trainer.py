@@ -1,0 +1,321 @@
+"""The training loop: source-only warm-up, then adaptation with a bank update policy every batch.
+
+Order inside an adaptation iteration (the bank update is an explicit step, never hidden in autograd):
+forward source + target images -> hybrid memory loss (HCD Eq. 1) against source class centres and the
+policy's target entries -> backward, optimiser and scheduler step -> gather the target rows of every
+process -> ``policy.step`` (same inputs on every rank, so the banks stay identical) -> source centre
+momentum update. ``policy.epoch_end`` runs after every epoch (offline refresh when its interval says so).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from streamlabel.banks.hybrid_memory import HybridMemory
+from streamlabel.engine.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
+from streamlabel.engine.evaluator import evaluate_model, label_churn
+from streamlabel.engine.rng import capture_rng_state, restore_rng_state
+from streamlabel.engine.setup import (
+    build_domain,
+    build_network,
+    build_optimizer,
+    eval_loader,
+    identity_batches,
+)
+from streamlabel.evaluation import extract_features, label_quality_report
+from streamlabel.launch.config import config_fingerprint
+from streamlabel.methods import build_policy
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN/Inf loss or feature with ``train.on_nonfinite: stop``."""
+
+
+def embed(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """L2-normalised embeddings in float32, whatever the model returns in train or eval mode."""
+    out = model(images)
+    if isinstance(out, dict):
+        out = out["embedding"]
+    elif isinstance(out, tuple | list):
+        out = out[0]
+    return F.normalize(out.float(), dim=1)
+
+
+class Trainer:
+    """One run of a config: builds everything, trains, evaluates, checkpoints; ``run()`` returns results."""
+
+    def __init__(self, cfg: dict, accelerator: Accelerator, *, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.acc = accelerator
+        self.device = accelerator.device
+        self.resume = resume
+        self.progress = progress and accelerator.is_main_process
+        self.out_dir = Path(cfg["output_dir"])
+        self.fingerprint = config_fingerprint(cfg)
+        train = cfg["train"]
+        self.ipe = train["iters_per_epoch"]
+        self.pretrain_epochs = math.ceil(train["pretrain_iterations"] / self.ipe)
+        self.adapt_epochs = math.ceil(train["iterations"] / self.ipe)
+        self.world = accelerator.num_processes
+        self.results: dict = {}
+        self.history: list[dict] = []
+        self.skipped_steps = 0
+
+    # ------------------------------------------------------------------ setup
+    def _log(self, message: str) -> None:
+        if self.acc.is_main_process:
+            tqdm.write(f"[streamlabel] {message}")
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        with self.acc.main_process_first():  # the synthetic dataset writes its images on first use
+            self.source = build_domain(cfg["data"]["source"], cfg["data"]["on_bad_image"])
+            self.target = build_domain(cfg["data"]["target"], cfg["data"]["on_bad_image"])
+        self.target_pids = torch.tensor([s.pid for s in self.target.train])
+        self.target_cams = torch.tensor([s.camid for s in self.target.train])
+        model = build_network(cfg)
+        if cfg["train"]["sync_bn"] and self.world > 1:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.feat_dim = int(model.feat_dim)
+        self.model = model.to(self.device)
+        self._new_optimizer()
+        num_classes = self.source.num_train_pids if self.source is not None else 0
+        self.memory = HybridMemory(num_classes, self.feat_dim, temperature=cfg["loss"]["temperature"],
+                                   momentum=cfg["loss"]["source_momentum"]).to(self.device)
+        policy_cfg = dict(cfg["policy"])
+        self.policy = build_policy(policy_cfg.pop("name"), num_samples=len(self.target.train),
+                                   feat_dim=self.feat_dim, device=self.device, **policy_cfg)
+        global_batch = cfg["train"]["source_batch"] * (self.source is not None) + cfg["train"]["target_batch"]
+        bn_note = (f"SyncBatchNorm over {self.world} processes" if cfg["train"]["sync_bn"] and self.world > 1
+                   else f"{self.world} process(es)")
+        per_bn = global_batch if (cfg["train"]["sync_bn"] or self.world == 1) else global_batch // self.world
+        self._log(f"source {self.source.summary() if self.source else 'none (unsupervised)'}; "
+                  f"target {self.target.summary()}")
+        self._log(f"each BatchNorm sees {per_bn} images per step ({bn_note}); global batch {global_batch}")
+
+    def _new_optimizer(self) -> None:
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        optimizer, self.scheduler = build_optimizer(model, self.cfg)
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.acc.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------ features
+    def _features(self, samples: list) -> dict[str, torch.Tensor]:
+        """Embeddings of ``samples`` in order; every process computes the same full pass."""
+        out = extract_features(self.net, eval_loader(samples, self.cfg), device=self.device, progress=self.progress)
+        return out
+
+    def _init_source_memory(self) -> None:
+        if self.source is None:
+            return
+        feats = self._features(self.source.train)
+        self.memory.init_source(feats["feats"].to(self.device), feats["pids"].to(self.device))
+
+    def _init_policy(self) -> None:
+        feats = self._features(self.target.train)
+        self.policy.initialize(feats["feats"].to(self.device), cameras=self.target_cams.to(self.device))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self, phase: str, epoch: int) -> dict:
+        return {
+            "config": self.cfg,
+            "phase": phase,
+            "epoch": epoch,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "memory": self.memory.state_dict(),
+            "policy": self.policy.state_dict() if phase == "adapt" else None,
+            "rng": capture_rng_state(),
+            "results": dict(self.results),
+            "history": list(self.history),
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def _save(self, phase: str, epoch: int) -> None:
+        every = self.cfg["train"]["checkpoint_every_epochs"]
+        if every <= 0:
+            return
+        if self.acc.is_main_process:
+            save_checkpoint(self.out_dir / "checkpoints" / f"{phase}_epoch{epoch:04d}.pt", self._state(phase, epoch),
+                            fingerprint=self.fingerprint)
+        self.acc.wait_for_everyone()
+
+    def _restore(self) -> tuple[str, int] | None:
+        """Load the latest checkpoint of this output_dir; returns (phase, next epoch) or None."""
+        ckpt_dir = self.out_dir / "checkpoints"
+        if not self.resume or find_latest(ckpt_dir) is None:
+            if self.resume:
+                self._log(f"--resume: no checkpoint in {ckpt_dir}, starting from scratch")
+            return None
+        state = load_checkpoint(ckpt_dir, fingerprint=self.fingerprint, config=self.cfg, map_location="cpu")
+        phase, epoch = state["phase"], int(state["epoch"])
+        if phase == "adapt":
+            self._new_optimizer()
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.memory.load_state_dict(state["memory"])
+        if state["policy"] is not None:
+            self.policy.load_state_dict(state["policy"])
+        restore_rng_state(state["rng"])
+        self.results, self.history = dict(state["results"]), list(state["history"])
+        self.skipped_steps = int(state["skipped_steps"])
+        self._log(f"resumed from {phase} epoch {epoch} ({ckpt_dir})")
+        return phase, epoch + 1
+
+    # ------------------------------------------------------------------ training
+    def run(self) -> dict:
+        start = time.perf_counter()
+        self.setup()
+        restored = self._restore()
+        phase, first_epoch = restored if restored else ("pretrain", 0)
+        if self.acc.is_main_process and self.cfg["log"]["tensorboard"]:
+            self.acc.init_trackers("streamlabel")
+        if phase == "pretrain":
+            if first_epoch == 0:
+                self._init_source_memory()
+            for epoch in range(first_epoch, self.pretrain_epochs):
+                self._epoch(epoch, phase="pretrain")
+                self._save("pretrain", epoch)
+            if "source_mAP" not in self.results:
+                metrics = self._evaluate()
+                self.results.update({"source_mAP": metrics["mAP"], "source_rank1": metrics["rank1"]})
+                self._log(f"source-only model on the target: mAP {100 * metrics['mAP']:.1f}% "
+                          f"rank-1 {100 * metrics['rank1']:.1f}%")
+            phase, first_epoch = "adapt", 0
+            self._new_optimizer()
+            self._init_source_memory()
+            self._init_policy()
+            self.history.append(self._label_stats(-1))
+        for epoch in range(first_epoch, self.adapt_epochs):
+            self._epoch(epoch, phase="adapt")
+            self.policy.epoch_end(epoch)
+            stats = self._label_stats(epoch)
+            self.history.append(stats)
+            every = self.cfg["train"]["eval_every_epochs"]
+            if every > 0 and ((epoch + 1) % every == 0) and epoch + 1 < self.adapt_epochs:
+                stats.update({f"eval_{k}": v for k, v in self._evaluate().items() if k in ("mAP", "rank1")})
+            self._tracker_log(stats, step=(epoch + 1) * self.ipe)
+            self._save("adapt", epoch)
+        metrics = self._evaluate()
+        final = self.history[-1] if self.history else {}
+        self.results.update({
+            "adapted_mAP": metrics["mAP"], "adapted_rank1": metrics["rank1"],
+            "adapted_rank5": metrics.get("rank5"), "bcubed_f": final.get("bcubed_f"),
+            "clusters": final.get("clusters"), "outlier_frac": final.get("outlier_frac"),
+            "skipped_steps": self.skipped_steps, "seconds": time.perf_counter() - start,
+            "processes": self.world,
+        })
+        if self.cfg["log"]["tensorboard"]:
+            self.acc.end_training()
+        return self.results
+
+    def _label_stats(self, epoch: int) -> dict:
+        labels = self.policy.labels().cpu()
+        stats = {"epoch": epoch, "clusters": int(labels.max()) + 1 if bool((labels >= 0).any()) else 0,
+                 "outlier_frac": float((labels < 0).float().mean())}
+        if self.history and "labels" in self.history[-1]:
+            stats["label_churn"] = label_churn(self.history[-1]["labels"], labels)
+        if bool((self.target_pids >= 0).all()):
+            quality = label_quality_report(labels.numpy(), self.target_pids.numpy())
+            stats.update({k: quality[k] for k in ("bcubed_p", "bcubed_r", "bcubed_f", "nmi")})
+        if self.history:
+            self.history[-1].pop("labels", None)
+        stats["labels"] = labels
+        self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in stats.items() if k != "labels"))
+        return stats
+
+    def _tracker_log(self, values: dict, step: int) -> None:
+        if self.cfg["log"]["tensorboard"]:
+            self.acc.log({k: v for k, v in values.items() if isinstance(v, int | float)}, step=step)
+
+    def _evaluate(self) -> dict:
+        split = self.target if self.cfg["eval"]["split"] == "target" else self.source
+        return evaluate_model(self.net, split, self.cfg, device=self.device, progress=self.progress)
+
+    def _batches(self, epoch: int, phase: str):
+        train = self.cfg["train"]
+        total_epochs = self.pretrain_epochs if phase == "pretrain" else self.adapt_epochs
+        total_iters = train["pretrain_iterations"] if phase == "pretrain" else train["iterations"]
+        count = min(self.ipe, total_iters - epoch * self.ipe) if epoch == total_epochs - 1 else self.ipe
+        seed_epoch = epoch if phase == "pretrain" else self.pretrain_epochs + epoch
+        common = {"epoch": seed_epoch, "num_batches": count, "num_replicas": self.world,
+                  "rank": self.acc.process_index}
+        source = None
+        if self.source is not None and train["source_batch"] > 0:
+            source = identity_batches(self.source.train, torch.tensor([s.pid for s in self.source.train]), self.cfg,
+                                      batch_size=train["source_batch"], outliers="exclude", **common)
+        target = None
+        if phase == "adapt":
+            target = identity_batches(self.target.train, self.policy.labels().cpu(), self.cfg,
+                                      batch_size=train["target_batch"], outliers="singleton", **common)
+        for _ in range(count):
+            yield (next(source) if source is not None else None), (next(target) if target is not None else None)
+
+    def _epoch(self, epoch: int, phase: str) -> None:
+        self.model.train()
+        bar = tqdm(self._batches(epoch, phase), total=None, desc=f"{phase} epoch {epoch}", disable=not self.progress,
+                   leave=False)
+        for step_index, (src, tgt) in enumerate(bar):
+            loss = self._iteration(src, tgt, phase)
+            if loss is not None and step_index % self.cfg["train"]["log_every"] == 0:
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                self._tracker_log({f"{phase}/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]},
+                                  step=epoch * self.ipe + step_index)
+
+    def _iteration(self, src: dict | None, tgt: dict | None, phase: str) -> float | None:
+        images = [b["img"] for b in (src, tgt) if b is not None]
+        num_source = src["img"].shape[0] if src is not None else 0
+        with self.acc.autocast():
+            feats = embed(self.model, torch.cat(images).to(self.device))
+        f_s, f_t = feats[:num_source], feats[num_source:]
+        y_s = src["pid"].to(self.device) if src is not None else torch.empty(0, dtype=torch.long, device=self.device)
+        if phase == "adapt":
+            idx_t = tgt["index"].to(self.device)
+            entries, positive = self.policy.memory_entries()
+            losses = self.memory.loss(f_s, y_s, f_t, idx_t, entries, positive)
+        else:
+            losses = self.memory.loss(f_s, y_s, f_t[:0], torch.empty(0, dtype=torch.long, device=self.device),
+                                      None, None)
+        loss = losses["loss"]
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(feats).all())
+        finite = bool(self.acc.gather(torch.tensor([finite], device=self.device)).all())
+        if not finite:
+            return self._non_finite()
+        self.acc.backward(loss)
+        if self.cfg["train"]["grad_clip"] > 0:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["train"]["grad_clip"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if phase == "adapt":
+            self.scheduler.step()
+            # explicit bank updates, identical on every process
+            rows = self.acc.gather(idx_t)
+            self.policy.step(rows, self.acc.gather(f_t.detach()), self.target_cams.to(self.device)[rows])
+        if num_source:
+            self.memory.update_source(self.acc.gather(f_s.detach()), self.acc.gather(y_s))
+        return float(loss.detach())
+
+    def _non_finite(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg["train"]["on_nonfinite"] == "stop":
+            raise NonFiniteError("non-finite loss or features; stopping (train.on_nonfinite: stop). "
+                                 "The banks were not updated with this batch.")
+        self.skipped_steps += 1
+        self._log(f"non-finite loss or features: step skipped, banks untouched ({self.skipped_steps} so far)")
+        return None
+
+
+__all__ = ["CheckpointError", "NonFiniteError", "Trainer", "embed"]

@@ -1,0 +1,109 @@
+"""Training entry point: ``accelerate launch -m streamlabel.launch.train --config FILE [key=value ...]``.
+
+``streamlabel train`` runs the same code in the current process. With no ``--config`` the embedded
+default ``configs/demo.yaml`` (synthetic source -> synthetic target, CPU, a few minutes) is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streamlabel.launch.errors import CommandError
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def default_config() -> Path:
+    """``configs/demo.yaml`` of the source checkout (or of the current directory)."""
+    for candidate in (REPO_CONFIGS / "demo.yaml", Path.cwd() / "configs" / "demo.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise CommandError("no --config given and configs/demo.yaml not found (run from the streamlabel checkout)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/demo.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.iterations=100")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of output_dir")
+    parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    from streamlabel.engine.trainer import Trainer
+    from streamlabel.launch.config import dump_config, load_config
+
+    cfg = load_config(args.config or default_config(), args.overrides)
+    use_cpu = args.cpu or cfg["device"] == "cpu"
+    if cfg["device"] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CommandError("device: cuda requested but no CUDA device is available")
+    amp = "fp16" if cfg["train"]["amp"] and not use_cpu else "no"
+    project = ProjectConfiguration(project_dir=cfg["output_dir"], logging_dir=str(Path(cfg["output_dir"]) / "logs"))
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=amp if _cuda_ok(use_cpu) else "no",
+                              log_with="tensorboard" if cfg["log"]["tensorboard"] and _has_tensorboard() else None,
+                              project_config=project)
+    if not _has_tensorboard():
+        cfg["log"]["tensorboard"] = False
+    set_seed(cfg["seed"], device_specific=False)
+    if accelerator.is_main_process:
+        Path(cfg["output_dir"]).mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, Path(cfg["output_dir"]) / "config.yaml")
+    trainer = Trainer(cfg, accelerator, resume=args.resume, progress=not args.quiet)
+    results = trainer.run()
+    if accelerator.is_main_process:
+        _print_summary(results)
+    return results if accelerator.is_main_process else {}
+
+
+def _cuda_ok(use_cpu: bool) -> bool:
+    import torch
+
+    return not use_cpu and torch.cuda.is_available()
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _print_summary(results: dict) -> None:
+    parts = []
+    if "source_mAP" in results:
+        parts.append(f"source-only mAP {100 * results['source_mAP']:.1f}%")
+    parts.append(f"adapted mAP {100 * results['adapted_mAP']:.1f}% rank-1 {100 * results['adapted_rank1']:.1f}%")
+    if results.get("bcubed_f") is not None:
+        parts.append(f"pseudo-label BCubed F {results['bcubed_f']:.3f}")
+    parts.append(f"{results['seconds']:.0f} s")
+    print("[streamlabel] " + ", ".join(parts))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streamlabel.launch.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        results = run(args)
+    except (CommandError, ValueError, KeyError, FileNotFoundError) as err:
+        print(f"streamlabel train: error: {err}", file=sys.stderr)
+        return 2
+    if args.json and results:
+        print(json.dumps(results, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
