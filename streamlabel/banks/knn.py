@@ -94,4 +94,6 @@ def _faiss_topk(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torc
     index = faiss.IndexFlatIP(bank.shape[1])
     index.add(bank.float().contiguous().numpy())
     sims, idx = index.search(queries.float().contiguous().numpy(), k)
-    return torch.from_numpy(sims), torch.from_numpy(idx).long()
+    sims, idx = torch.from_numpy(sims), torch.from_numpy(idx).long()
+    # faiss marks missing results with id -1 and sim -FLT_MAX; use -inf like the torch path
+    return sims.masked_fill(idx < 0, _NEG_INF), idx
