@@ -1,0 +1,390 @@
+"""Crash-safe checkpoints for exact resume.
+
+A streamlabel checkpoint holds everything a run needs to continue bit-exactly (DESIGN.md
+section 6 item 6): model weights, optimizer and scheduler state, the policy's banks and
+labels, the RNG states (:mod:`streamlabel.engine.rng`), and the config.  This module only
+moves that dict to and from disk; what goes into it is the engine's business.
+
+Guarantees
+----------
+* **Atomic.**  :func:`save_checkpoint` writes to a temporary file in the target directory
+  (``.<name>.<pid>.<random>.streamlabel-tmp``), flushes and ``fsync``\\ s it, ``os.replace``\\ s
+  it onto the final name and ``fsync``\\ s the directory.  A crash or ``kill -9`` at any point
+  leaves either the old file set or the new one, never a half-written file under a
+  checkpoint name.
+* **A pointer to the newest one.**  ``latest.txt`` in the same directory names the newest
+  checkpoint file on its first line, followed by the older checkpoints still kept (newest
+  first).  It is written atomically the same way, *after* the checkpoint is in place, so it
+  never names a file that is not complete.  :func:`find_latest` reads it.
+* **Rotation after safety.**  Only the ``keep`` newest checkpoints listed in the pointer are
+  kept; older ones are deleted only once the new checkpoint and the pointer are durable.
+  Files the pointer never listed are never deleted.
+* **Failures are loud and harmless.**  Any error while writing (disk full, permission, an
+  unpicklable object) removes the temporary file, leaves the previous checkpoint and pointer
+  untouched and raises :class:`CheckpointError` with the path and the free space.
+* **No silent mixing of runs.**  Every checkpoint carries a header with the config
+  fingerprint; :func:`load_checkpoint` refuses a checkpoint written by another configuration
+  and lists the config keys that differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import os
+import pickle
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "FORMAT",
+    "LATEST_NAME",
+    "VERSION",
+    "CheckpointError",
+    "config_diff",
+    "find_latest",
+    "load_checkpoint",
+    "load_checkpoint_with_header",
+    "save_checkpoint",
+]
+
+FORMAT = "streamlabel-checkpoint"
+VERSION = 1
+LATEST_NAME = "latest.txt"
+_TMP_SUFFIX = ".streamlabel-tmp"
+_MAX_DIFF_KEYS = 10
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, found, read, or does not belong to this run."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _free_space(directory: Path) -> str:
+    """Human readable free space of the file system holding ``directory`` (or why it is unknown)."""
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError as exc:
+        return f"free space unknown ({exc.strerror or exc})"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if free < 1024 or unit == "TiB":
+            return f"{free:.1f} {unit} free" if unit != "B" else f"{free} B free"
+        free /= 1024
+    return ""  # unreachable
+
+
+def _describe(exc: BaseException) -> str:
+    """The error text, with the OSError buried under torch's RuntimeError wrapper when there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            if seen.errno == errno.ENOSPC:
+                return f"no space left on device ({seen})"
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename/unlink in ``directory`` durable.  Not possible on Windows; skipped there."""
+    if os.name == "nt":  # pragma: no cover - directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(final: Path, write) -> None:
+    """Write ``final`` via ``write(fileobj)`` into a temp file + fsync + ``os.replace`` + directory fsync.
+
+    On any exception the temporary file is removed and the exception propagates; ``final``
+    is untouched unless ``os.replace`` already succeeded.
+    """
+    directory = final.parent
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{final.name}.{os.getpid()}.", suffix=_TMP_SUFFIX)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(directory)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Delete temp files left by writers that died mid-write (``kill -9``, power loss).
+
+    Only files with our temp suffix whose embedded pid is no longer running are removed, so a
+    concurrent writer in another live process is never disturbed.
+    """
+    for p in directory.glob(f".*{_TMP_SUFFIX}"):
+        parts = p.name[: -len(_TMP_SUFFIX)].rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _read_pointer(directory: Path) -> list[str]:
+    """Checkpoint file names listed in ``latest.txt``, newest first (empty when there is no pointer)."""
+    try:
+        text = (directory / LATEST_NAME).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read checkpoint pointer {directory / LATEST_NAME}: {exc}") from exc
+    names = []
+    for line in text.splitlines():
+        name = line.strip()
+        # Only plain names in this directory: the pointer never sends us elsewhere.
+        if name and name not in names and "/" not in name and "\\" not in name and name not in (".", ".."):
+            names.append(name)
+    return names
+
+
+def _short(fp: str | None) -> str:
+    if not fp:
+        return "<none>"
+    return fp if len(fp) <= 12 else fp[:12] + ".."
+
+
+def config_diff(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two nested config dicts differ (added, removed or changed), sorted.
+
+    Non-dict values (lists, scalars, strings) are compared as a whole.
+    """
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        out: list[str] = []
+        for key in sorted(set(saved) | set(current), key=str):
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if key not in saved or key not in current:
+                out.append(dotted)
+            else:
+                out.extend(config_diff(saved[key], current[key], dotted))
+        return out
+    try:
+        same = bool(saved == current) and type(saved) is type(current)
+    except Exception:  # e.g. array-like values whose == is elementwise
+        same = False
+    return [] if same else [prefix or "<root>"]
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def find_latest(directory: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint in ``directory`` according to its ``latest.txt``, or ``None``.
+
+    If the newest named file has gone (deleted by hand), the next older one still listed is
+    returned.  Temporary files from an interrupted write are never considered.
+    """
+    directory = Path(directory)
+    for name in _read_pointer(directory):
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def save_checkpoint(
+    path: str | os.PathLike, state: dict, *, fingerprint: str, keep: int = 2
+) -> Path:
+    """Atomically write ``state`` to ``path``, point ``latest.txt`` at it and keep the ``keep`` newest.
+
+    ``state`` is any ``torch.save``-able dict (state dicts, tensors, RNG state, config).  It is
+    stored under a header ``{"format", "version", "fingerprint", "saved_at"}`` so loading can
+    recognise the file and check it belongs to this configuration.
+
+    Returns the final path.  Raises :class:`CheckpointError` if anything fails while writing;
+    the previous checkpoint and pointer are then left exactly as they were.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise ValueError("save_checkpoint needs a non-empty config fingerprint string")
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    final = Path(path)
+    if final.name == LATEST_NAME or final.name.endswith(_TMP_SUFFIX):
+        raise ValueError(f"{final.name!r} is reserved for the checkpoint pointer / temp files")
+    if final.is_dir():
+        raise ValueError(f"checkpoint path {final} is a directory; pass a file name inside it")
+    directory = final.parent
+
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "fingerprint": fingerprint,
+        "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    payload = {"header": header, "state": state}
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        previous = _read_pointer(directory)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot prepare checkpoint directory {directory}: {_describe(exc)}; {_free_space(directory)}"
+        ) from exc
+    _remove_stale_temps(directory)
+
+    try:
+        _atomic_write(final, lambda fh: torch.save(payload, fh))
+    except Exception as exc:
+        raise CheckpointError(
+            f"writing checkpoint {final} failed: {_describe(exc)}; {_free_space(directory)}; "
+            f"the previous checkpoint{' ' + previous[0] if previous else ''} is untouched"
+        ) from exc
+
+    kept = [final.name] + [n for n in previous if n != final.name and (directory / n).is_file()]
+    kept, drop = kept[:keep], kept[keep:]
+    try:
+        _atomic_write(directory / LATEST_NAME, lambda fh: fh.write(("\n".join(kept) + "\n").encode("utf-8")))
+    except Exception as exc:
+        # The new checkpoint is complete but unreferenced: remove it so the directory is exactly as before,
+        # unless it replaced a file of the same name (then the old contents are gone already and this one is valid).
+        if final.name not in previous:
+            with contextlib.suppress(OSError):
+                final.unlink()
+        raise CheckpointError(
+            f"updating checkpoint pointer {directory / LATEST_NAME} failed: {_describe(exc)}; "
+            f"{_free_space(directory)}; the previous pointer is untouched"
+        ) from exc
+
+    removed = False
+    for name in drop:
+        try:
+            (directory / name).unlink()
+            removed = True
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # rotation failing must not fail a save that succeeded
+            warnings.warn(f"could not remove old checkpoint {directory / name}: {exc}", RuntimeWarning, stacklevel=2)
+    if removed:
+        with contextlib.suppress(OSError):
+            _fsync_dir(directory)
+    return final
+
+
+def load_checkpoint_with_header(
+    path_or_dir: str | os.PathLike,
+    *,
+    fingerprint: str | None,
+    map_location: Any = "cpu",
+    config: dict | None = None,
+    trusted: bool = True,
+) -> tuple[dict, dict]:
+    """Like :func:`load_checkpoint` but returns ``(header, state)``."""
+    target = Path(path_or_dir)
+    if target.is_dir():
+        latest = find_latest(target)
+        if latest is None:
+            raise CheckpointError(f"no checkpoint in {target} (no {LATEST_NAME} naming an existing checkpoint file)")
+        target = latest
+    elif not target.exists():
+        raise CheckpointError(f"checkpoint {target} does not exist")
+
+    try:
+        obj = torch.load(target, map_location=map_location, weights_only=not trusted)
+    except pickle.UnpicklingError as exc:
+        if not trusted and "Weights only load failed" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {target} holds objects that weights_only loading refuses; "
+                f"load it with trusted=True only if you wrote it yourself"
+            ) from exc
+        raise CheckpointError(
+            f"{target} is not a streamlabel checkpoint (truncated or corrupt: {exc})"
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(
+            f"{target} is not a streamlabel checkpoint (truncated or corrupt: {type(exc).__name__}: {exc})"
+        ) from exc
+
+    header = obj.get("header") if isinstance(obj, dict) else None
+    if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(obj.get("state"), dict):
+        raise CheckpointError(
+            f"{target} is not a streamlabel checkpoint (no {FORMAT!r} header; a plain state_dict or another "
+            f"program's file?)"
+        )
+    version = header.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(
+            f"checkpoint {target} has format version {version!r}; this streamlabel reads up to version {VERSION}"
+        )
+    state = obj["state"]
+
+    saved_fp = header.get("fingerprint")
+    if fingerprint is not None and saved_fp != fingerprint:
+        msg = (
+            f"checkpoint {target} was written by a different configuration "
+            f"(fingerprint {_short(saved_fp)} vs {_short(fingerprint)}); "
+            f"start a fresh output_dir or pass the same config"
+        )
+        if config is not None and isinstance(state.get("config"), Mapping):
+            diff = config_diff(state["config"], config)
+            if diff:
+                shown = ", ".join(diff[:_MAX_DIFF_KEYS])
+                more = f" and {len(diff) - _MAX_DIFF_KEYS} more" if len(diff) > _MAX_DIFF_KEYS else ""
+                msg += f"; differing config keys: {shown}{more}"
+        raise CheckpointError(msg)
+    return header, state
+
+
+def load_checkpoint(
+    path_or_dir: str | os.PathLike,
+    *,
+    fingerprint: str | None,
+    map_location: Any = "cpu",
+    config: dict | None = None,
+    trusted: bool = True,
+) -> dict:
+    """Load the state dict saved by :func:`save_checkpoint`.
+
+    ``path_or_dir`` is a checkpoint file, or a directory meaning its latest checkpoint.
+    ``fingerprint`` is this run's config fingerprint; a checkpoint with another one is refused
+    (pass ``None`` to skip the check, e.g. to inspect a file).  With ``config`` given and the
+    checkpoint storing its config under ``state["config"]``, the refusal lists the dotted config
+    keys that differ (at most 10).
+
+    ``trusted=True`` (default) unpickles arbitrary python objects, which policy states with
+    numpy arrays need; resume reads your own ``output_dir``.  Use ``trusted=False`` for files
+    from elsewhere (``torch.load(weights_only=True)``).
+
+    Raises :class:`CheckpointError` for a missing file, a file that is not a streamlabel
+    checkpoint (truncated, random bytes, a plain state_dict) and a fingerprint mismatch.
+    """
+    return load_checkpoint_with_header(
+        path_or_dir, fingerprint=fingerprint, map_location=map_location, config=config, trusted=trusted
+    )[1]
