@@ -248,19 +248,25 @@ class HCDPolicy(BankUpdatePolicy):
                 return round_index
         return max_rounds
 
-    def _units(self, unit_level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(centres, sizes, alive) of the units one level below ``unit_level + 1`` (-1 = samples)."""
+    def _units(self, unit_level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sizes, alive) of the units one level below ``unit_level + 1`` (-1 = samples)."""
         if unit_level < 0:
             ones = torch.ones(self.num_samples, dtype=torch.long, device=self.device)
-            return self.bank.features, ones, ones.bool()
+            return ones, ones.bool()
         lb = self.label_bank
-        return lb.centres(unit_level), lb.sizes[unit_level], lb.alive[unit_level]
+        return lb.sizes[unit_level], lb.alive[unit_level]
+
+    def _unit_centres(self, unit_level: int, ids: torch.Tensor) -> torch.Tensor:
+        """L2-normalised centres of the units ``ids`` (any shape): only these rows are normalised, not all N."""
+        if unit_level < 0:
+            return self.bank.features[ids]
+        return torch.nn.functional.normalize(self.label_bank.sums[unit_level][ids], dim=-1)
 
     def _split(self, level: int, clusters: torch.Tensor | None) -> torch.Tensor:
         """Split the given clusters of ``level`` (None = all); returns the ids whose membership changed."""
         lb = self.label_bank
         unit_level = level - 1
-        centres, sizes, alive = self._units(unit_level)
+        sizes, alive = self._units(unit_level)
         parent = lb.labels[0] if unit_level < 0 else lb.parent(unit_level)
         select = alive & (parent >= 0)
         if clusters is not None:
@@ -279,7 +285,7 @@ class HCDPolicy(BankUpdatePolicy):
             neighbors = graph.neighbors(safe)
             neighbors = torch.where(valid.unsqueeze(-1), neighbors, torch.full_like(neighbors, -1))
             piece = split_blocks(
-                ids, centres[safe].float(), neighbors, sizes[safe] * valid,
+                ids, self._unit_centres(unit_level, safe).float(), neighbors, sizes[safe] * valid,
                 alpha=self.alpha_split, max_anchors=self.max_anchors,
                 anchor_method=self.anchor_method, generator=self.generator,
             )
@@ -336,7 +342,6 @@ class HCDPolicy(BankUpdatePolicy):
         units = alive.nonzero().flatten() if units is None else units[alive[units]]
         if units.numel() == 0:
             return units
-        centres = lb.centres(level)
         parent = lb.parent(level)
         graph = self.graphs[level + 1]
         sources, targets = [], []
@@ -347,7 +352,8 @@ class HCDPolicy(BankUpdatePolicy):
             safe = ego.clamp_min(0)
             ego_neighbors = graph.neighbors(safe)
             ego_neighbors = torch.where((ego >= 0).unsqueeze(-1), ego_neighbors, torch.full_like(ego_neighbors, -1))
-            score = merge_scores(ego, centres[safe], ego_neighbors, alpha=self.alpha_merge, norm=self.merge_norm)
+            score = merge_scores(ego, self._unit_centres(level, safe), ego_neighbors,
+                                 alpha=self.alpha_merge, norm=self.merge_norm)
             hit = score > self.sigma
             if level + 1 < self.num_levels:  # merge border: only units of the same cluster one level up
                 hit &= parent[safe] == parent[u].unsqueeze(1)
