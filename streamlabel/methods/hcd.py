@@ -145,6 +145,7 @@ class HCDPolicy(BankUpdatePolicy):
         rows, new_feats = self.bank.momentum_rows(indices, features)
         old_feats = self.bank.features[rows].float()
         self.bank.write(rows, new_feats)
+        new_feats = self.bank.features[rows].float()  # as stored (fp16/bf16 banks round), so sums match the bank
         lb = self.label_bank
         if self.refresh_every > 0:  # offline mode: labels wait for the refresh
             lb.move_samples(rows, lb.labels[:, rows].clone(), old_feats, new_feats)
