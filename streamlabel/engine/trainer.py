@@ -9,6 +9,7 @@ momentum update. ``policy.epoch_end`` runs after every epoch (offline refresh wh
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -201,6 +202,7 @@ class Trainer:
         for epoch in range(first_epoch, self.adapt_epochs):
             self._epoch(epoch, phase="adapt")
             self.policy.epoch_end(epoch)
+            self._check_ranks_agree()
             stats = self._label_stats(epoch)
             self.history.append(stats)
             every = self.cfg["train"]["eval_every_epochs"]
@@ -215,11 +217,30 @@ class Trainer:
             "adapted_rank5": metrics.get("rank5"), "bcubed_f": final.get("bcubed_f"),
             "clusters": final.get("clusters"), "outlier_frac": final.get("outlier_frac"),
             "skipped_steps": self.skipped_steps, "seconds": time.perf_counter() - start,
-            "processes": self.world,
+            "processes": self.world, **self._bank_fingerprint(),
         })
         if self.cfg["log"]["tensorboard"]:
             self.acc.end_training()
         return self.results
+
+    def _bank_fingerprint(self) -> dict:
+        """Hashes of the labels and bank rows: equal on every rank, and comparable between runs."""
+        labels = self.policy.labels().cpu().numpy()
+        bank = self.policy.bank.features.detach().cpu().float().numpy()
+        return {"labels_sha": hashlib.sha256(labels.tobytes()).hexdigest()[:16],
+                "bank_sha": hashlib.sha256(bank.tobytes()).hexdigest()[:16],
+                "bank_sum": float(bank.astype("float64").sum())}
+
+    def _check_ranks_agree(self) -> None:
+        """Stop with a clear error if the banks or labels differ between processes (they must not)."""
+        if self.world == 1:
+            return
+        labels = self.policy.labels()
+        weights = torch.arange(1, labels.numel() + 1, device=labels.device, dtype=torch.float64)
+        local = torch.stack([(labels.double() * weights).sum(), self.policy.bank.features.double().sum()])
+        everyone = self.acc.gather(local.unsqueeze(0).to(self.device))
+        if not bool((everyone == everyone[0]).all()):
+            raise RuntimeError(f"banks or labels differ between processes: {everyone.tolist()}")
 
     def _label_stats(self, epoch: int) -> dict:
         labels = self.policy.labels().cpu()
@@ -287,8 +308,8 @@ class Trainer:
             entries, positive = self.policy.memory_entries()
             losses = self.memory.loss(f_s, y_s, f_t, idx_t, entries, positive)
         else:
-            losses = self.memory.loss(f_s, y_s, f_t[:0], torch.empty(0, dtype=torch.long, device=self.device),
-                                      None, None)
+            none = torch.empty(0, dtype=torch.long, device=self.device)
+            losses = self.memory.loss(f_s, y_s, None, None, f_s.new_zeros(0, self.feat_dim), none)
         loss = losses["loss"]
         finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(feats).all())
         finite = bool(self.acc.gather(torch.tensor([finite], device=self.device)).all())

@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> dict:
     from streamlabel.launch.config import dump_config, load_config
 
     cfg = load_config(args.config or default_config(), args.overrides)
+    if cfg["cpu_threads"] > 0:
+        import torch
+
+        torch.set_num_threads(cfg["cpu_threads"])
     use_cpu = args.cpu or cfg["device"] == "cpu"
     if cfg["device"] == "cuda":
         import torch
@@ -95,9 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    from streamlabel.engine.checkpoint import CheckpointError
+
     try:
         results = run(args)
-    except (CommandError, ValueError, KeyError, FileNotFoundError) as err:
+    except (CommandError, CheckpointError, ValueError, KeyError, FileNotFoundError) as err:
         print(f"streamlabel train: error: {err}", file=sys.stderr)
         return 2
     if args.json and results:

@@ -1,0 +1,28 @@
+"""A tiny synthetic config that trains in seconds on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_overrides(tmp: Path, data_dir: Path) -> list[str]:
+    sizes = "num_train_ids: 12, num_test_ids: 6, num_cams: 2, images_per_cam: 2, height: 32, width: 16"
+    return [
+        f"output_dir={tmp}",
+        f"data.source={{name: synthetic, root: {data_dir}/source, kwargs: {{domain: source, {sizes}}}}}",
+        f"data.target={{name: synthetic, root: {data_dir}/target, kwargs: {{domain: target, {sizes}}}}}",
+        "data.height=32", "data.width=16", "data.num_instances=2", "data.num_workers=0",
+        "train.source_batch=8", "train.target_batch=8",
+        "train.pretrain_iterations=2", "train.iterations=4", "train.iters_per_epoch=2",
+        "train.eval_every_epochs=0", "log.tensorboard=false", "cpu_threads=1", "eval.batch_size=32",
+    ]
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic images written once per session and shared by the training tests."""
+    return tmp_path_factory.mktemp("synthetic")

@@ -1,0 +1,89 @@
+"""End-to-end training on a tiny synthetic config: weights and banks move, resume is exact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, tiny_overrides
+
+from streamlabel.engine.checkpoint import load_checkpoint
+from streamlabel.engine.trainer import Trainer
+from streamlabel.launch import train as train_entry
+
+
+def _args(overrides: list[str], resume: bool = False) -> argparse.Namespace:
+    return argparse.Namespace(config=REPO / "configs" / "demo.yaml", overrides=overrides, resume=resume, cpu=True,
+                              quiet=True)
+
+
+def test_training_changes_weights_and_banks(tmp_path: Path, synthetic_root: Path) -> None:
+    seen = {}
+    original_init = Trainer._init_policy
+
+    def spy_init(self: Trainer) -> None:
+        original_init(self)
+        seen["bank"] = self.policy.bank.features.clone()
+        seen["weights"] = {k: v.clone() for k, v in self.net.state_dict().items()}
+
+    Trainer._init_policy = spy_init
+    try:
+        results = train_entry.run(_args(tiny_overrides(tmp_path / "run", synthetic_root)))
+    finally:
+        Trainer._init_policy = original_init
+    for key in ("source_mAP", "adapted_mAP", "adapted_rank1", "bcubed_f", "seconds"):
+        assert key in results
+    state = load_checkpoint(tmp_path / "run" / "checkpoints", fingerprint=None)
+    assert state["phase"] == "adapt" and state["epoch"] == 1
+    bank = state["policy"]["bank"]["features"]
+    assert not torch.equal(bank, seen["bank"]), "policy.step never moved the bank"
+    assert torch.allclose(bank.norm(dim=1), torch.ones(bank.shape[0]), atol=1e-4)
+    changed = [k for k, v in state["model"].items() if v.dtype.is_floating_point and not torch.equal(v, seen["weights"][k])]
+    assert changed, "the optimiser step changed no weight"
+
+
+def test_resume_after_crash_is_exact(tmp_path: Path, synthetic_root: Path) -> None:
+    full = train_entry.run(_args(tiny_overrides(tmp_path / "full", synthetic_root)))
+
+    class Crash(RuntimeError):
+        pass
+
+    original_save = Trainer._save
+
+    def crashing_save(self: Trainer, phase: str, epoch: int) -> None:
+        original_save(self, phase, epoch)
+        if phase == "adapt" and epoch == 0:
+            raise Crash("simulated crash after the first adaptation epoch")
+
+    Trainer._save = crashing_save
+    try:
+        with pytest.raises(Crash):
+            train_entry.run(_args(tiny_overrides(tmp_path / "crashed", synthetic_root)))
+    finally:
+        Trainer._save = original_save
+    resumed = train_entry.run(_args(tiny_overrides(tmp_path / "crashed", synthetic_root), resume=True))
+    for key in ("labels_sha", "bank_sha", "adapted_mAP", "bcubed_f"):
+        assert resumed[key] == full[key], key
+    a = load_checkpoint(tmp_path / "full" / "checkpoints", fingerprint=None)["model"]
+    b = load_checkpoint(tmp_path / "crashed" / "checkpoints", fingerprint=None)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_config(tmp_path: Path, synthetic_root: Path) -> None:
+    overrides = tiny_overrides(tmp_path / "run", synthetic_root)
+    train_entry.run(_args(overrides))
+    code = train_entry.main(["--config", str(REPO / "configs" / "demo.yaml"), "--cpu", "--quiet", "--resume",
+                             *overrides, "policy.sigma=0.3"])
+    assert code == 2
+
+
+def test_json_last_line(tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = train_entry.main(["--config", str(REPO / "configs" / "demo.yaml"), "--cpu", "--quiet", "--json",
+                             *tiny_overrides(tmp_path / "run", synthetic_root)])
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    payload = json.loads(last)
+    assert {"source_mAP", "adapted_mAP", "adapted_rank1", "bcubed_f", "seconds"} <= set(payload)
