@@ -40,25 +40,60 @@ def eval_loader(samples: list, cfg: dict) -> DataLoader:
                       shuffle=False, num_workers=cfg["data"]["num_workers"])
 
 
+class _SlotSeededBatches:
+    """Batch sampler wrapper: yields (index, slot) pairs, slot = position of the image in the global batch."""
+
+    def __init__(self, sampler: IdentityBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        local = self.sampler.batch_size // self.sampler.num_replicas
+        for number, batch in enumerate(self.sampler):
+            first = number * self.sampler.batch_size + self.sampler.rank * local
+            yield [(int(index), first + j) for j, index in enumerate(batch)]
+
+
+class _SlotSeededDataset(torch.utils.data.Dataset):
+    """Draws each image's augmentation from a generator seeded by (seed, epoch, global slot).
+
+    So the augmentation of a given image of a given global batch is the same whatever the number of
+    processes and workers: a 2-process run sees exactly the batches of a 1-process run.
+    """
+
+    def __init__(self, dataset: ReidImageDataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        index, slot = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + slot) % (2**63 - 1))
+            return self.dataset[index]
+
+
 def identity_batches(
     samples: list, labels: torch.Tensor, cfg: dict, *, batch_size: int, epoch: int, num_batches: int,
     num_replicas: int, rank: int, outliers: str,
 ) -> Iterator[dict]:
     """Exactly ``num_batches`` P x K batches of this rank for ``epoch``, cycling the sampler if needed.
 
-    Everything random is seeded from (seed, epoch, round), so resuming at an epoch boundary replays the
-    same batches; augmentation draws from torch's global RNG (restored by checkpoints) with 0 workers,
-    and from per-epoch seeded workers otherwise.
+    Everything random is seeded from (seed, epoch, round, global slot), so resuming at an epoch boundary
+    replays the same batches and the world size does not change what a global batch holds.
     """
     sampler = IdentityBatchSampler(labels, batch_size=batch_size, num_instances=cfg["data"]["num_instances"],
                                    outliers=outliers, seed=cfg["seed"], num_replicas=num_replicas, rank=rank)
-    dataset = ReidImageDataset(samples, train_transform(cfg))
     produced, round_index = 0, 0
     while produced < num_batches:
         sampler.set_epoch(epoch * 1000 + round_index)
-        workers = cfg["data"]["num_workers"]
-        generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch * 1009 + round_index * 17 + rank)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, generator=generator)
+        dataset = _SlotSeededDataset(ReidImageDataset(samples, train_transform(cfg)),
+                                     seed=cfg["seed"] * 7919 + epoch * 1000 + round_index)
+        loader = DataLoader(dataset, batch_sampler=_SlotSeededBatches(sampler), num_workers=cfg["data"]["num_workers"])
         empty = True
         for batch in loader:
             empty = False
@@ -81,7 +116,9 @@ def build_network(cfg: dict) -> torch.nn.Module:
     return model
 
 
-def build_optimizer(model: torch.nn.Module, cfg: dict) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def build_optimizer(
+    model: torch.nn.Module, cfg: dict
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam with weight decay and a step schedule over iterations (HCD's recipe by default)."""
     optim = cfg["optim"]
     params = [p for p in model.parameters() if p.requires_grad]

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from streamlabel.banks.hybrid_memory import HybridMemory
 from streamlabel.engine.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
 from streamlabel.engine.evaluator import evaluate_model, label_churn
+from streamlabel.engine.global_bn import convert_global_batchnorm
 from streamlabel.engine.rng import capture_rng_state, restore_rng_state
 from streamlabel.engine.setup import (
     build_domain,
@@ -68,6 +69,7 @@ class Trainer:
         self.results: dict = {}
         self.history: list[dict] = []
         self.skipped_steps = 0
+        self.loss_trace: list[float] = []  # global mean loss of the first iterations, for run-to-run checks
 
     # ------------------------------------------------------------------ setup
     def _log(self, message: str) -> None:
@@ -82,8 +84,8 @@ class Trainer:
         self.target_pids = torch.tensor([s.pid for s in self.target.train])
         self.target_cams = torch.tensor([s.camid for s in self.target.train])
         model = build_network(cfg)
-        if cfg["train"]["sync_bn"] and self.world > 1:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if cfg["train"]["sync_bn"]:  # a no-op with one process, the global batch with several
+            model = convert_global_batchnorm(model)
         self.feat_dim = int(model.feat_dim)
         self.model = model.to(self.device)
         self._new_optimizer()
@@ -94,7 +96,7 @@ class Trainer:
         self.policy = build_policy(policy_cfg.pop("name"), num_samples=len(self.target.train),
                                    feat_dim=self.feat_dim, device=self.device, **policy_cfg)
         global_batch = cfg["train"]["source_batch"] * (self.source is not None) + cfg["train"]["target_batch"]
-        bn_note = (f"SyncBatchNorm over {self.world} processes" if cfg["train"]["sync_bn"] and self.world > 1
+        bn_note = (f"batch norm reduced over {self.world} processes" if cfg["train"]["sync_bn"] and self.world > 1
                    else f"{self.world} process(es)")
         per_bn = global_batch if (cfg["train"]["sync_bn"] or self.world == 1) else global_batch // self.world
         self._log(f"source {self.source.summary() if self.source else 'none (unsupervised)'}; "
@@ -141,6 +143,7 @@ class Trainer:
             "results": dict(self.results),
             "history": list(self.history),
             "skipped_steps": self.skipped_steps,
+            "loss_trace": list(self.loss_trace),
         }
 
     def _save(self, phase: str, epoch: int) -> None:
@@ -172,6 +175,7 @@ class Trainer:
         restore_rng_state(state["rng"])
         self.results, self.history = dict(state["results"]), list(state["history"])
         self.skipped_steps = int(state["skipped_steps"])
+        self.loss_trace = list(state["loss_trace"])
         self._log(f"resumed from {phase} epoch {epoch} ({ckpt_dir})")
         return phase, epoch + 1
 
@@ -217,7 +221,7 @@ class Trainer:
             "adapted_rank5": metrics.get("rank5"), "bcubed_f": final.get("bcubed_f"),
             "clusters": final.get("clusters"), "outlier_frac": final.get("outlier_frac"),
             "skipped_steps": self.skipped_steps, "seconds": time.perf_counter() - start,
-            "processes": self.world, **self._bank_fingerprint(),
+            "processes": self.world, "loss_trace": list(self.loss_trace), **self._bank_fingerprint(),
         })
         if self.cfg["log"]["tensorboard"]:
             self.acc.end_training()
@@ -315,6 +319,8 @@ class Trainer:
         finite = bool(self.acc.gather(torch.tensor([finite], device=self.device)).all())
         if not finite:
             return self._non_finite()
+        if len(self.loss_trace) < 64:
+            self.loss_trace.append(float(self.acc.gather(loss.detach().reshape(1)).mean()))
         self.acc.backward(loss)
         if self.cfg["train"]["grad_clip"] > 0:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["train"]["grad_clip"])

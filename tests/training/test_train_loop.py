@@ -41,7 +41,8 @@ def test_training_changes_weights_and_banks(tmp_path: Path, synthetic_root: Path
     bank = state["policy"]["bank"]["features"]
     assert not torch.equal(bank, seen["bank"]), "policy.step never moved the bank"
     assert torch.allclose(bank.norm(dim=1), torch.ones(bank.shape[0]), atol=1e-4)
-    changed = [k for k, v in state["model"].items() if v.dtype.is_floating_point and not torch.equal(v, seen["weights"][k])]
+    weights = state["model"].items()
+    changed = [k for k, v in weights if v.dtype.is_floating_point and not torch.equal(v, seen["weights"][k])]
     assert changed, "the optimiser step changed no weight"
 
 
