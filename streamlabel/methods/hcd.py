@@ -67,6 +67,7 @@ class HCDPolicy(BankUpdatePolicy):
         knn_slack: int = 8,
         bank_dtype: str = "float32",
         singletons_as_outliers: bool = True,
+        assign: str = "mutual",
         seed: int = 0,
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every)
@@ -85,6 +86,8 @@ class HCDPolicy(BankUpdatePolicy):
             raise ValueError(f"anchor_method must be one of {ANCHOR_METHODS}, got {anchor_method!r}")
         if merge_norm not in MERGE_NORMS:
             raise ValueError(f"merge_norm must be one of {MERGE_NORMS}, got {merge_norm!r}")
+        if assign not in ("nearest", "mutual"):
+            raise ValueError(f"assign must be 'nearest' or 'mutual', got {assign!r}")
         if bank_dtype not in _DTYPES:
             raise ValueError(f"bank_dtype must be one of {sorted(_DTYPES)}, got {bank_dtype!r}")
         self.config = {
@@ -92,7 +95,7 @@ class HCDPolicy(BankUpdatePolicy):
             "alpha_split": alpha_split, "alpha_merge": alpha_merge, "sigma": sigma,
             "max_anchors": max_anchors, "anchor_method": anchor_method, "merge_norm": merge_norm,
             "momentum": momentum, "refresh_every": refresh_every, "bank_dtype": bank_dtype,
-            "knn_slack": knn_slack,
+            "knn_slack": knn_slack, "assign": assign,
         }
         self.k = int(k)
         self.num_levels = int(num_levels)
@@ -100,6 +103,7 @@ class HCDPolicy(BankUpdatePolicy):
         self.max_anchors, self.anchor_method, self.merge_norm = int(max_anchors), anchor_method, merge_norm
         self.init_k, self.init_rounds, self.refresh_rounds = int(init_k), int(init_rounds), int(refresh_rounds)
         self.singletons_as_outliers = bool(singletons_as_outliers)
+        self.assign = assign
         self.bank = FeatureBank(num_samples, feat_dim, momentum=momentum, device=self.device,
                                 dtype=_DTYPES[bank_dtype])
         self.label_bank = HierarchicalLabelBank(num_samples, feat_dim, num_levels=num_levels, device=self.device)
@@ -152,6 +156,10 @@ class HCDPolicy(BankUpdatePolicy):
             return
         self.graphs[0].refresh(rows, self.bank.features, self._all_alive())
         nearest = self.graphs[0].idx[rows, 0]
+        if self.assign == "mutual":  # follow the nearest neighbour only when the pair is mutual k-NN
+            back = self.graphs[0].neighbors(nearest.clamp_min(0))
+            confident = (back == rows.unsqueeze(1)).any(dim=1)
+            nearest = torch.where(confident, nearest, rows)
         nearest = torch.where(nearest >= 0, nearest, rows)
         old_labels = lb.labels[:, rows].clone()
         new_labels = lb.labels[:, nearest].clone()
