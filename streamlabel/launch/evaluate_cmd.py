@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--gallery", type=Path, help="gallery features .npz (feats, pids, camids)")
     src.add_argument("--split-by-camera", type=Path, metavar="FILE", help="one .npz split by camera")
     src.add_argument("--query-cam", type=int, default=0, help="query camera id for --split-by-camera")
+    src.add_argument("--checkpoint", type=Path, metavar="CKPT",
+                     help="a training checkpoint (file or checkpoints/ folder): embed its eval dataset's "
+                          "query/gallery with its model")
     parser.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
     parser.add_argument("--ranks", default="1,5,10", help="comma-separated CMC ranks to report")
     parser.add_argument("--chunk-size", type=int, default=1024, help="queries scored at once")
@@ -76,7 +79,38 @@ def _select(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarr
     return {k: v[mask] for k, v in data.items()}
 
 
+def _checkpoint_inputs(path: Path, device: str | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    """Query and gallery features of the dataset a checkpoint's config evaluates on, with its model."""
+    import torch
+
+    from streamlabel.engine.checkpoint import CheckpointError, load_checkpoint
+    from streamlabel.engine.setup import build_domain, build_network, eval_loader
+    from streamlabel.evaluation import extract_features
+
+    try:
+        state = load_checkpoint(path, fingerprint=None)
+    except CheckpointError as err:
+        raise InputError(str(err)) from err
+    cfg = state.get("config")
+    if not isinstance(cfg, dict) or "model" not in state:
+        raise InputError(f"{path}: checkpoint holds no config/model (not written by streamlabel train)")
+    cfg["model"]["pretrained"] = None  # the checkpoint's weights replace any initial weights
+    model = build_network(cfg)
+    model.load_state_dict(state["model"])
+    dataset = build_domain(cfg["data"][cfg["eval"]["split"]], cfg["data"]["on_bad_image"])
+    dev = torch.device(device or "cpu")
+    out = []
+    for samples in (dataset.query, dataset.gallery):
+        feats = extract_features(model.to(dev), eval_loader(samples, cfg), device=dev, flip=cfg["eval"]["flip"])
+        out.append({k: feats[k].numpy() for k in ("feats", "pids", "camids")})
+    return out[0], out[1], f"{path} on {dataset.name}"
+
+
 def _inputs(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    if getattr(args, "checkpoint", None) is not None:
+        if args.query is not None or args.gallery is not None or args.split_by_camera is not None:
+            raise InputError("give --checkpoint alone, or feature files, not both")
+        return _checkpoint_inputs(args.checkpoint, args.device)
     if args.split_by_camera is not None:
         if args.query is not None or args.gallery is not None:
             raise InputError("give either --split-by-camera or --query/--gallery, not both")

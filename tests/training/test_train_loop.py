@@ -88,3 +88,14 @@ def test_json_last_line(tmp_path: Path, synthetic_root: Path, capsys: pytest.Cap
     last = capsys.readouterr().out.strip().splitlines()[-1]
     payload = json.loads(last)
     assert {"source_mAP", "adapted_mAP", "adapted_rank1", "bcubed_f", "seconds"} <= set(payload)
+
+
+def test_evaluate_a_checkpoint(tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from streamlabel.launch.cli import main
+
+    results = train_entry.run(_args(tiny_overrides(tmp_path / "run", synthetic_root)))
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "checkpoints"), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scored["mAP"] == pytest.approx(results["adapted_mAP"], abs=1e-6)  # same model, data and protocol
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing")]) == 2
