@@ -118,7 +118,7 @@ class HCDPolicy(BankUpdatePolicy):
 
     # ------------------------------------------------------------------ contract
     def initialize(self, features: torch.Tensor, cameras: torch.Tensor | None = None) -> None:
-        """Bank from a full pass, singletons everywhere, then the dynamics over all units to convergence."""
+        """Bank from a full pass, the mutual-NN bootstrap hierarchy, then the dynamics over all units."""
         start = time.perf_counter()
         self.bank.initialize(features)
         self.graphs[0].rebuild(self.bank.features, self._all_alive())
