@@ -66,7 +66,7 @@ def test_paper_settings():
 
 def test_demo_and_cpu_cuhk03():
     demo = load_config(CONFIGS / "demo.yaml")
-    assert (demo["data"]["height"], demo["data"]["width"], demo["model"]["name"]) == (64, 32, "osnet_x0_25")
+    assert (demo["data"]["height"], demo["data"]["width"], demo["model"]["name"]) == (64, 32, "osnet_x1_0")
     assert demo["data"]["num_workers"] == 0 and demo["model"]["pretrained"] is None
     assert demo["optim"]["milestones"][0] > demo["train"]["iterations"]
     cuhk = load_config(CONFIGS / "cpu_cuhk03.yaml")

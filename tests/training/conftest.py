@@ -19,6 +19,7 @@ def tiny_overrides(tmp: Path, data_dir: Path) -> list[str]:
         "train.source_batch=8", "train.target_batch=8",
         "train.pretrain_iterations=2", "train.iterations=4", "train.iters_per_epoch=2",
         "train.eval_every_epochs=0", "log.tensorboard=false", "cpu_threads=1", "eval.batch_size=32",
+        "model.name=osnet_x0_25",
     ]
 
 
