@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from streamlabel.evaluation import label_quality_report
+from streamlabel.launch.config import parse_override_items
 from streamlabel.launch.errors import CommandError
-from streamlabel.launch.overrides import parse_overrides
 from streamlabel.methods import available_policies, build_policy
 
 
@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.passes < 0 or args.batch_size < 1:
         raise CommandError("--passes must be >= 0 and --batch-size >= 1")
     dump = load_feature_dump(args.features)
-    params = parse_overrides(args.params)
+    params: dict = {}
+    for item in parse_override_items(args.params):  # YAML values: 1e-3 is a float
+        params.update(item)
     device = torch.device(args.device)
     feats = torch.from_numpy(dump["feats"]).float().to(device)
     cams = torch.from_numpy(dump["camids"]).long().to(device) if "camids" in dump else None

@@ -1,0 +1,64 @@
+"""`streamlabel labels`: quality report, streaming passes, output file, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamlabel.launch.cli import main
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def _dump(tmp_path: Path, **overrides: np.ndarray) -> Path:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 16))
+    data = {"feats": (np.repeat(centres, 8, 0) + 0.05 * rng.normal(size=(80, 16))).astype("float32"),
+            "pids": np.repeat(np.arange(10), 8), "camids": np.tile([0, 1], 40)}
+    data.update(overrides)
+    path = tmp_path / "f.npz"
+    np.savez(path, **data)
+    return path
+
+
+def test_report_passes_and_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "labels.npy"
+    code = main(["labels", "--features", str(_dump(tmp_path)), "sigma=2.5e-1", "--passes", "2",
+                 "--batch-size", "16", "--out", str(out), "--json", "--quiet"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["steps"] == 10 and result["bcubed_f"] > 0.85 and result["init_bcubed_f"] > 0.85
+    labels = np.load(out)
+    assert labels.shape == (80,) and labels.dtype == np.int64 and labels.max() + 1 == result["clusters"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "params", "message"),
+    [
+        ({"feats": np.full((80, 16), np.nan, dtype="float32")}, [], "NaN"),
+        ({"pids": np.arange(3)}, [], "pids"),
+        ({}, ["simga=0.3"], "did you mean 'sigma'"),
+        ({}, ["k=0"], "k must be"),
+    ],
+)
+def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: dict, params: list,
+                   message: str) -> None:
+    assert main(["labels", "--features", str(_dump(tmp_path, **overrides)), *params, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["labels", "--features", str(tmp_path / "nope.npz")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not (SHARED / "embeddings").is_dir(), reason="../shared/embeddings absent")
+def test_real_embeddings_beat_yardstick(capsys: pytest.CaptureFixture[str]) -> None:
+    path = SHARED / "embeddings" / "cuhk03p1_train_osnet_x0_25_msmt17.npz"
+    assert main(["labels", "--features", str(path), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["bcubed_f"] > 0.620  # SpCL-style yardstick of ../shared/embeddings/README.md
