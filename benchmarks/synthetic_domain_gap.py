@@ -19,72 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from streamlabel.data.synthetic import SyntheticReid, SyntheticSplit
-from streamlabel.evaluation import evaluate_retrieval
+from streamlabel.data.synthetic import SyntheticReid
+from streamlabel.data.synthetic_probe import probe_retrieval as retrieval
+from streamlabel.data.synthetic_probe import train_probe
 
 REPO = Path(__file__).resolve().parents[1]
-FEAT_DIM = 64
-
-
-def prep(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [N,3,H,W] -> normalised float at half resolution."""
-    return (F.avg_pool2d(images.float() / 255.0, 2) - 0.45) / 0.25
-
-
-class Probe(nn.Module):
-    """Three strided conv blocks, global pooling, BN-neck and identity classifier (features: pooled)."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for c_in, c_out, stride in ((3, 24, 2), (24, 48, 2), (48, FEAT_DIM, 1)):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.neck = nn.BatchNorm1d(FEAT_DIM)
-        self.classifier = nn.Linear(FEAT_DIM, num_classes, bias=False)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.body(x)
-        return feats, self.classifier(self.neck(feats))
-
-
-def train_probe(split: SyntheticSplit, epochs: int, seed: int) -> Probe:
-    """Identity cross-entropy on ``split`` (Adam 3e-3, batch 64, random flips)."""
-    torch.manual_seed(seed)
-    labels = torch.unique(split.pids, return_inverse=True)[1]
-    x = prep(split.images)
-    net = Probe(int(labels.max()) + 1)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=5e-4)
-    gen = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), 64):
-            idx = order[start : start + 64]
-            flip = (torch.rand(len(idx), generator=gen) < 0.5)[:, None, None, None]
-            loss = F.cross_entropy(net(torch.where(flip, x[idx].flip(3), x[idx]))[1], labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
-
-
-def retrieval(data: SyntheticReid, net: Probe | None, seed: int) -> dict[str, float]:
-    """mAP and rank-1 on the query/gallery of ``data``; ``net=None``: random features (chance)."""
-    q, g = data.query, data.gallery
-    if net is None:
-        gen = torch.Generator().manual_seed(seed)
-        qf, gf = torch.randn(len(q), FEAT_DIM, generator=gen), torch.randn(len(g), FEAT_DIM, generator=gen)
-    else:
-        with torch.no_grad():
-            qf, gf = net(prep(q.images))[0], net(prep(g.images))[0]
-    res = evaluate_retrieval(qf, q.pids, q.camids, gf, g.pids, g.camids)
-    return {"mAP": float(res["mAP"]), "rank1": float(res["rank1"])}
-
-
 def run_seed(seed: int, sizes: dict, epochs: int) -> dict:
     """One seed: generate both domains, train source and target probes, evaluate every pairing."""
     t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """The synthetic target domain is a real adaptation problem: a source-trained CNN drops on target.
 
-A tiny CNN is trained with identity cross-entropy on the source train split, then retrieval mAP is
+A tiny CNN probe (streamlabel.data.synthetic_probe) is trained with identity cross-entropy on the
+source train split, then retrieval mAP is
 measured on source and target query/gallery and compared with random features (chance).
 """
 
@@ -8,69 +9,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from streamlabel.data.synthetic import SyntheticReid, SyntheticSplit
-from streamlabel.evaluation import evaluate_retrieval
+from streamlabel.data.synthetic import SyntheticReid
+from streamlabel.data.synthetic_probe import Probe, probe_retrieval, train_probe
 
 SIZES = {"num_train_ids": 100, "num_test_ids": 50}  # the defaults
-FEAT_DIM = 64
 
 
-def _prep(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [N,3,64,32] -> normalised float [N,3,32,16] (half size keeps the probe fast on a CPU)."""
-    return (F.avg_pool2d(images.float() / 255.0, 2) - 0.45) / 0.25
-
-
-class TinyNet(nn.Module):
-    """Three strided conv blocks, global pooling, a BN-neck and an identity classifier."""
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for c_in, c_out, stride in ((3, 24, 2), (24, 48, 2), (48, FEAT_DIM, 1)):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.neck = nn.BatchNorm1d(FEAT_DIM)
-        self.classifier = nn.Linear(FEAT_DIM, num_classes, bias=False)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.body(x)
-        return feats, self.classifier(self.neck(feats))
-
-
-def _train(split: SyntheticSplit, epochs: int = 8) -> TinyNet:
-    torch.manual_seed(0)
-    labels = torch.unique(split.pids, return_inverse=True)[1]
-    x = _prep(split.images)
-    net = TinyNet(int(labels.max()) + 1)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=5e-4)
-    gen = torch.Generator().manual_seed(0)
-    net.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), 64):
-            idx = order[start : start + 64]
-            flip = (torch.rand(len(idx), generator=gen) < 0.5)[:, None, None, None]
-            batch = torch.where(flip, x[idx].flip(3), x[idx])
-            loss = F.cross_entropy(net(batch)[1], labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
-
-
-def _map(data: SyntheticReid, net: TinyNet | None) -> float:
+def _map(data: SyntheticReid, net: Probe | None) -> float:
     """Retrieval mAP on ``data``'s query/gallery; ``net=None`` uses random features (chance level)."""
-    q, g = data.query, data.gallery
-    if net is None:
-        gen = torch.Generator().manual_seed(1)
-        qf, gf = torch.randn(len(q), FEAT_DIM, generator=gen), torch.randn(len(g), FEAT_DIM, generator=gen)
-    else:
-        with torch.no_grad():
-            qf, gf = net(_prep(q.images))[0], net(_prep(g.images))[0]
-    return float(evaluate_retrieval(qf, q.pids, q.camids, gf, g.pids, g.camids)["mAP"])
+    return probe_retrieval(data, net, seed=1)["mAP"]
 
 
 @pytest.fixture
@@ -85,7 +33,7 @@ def one_thread():
 def test_source_model_drops_on_target_but_beats_chance(one_thread) -> None:
     source = SyntheticReid("source", seed=0, **SIZES)
     target = SyntheticReid("target", seed=0, **SIZES)
-    net = _train(source.train)
+    net = train_probe(source.train, epochs=8, seed=0)
     src, tgt = _map(source, net), _map(target, net)
     chance = max(_map(source, None), _map(target, None))
     print(f"mAP source {src:.3f} target {tgt:.3f} chance {chance:.3f}")
