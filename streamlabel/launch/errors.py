@@ -3,3 +3,7 @@
 
 class CommandError(RuntimeError):
     """Bad input to a command (missing file, malformed value)."""
+
+
+class InputError(CommandError, ValueError):
+    """Bad command-line input; also a ValueError, so callers catching ValueError report it cleanly."""

@@ -12,14 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamlabel.launch.cli import CommandError
-
-REQUIRED_KEYS = ("feats", "pids", "camids")
-
-
-class InputError(CommandError, ValueError):
-    """Bad command-line input. Also a ValueError, so it is reported cleanly even when cli.py runs as
-    ``python -m streamlabel.launch.cli`` (where its CommandError is a different class, ``__main__``'s)."""
+from streamlabel.launch.errors import InputError
+from streamlabel.launch.feature_dump import load_feature_dump
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,36 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_features(path: Path) -> dict[str, np.ndarray]:
-    """Read and check one feature dump: finite 2-D ``feats`` and 1-D integer ``pids`` / ``camids``."""
-    if not path.is_file():
-        raise InputError(f"feature file not found: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise InputError(f"{path}: not an .npz archive (np.savez writes one)")
-        with data:
-            files = list(data.files)
-            out = {k: np.asarray(data[k]) for k in REQUIRED_KEYS if k in files}
-    except InputError:
-        raise
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read as .npz ({err})") from err
-    missing = [k for k in REQUIRED_KEYS if k not in out]
-    if missing:
-        raise InputError(f"{path}: missing key(s) {', '.join(missing)} (has: {', '.join(files)})")
-    feats = out["feats"]
-    if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
-        raise InputError(f"{path}: feats must be a numeric [N, D] array, got shape {feats.shape}")
-    if not np.all(np.isfinite(feats)):
-        raise InputError(f"{path}: feats contain NaN or infinite values")
-    for key in ("pids", "camids"):
-        if out[key].ndim != 1 or out[key].shape[0] != feats.shape[0]:
-            raise InputError(
-                f"{path}: {key} has shape {out[key].shape}, expected ({feats.shape[0]},) to match feats"
-            )
-        if not np.issubdtype(out[key].dtype, np.integer):
-            raise InputError(f"{path}: {key} must be integers, got dtype {out[key].dtype}")
-    return out
+    """One feature dump with all of ``feats``, ``pids`` and ``camids``."""
+    return load_feature_dump(path, required=("feats", "pids", "camids"), optional=())
 
 
 def _select(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from streamlabel.evaluation import label_quality_report
 from streamlabel.launch.config import parse_override_items
 from streamlabel.launch.errors import CommandError
+from streamlabel.launch.feature_dump import load_feature_dump
 from streamlabel.methods import available_policies, build_policy
 
 
@@ -35,35 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def load_feature_dump(path: Path) -> dict[str, np.ndarray]:
-    """Read ``feats`` (finite, 2-D) and the optional integer ``camids`` / ``pids`` of one .npz dump."""
-    if not path.is_file():
-        raise CommandError(f"feature file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            files = set(data.files)
-            dump = {key: np.asarray(data[key]) for key in ("feats", "camids", "pids") if key in files}
-    except (OSError, ValueError, AttributeError) as err:
-        raise CommandError(f"{path}: cannot read as an .npz archive ({err})") from err
-    if "feats" not in dump:
-        raise CommandError(f"{path}: no 'feats' array (has: {', '.join(sorted(files)) or 'nothing'})")
-    feats = dump["feats"]
-    if feats.ndim != 2 or feats.shape[0] < 2 or feats.shape[1] < 1 or not np.issubdtype(feats.dtype, np.floating):
-        raise CommandError(f"{path}: feats must be a float [N>=2, D] array, got {feats.dtype} {feats.shape}")
-    bad_rows = ~np.isfinite(feats).all(axis=1)
-    if bad_rows.any():
-        raise CommandError(
-            f"{path}: feats hold NaN/Inf in {int(bad_rows.sum())} row(s), first row {int(np.argmax(bad_rows))}"
-        )
-    for key in ("camids", "pids"):
-        if key in dump:
-            arr = dump[key]
-            if arr.shape != (feats.shape[0],) or not np.issubdtype(arr.dtype, np.integer):
-                raise CommandError(f"{path}: {key} must be integers of shape ({feats.shape[0]},), got "
-                                   f"{arr.dtype} {arr.shape}")
-    return dump
-
-
 def _quality(labels: torch.Tensor, pids: np.ndarray | None) -> dict[str, float]:
     labels_np = labels.cpu().numpy()
     if pids is None:
@@ -76,6 +48,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.passes < 0 or args.batch_size < 1:
         raise CommandError("--passes must be >= 0 and --batch-size >= 1")
     dump = load_feature_dump(args.features)
+    if dump["feats"].shape[0] < 2:
+        raise CommandError(f"{args.features}: need at least 2 feature rows, got {dump['feats'].shape[0]}")
     params: dict = {}
     for item in parse_override_items(args.params):  # YAML values: 1e-3 is a float
         params.update(item)

@@ -1,0 +1,51 @@
+"""Reading feature dumps (.npz with ``feats`` [N, D] and integer ``pids`` / ``camids``) with clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from streamlabel.launch.errors import InputError
+
+ID_KEYS = ("pids", "camids")
+
+
+def load_feature_dump(
+    path: Path, *, required: Sequence[str] = ("feats",), optional: Sequence[str] = ID_KEYS
+) -> dict[str, np.ndarray]:
+    """The ``required`` and present ``optional`` arrays of one dump: finite numeric 2-D ``feats``,
+    integer 1-D id arrays of matching length. Anything else raises InputError naming file and key."""
+    if not path.is_file():
+        raise InputError(f"feature file not found: {path}")
+    wanted = (*required, *optional)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InputError(f"{path}: not an .npz archive (np.savez writes one)")
+        with data:
+            files = list(data.files)
+            out = {k: np.asarray(data[k]) for k in wanted if k in files}
+    except InputError:
+        raise
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read as .npz ({err})") from err
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise InputError(f"{path}: missing key(s) {', '.join(missing)} (has: {', '.join(files) or 'nothing'})")
+    feats = out["feats"]
+    if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
+        raise InputError(f"{path}: feats must be a numeric [N, D] array, got {feats.dtype} {feats.shape}")
+    bad_rows = ~np.isfinite(feats).all(axis=1)
+    if bad_rows.any():
+        raise InputError(f"{path}: feats contain NaN or infinite values in {int(bad_rows.sum())} row(s), "
+                         f"first row {int(np.argmax(bad_rows))}")
+    for key in ID_KEYS:
+        if key not in out:
+            continue
+        if out[key].ndim != 1 or out[key].shape[0] != feats.shape[0]:
+            raise InputError(f"{path}: {key} has shape {out[key].shape}, expected ({feats.shape[0]},) to match feats")
+        if not np.issubdtype(out[key].dtype, np.integer):
+            raise InputError(f"{path}: {key} must be integers, got dtype {out[key].dtype}")
+    return out
