@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from torchvision import transforms as T
 
-from streamlabel.data import IMAGENET_MEAN, IMAGENET_STD, ReidImageDataset, build_dataset
+from streamlabel.data import ReidImageDataset, build_dataset, build_transforms
 from streamlabel.evaluation import evaluate_retrieval
 from streamlabel.evaluation.extract import extract_features
 from streamlabel.models import build_model
@@ -37,17 +36,6 @@ REFERENCE = {  # (rank1 %, mAP %) from ../shared/data/README.md
 TOLERANCE = 0.5  # points
 
 
-def eval_transform() -> T.Compose:
-    """256x128 bilinear resize, [0,1] tensor, ImageNet normalisation (the protocol of the reference)."""
-    return T.Compose(
-        [
-            T.Resize((256, 128), interpolation=T.InterpolationMode.BILINEAR),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-
-
 def run_split(
     model: torch.nn.Module, root: Path, split: str, batch_size: int, workers: int
 ) -> tuple[list[dict], dict]:
@@ -56,7 +44,7 @@ def run_split(
     feats = {}
     for name, samples in (("A", ds.query), ("B", ds.gallery)):
         loader = DataLoader(
-            ReidImageDataset(samples, transform=eval_transform()), batch_size=batch_size, num_workers=workers
+            ReidImageDataset(samples, transform=build_transforms(False)), batch_size=batch_size, num_workers=workers
         )
         feats[name] = extract_features(model, loader, progress=False)
     rows = []

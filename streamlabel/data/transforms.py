@@ -23,8 +23,9 @@ def build_transforms(
     """PIL RGB image -> normalised float tensor [3, height, width]; augmentations only when ``train``.
 
     Random draws use torch's RNG, so seeding torch (and DataLoader workers) makes them reproducible.
+    The resize is bilinear, the protocol the shared OSNet embeddings and zero-shot reference were made with.
     """
-    resize = T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC, antialias=True)
+    resize = T.Resize((height, width), interpolation=T.InterpolationMode.BILINEAR, antialias=True)
     normalize = T.Normalize(mean=list(mean), std=list(std))
     if not train:
         return T.Compose([resize, T.ToTensor(), normalize])
