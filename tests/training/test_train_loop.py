@@ -99,3 +99,17 @@ def test_evaluate_a_checkpoint(tmp_path: Path, synthetic_root: Path, capsys: pyt
     scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scored["mAP"] == pytest.approx(results["adapted_mAP"], abs=1e-6)  # same model, data and protocol
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing")]) == 2
+
+
+def test_tensorboard_events_written(tmp_path: Path, synthetic_root: Path) -> None:
+    pytest.importorskip("tensorboard")
+    overrides = [o for o in tiny_overrides(tmp_path / "run", synthetic_root) if not o.startswith("log.")]
+    train_entry.run(_args([*overrides, "log.tensorboard=true"]))
+    events = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"clusters", "outlier_frac", "bcubed_f", "adapt/loss", "lr"} <= tags, tags
