@@ -23,31 +23,40 @@ from streamlabel.banks.hybrid_memory import HybridMemory
 from streamlabel.engine.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
 from streamlabel.engine.evaluator import evaluate_model, label_churn
 from streamlabel.engine.global_bn import convert_global_batchnorm
+from streamlabel.engine.label_health import degenerate_message
 from streamlabel.engine.rng import capture_rng_state, restore_rng_state
 from streamlabel.engine.setup import (
     build_domain,
     build_network,
     build_optimizer,
+    build_target_policy,
     eval_loader,
     identity_batches,
 )
 from streamlabel.evaluation import extract_features, label_quality_report
 from streamlabel.launch.config import config_fingerprint
-from streamlabel.methods import build_policy
+from streamlabel.losses import LossBatch, LossTerms
 
 
 class NonFiniteError(RuntimeError):
     """A NaN/Inf loss or feature with ``train.on_nonfinite: stop``."""
 
 
-def embed(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """L2-normalised embeddings in float32, whatever the model returns in train or eval mode."""
+def embed_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L2-normalised float32 embeddings and the model's whole output dict (train mode returns more)."""
     out = model(images)
     if isinstance(out, dict):
-        out = out["embedding"]
+        outputs = dict(out)
     elif isinstance(out, tuple | list):
-        out = out[0]
-    return F.normalize(out.float(), dim=1)
+        outputs = {"embedding": out[0]}
+    else:
+        outputs = {"embedding": out}
+    return F.normalize(outputs["embedding"].float(), dim=1), outputs
+
+
+def embed(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """L2-normalised embeddings in float32, whatever the model returns in train or eval mode."""
+    return embed_outputs(model, images)[0]
 
 
 class Trainer:
@@ -92,9 +101,8 @@ class Trainer:
         num_classes = self.source.num_train_pids if self.source is not None else 0
         self.memory = HybridMemory(num_classes, self.feat_dim, temperature=cfg["loss"]["temperature"],
                                    momentum=cfg["loss"]["source_momentum"]).to(self.device)
-        policy_cfg = dict(cfg["policy"])
-        self.policy = build_policy(policy_cfg.pop("name"), num_samples=len(self.target.train),
-                                   feat_dim=self.feat_dim, device=self.device, **policy_cfg)
+        self.loss_terms = LossTerms(cfg["loss"].get("terms")).to(self.device)
+        self.policy = build_target_policy(cfg, len(self.target.train), self.feat_dim, self.device)
         global_batch = cfg["train"]["source_batch"] * (self.source is not None) + cfg["train"]["target_batch"]
         bn_note = (f"batch norm reduced over {self.world} processes" if cfg["train"]["sync_bn"] and self.world > 1
                    else f"{self.world} process(es)")
@@ -138,6 +146,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "memory": self.memory.state_dict(),
+            "loss_terms": self.loss_terms.state_dict(),
             "policy": self.policy.state_dict() if phase == "adapt" else None,
             "rng": capture_rng_state(),
             "results": dict(self.results),
@@ -170,6 +179,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.memory.load_state_dict(state["memory"])
+        self.loss_terms.load_state_dict(state["loss_terms"])
         if state["policy"] is not None:
             self.policy.load_state_dict(state["policy"])
         restore_rng_state(state["rng"])
@@ -258,6 +268,9 @@ class Trainer:
         if self.history:
             self.history[-1].pop("labels", None)
         stats["labels"] = labels
+        note = degenerate_message(labels, self.target_cams)
+        if note:  # training goes on, but the log says what happened
+            self._log(f"epoch {epoch}: {note}")
         self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in stats.items() if k != "labels"))
         return stats
@@ -303,18 +316,27 @@ class Trainer:
     def _iteration(self, src: dict | None, tgt: dict | None, phase: str) -> float | None:
         images = [b["img"] for b in (src, tgt) if b is not None]
         num_source = src["img"].shape[0] if src is not None else 0
+        batch_images = torch.cat(images).to(self.device)
         with self.acc.autocast():
-            feats = embed(self.model, torch.cat(images).to(self.device))
+            feats, outputs = embed_outputs(self.model, batch_images)
         f_s, f_t = feats[:num_source], feats[num_source:]
-        y_s = src["pid"].to(self.device) if src is not None else torch.empty(0, dtype=torch.long, device=self.device)
+        none = torch.empty(0, dtype=torch.long, device=self.device)
+        y_s = src["pid"].to(self.device) if src is not None else none
         if phase == "adapt":
             idx_t = tgt["index"].to(self.device)
             entries, positive = self.policy.memory_entries()
             losses = self.memory.loss(f_s, y_s, f_t, idx_t, entries, positive)
         else:
-            none = torch.empty(0, dtype=torch.long, device=self.device)
+            idx_t = none
             losses = self.memory.loss(f_s, y_s, None, None, f_s.new_zeros(0, self.feat_dim), none)
         loss = losses["loss"]
+        if len(self.loss_terms.terms):
+            target_labels = self.policy.labels()[idx_t] if phase == "adapt" else none
+            batch = LossBatch(f_s, y_s, f_t, idx_t, target_labels, outputs=outputs, images=batch_images,
+                              num_source=num_source, policy=self.policy if phase == "adapt" else None,
+                              model=self.model)
+            for term in self.loss_terms(batch).values():
+                loss = loss + term
         finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(feats).all())
         finite = bool(self.acc.gather(torch.tensor([finite], device=self.device)).all())
         if not finite:
@@ -326,6 +348,7 @@ class Trainer:
             self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["train"]["grad_clip"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.loss_terms.after_optimizer_step(self.net)
         if phase == "adapt":
             self.scheduler.step()
             # explicit bank updates, identical on every process

@@ -257,6 +257,8 @@ class _Checker:
             return value
         if path == "policy":
             return self.policy(value)
+        if path == "loss.terms":
+            return self.loss_terms(value)
         if isinstance(default, dict) or (path == "data.source" and value is None):
             if value is None and path == "data.source":
                 return None
@@ -319,8 +321,36 @@ class _Checker:
                            else f"{'>=' if low_inclusive else '>'} {low}")
                 raise ConfigError(f"'{path}' in {self.where(path)} must be {allowed}; got {value!r}")
 
+    def loss_terms(self, value: object) -> dict:
+        from streamlabel.losses import available_losses, loss_parameters
+
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.type_error("loss.terms", "a mapping {loss name: {weight: w, parameters...}}", value)
+        names = available_losses()
+        out: dict = {}
+        for name, params in value.items():
+            if name not in names:
+                raise self.unknown(name, f"loss.terms.{name}", names, "loss.terms.", " (available loss terms)")
+            params = {} if params is None else params
+            if not isinstance(params, dict):
+                raise self.type_error(f"loss.terms.{name}", "a mapping of the term's parameters (or null)", params)
+            valid = loss_parameters(name)
+            for key in params:
+                if key not in valid:
+                    raise self.unknown(key, f"loss.terms.{name}.{key}", [str(k) for k in valid],
+                                       f"loss.terms.{name}.", f" (parameters of loss term {name!r})")
+            weight = params.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                    or weight < 0:
+                raise self.type_error(f"loss.terms.{name}.weight", "a finite number >= 0", weight)
+            out[name] = dict(params)
+        return out
+
     def policy(self, value: object) -> dict:
         from streamlabel.methods import available_policies, policy_parameters
+        from streamlabel.methods.param_check import parameter_type_error
 
         if not isinstance(value, dict):
             raise self.type_error("policy", "a mapping with a 'name' and the policy's parameters", value)
@@ -338,6 +368,9 @@ class _Checker:
             if key != "name" and key not in params:
                 raise self.unknown(key, f"policy.{key}", [str(k) for k in params], "policy.",
                                    f" (parameters of policy {name!r})")
+            problem = parameter_type_error(name, key, value[key], params[key]) if key != "name" else None
+            if problem:
+                raise ConfigError(f"'policy.{key}' in {self.where(f'policy.{key}')}: {problem}")
         out = {"name": name}
         for key, default in params.items():
             if key in value:

@@ -35,6 +35,8 @@ DEFAULTS: dict = {
     "loss": {
         "temperature": 0.05,  # tau of the hybrid memory (Eq. 1)
         "source_momentum": 0.2,  # momentum of the source class centres
+        # extra terms beside the hybrid memory loss: {name: {weight: w, <params>}} (streamlabel.losses)
+        "terms": {},
     },
     "optim": {
         "lr": 3.5e-4,
