@@ -11,6 +11,9 @@ from torch.utils.data import DataLoader
 from streamlabel.data import ReidDataset, build_dataset, build_transforms, verify_dataset
 from streamlabel.data.image_dataset import ReidImageDataset
 from streamlabel.data.samplers import IdentityBatchSampler
+from streamlabel.launch.config import ConfigError
+from streamlabel.methods import BankUpdatePolicy, build_policy
+from streamlabel.methods.param_check import check_fits_samples
 from streamlabel.models import build_model, load_pretrained
 
 
@@ -18,10 +21,28 @@ def build_domain(spec: dict | None, on_bad_image: str) -> ReidDataset | None:
     """The dataset of one domain (``{"name", "root", "kwargs"}``), images checked; None when absent."""
     if spec is None:
         return None
-    dataset = build_dataset(spec["name"], Path(spec["root"]).expanduser(), **dict(spec.get("kwargs") or {}))
+    try:
+        dataset = build_dataset(spec["name"], Path(spec["root"]).expanduser(), **dict(spec.get("kwargs") or {}))
+    except TypeError as err:  # a kwargs key the builder does not take
+        raise ConfigError(f"dataset {spec['name']!r} (root {spec['root']}): bad 'kwargs': {err}") from err
     if not dataset.train:
         raise ValueError(f"dataset {spec['name']!r} at {spec['root']} has no training images")
-    return verify_dataset(dataset, on_error=on_bad_image)
+    dataset = verify_dataset(dataset, on_error=on_bad_image)
+    if not dataset.train:
+        raise ValueError(f"dataset {spec['name']!r} at {spec['root']}: every training image is unreadable "
+                         "(see the warning above for the files and reasons)")
+    return dataset
+
+
+def build_target_policy(cfg: dict, num_samples: int, feat_dim: int, device: torch.device) -> BankUpdatePolicy:
+    """The bank update policy of ``cfg["policy"]`` for the target set; bad parameters are ConfigErrors."""
+    params = dict(cfg["policy"])
+    name = params.pop("name")
+    try:
+        check_fits_samples(name, params, num_samples)
+        return build_policy(name, num_samples=num_samples, feat_dim=feat_dim, device=device, **params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"'policy' (name {name!r}, {num_samples} target samples): {err}") from err
 
 
 def train_transform(cfg: dict):

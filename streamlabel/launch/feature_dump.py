@@ -35,8 +35,11 @@ def load_feature_dump(
     if missing:
         raise InputError(f"{path}: missing key(s) {', '.join(missing)} (has: {', '.join(files) or 'nothing'})")
     feats = out["feats"]
-    if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
-        raise InputError(f"{path}: feats must be a numeric [N, D] array, got {feats.dtype} {feats.shape}")
+    real = np.issubdtype(feats.dtype, np.floating) or np.issubdtype(feats.dtype, np.integer)
+    if feats.ndim != 2 or not real:
+        raise InputError(f"{path}: feats must be a real-valued [N, D] array, got {feats.dtype} {feats.shape}")
+    if feats.shape[0] < 1 or feats.shape[1] < 1:
+        raise InputError(f"{path}: feats must hold at least one row and one column, got shape {feats.shape}")
     bad_rows = ~np.isfinite(feats).all(axis=1)
     if bad_rows.any():
         raise InputError(f"{path}: feats contain NaN or infinite values in {int(bad_rows.sum())} row(s), "

@@ -21,6 +21,7 @@ from streamlabel.launch.config import parse_override_items
 from streamlabel.launch.errors import CommandError
 from streamlabel.launch.feature_dump import load_feature_dump
 from streamlabel.methods import available_policies, build_policy
+from streamlabel.methods.param_check import check_fits_samples
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +60,10 @@ def run(args: argparse.Namespace) -> dict:
     pids = dump.get("pids")
     num, dim = feats.shape
     try:
+        check_fits_samples(args.policy, params, num)
         policy = build_policy(args.policy, num_samples=num, feat_dim=dim, device=device, **params)
+    except ValueError as err:
+        raise CommandError(f"{args.features}: {err}") from err
     except (KeyError, TypeError) as err:
         raise CommandError(str(err.args[0] if err.args else err)) from err
     start = time.perf_counter()

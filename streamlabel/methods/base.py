@@ -15,6 +15,7 @@ import torch
 
 from streamlabel.banks.hybrid_memory import memory_entries
 from streamlabel.keys import check_keys
+from streamlabel.methods.param_check import check_parameter_types
 
 _REGISTRY: dict[str, type[BankUpdatePolicy]] = {}
 
@@ -125,5 +126,7 @@ def build_policy(
     name: str, *, num_samples: int, feat_dim: int, device: torch.device | str | None = None, **params: object
 ) -> BankUpdatePolicy:
     """Instantiate a registered policy; unknown parameters are errors naming the nearest valid one."""
-    check_keys(params, policy_parameters(name), f"policy {name!r}")
+    defaults = policy_parameters(name)
+    check_keys(params, defaults, f"policy {name!r}")
+    check_parameter_types(name, params, defaults)  # a clear error instead of one from deep inside __init__
     return get_policy_class(name)(num_samples, feat_dim, device=device, **params)

@@ -1,0 +1,50 @@
+"""Policy parameter checks that need no policy instance: value types against the defaults, k against N.
+
+Policies check their own value ranges in ``__init__``; these checks catch what a constructor would only
+trip over deep inside (``'<' not supported between 'str' and 'int'``, a float ``k`` used as a slice) and
+the one range that depends on the data: a neighbour count ``k`` must be smaller than the number of samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# parameters that count neighbours of a sample among the N samples of the bank
+NEIGHBOUR_COUNTS = ("k", "init_k", "k1", "k2")
+
+
+def parameter_type_error(name: str, key: str, value: object, default: object) -> str | None:
+    """Why ``value`` cannot stand for a parameter whose default is ``default`` (None when it can)."""
+    if default is None or isinstance(default, (list, tuple, dict)):
+        return None  # free-form: the policy checks it
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    else:
+        return None
+    if ok:
+        return None
+    return f"parameter '{key}' of policy {name!r} must be {expected}, got {type(value).__name__} {value!r}"
+
+
+def check_parameter_types(name: str, params: Mapping[str, object], defaults: Mapping[str, object]) -> None:
+    """Raise TypeError naming the first parameter whose value type does not match its default."""
+    for key, value in params.items():
+        if key in defaults:
+            problem = parameter_type_error(name, key, value, defaults[key])
+            if problem:
+                raise TypeError(problem)
+
+
+def check_fits_samples(name: str, params: Mapping[str, object], num_samples: int) -> None:
+    """Raise ValueError when a neighbour count is not below the number of samples N."""
+    for key in NEIGHBOUR_COUNTS:
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= num_samples:
+            raise ValueError(f"parameter '{key}' of policy {name!r} is {value} but there are only {num_samples} "
+                             f"samples: {key} counts neighbours of a sample and must be < N = {num_samples}")
