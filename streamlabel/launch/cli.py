@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "labels": ("streamlabel.launch.labels_cmd", "pseudo labels for a feature dump (.npz) with a bank policy"),
     "synth": ("streamlabel.launch.synth_cmd", "preview or write the synthetic source/target re-ID domains"),
     "evaluate": ("streamlabel.launch.evaluate_cmd", "retrieval mAP / CMC of query and gallery feature dumps"),
+    "compare": ("streamlabel.launch.compare_cmd", "one training run per label refresh interval: online vs offline"),
 }
 
 
