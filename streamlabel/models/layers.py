@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +15,13 @@ class ReIDOutput(TypedDict):
     embedding:   [B, feat_dim] the retrieval embedding (post BN neck / post fc), same as the eval output.
     global_feat: [B, C] the pooled feature before the neck (for triplet-style losses).
     feature_map: [B, C, H, W] the last convolutional map (for part pooling, e.g. INCLR).
+    parts:       [B, P, feat_dim] horizontal part features, only from a model built with ``parts=P``.
     """
 
     embedding: torch.Tensor
     global_feat: torch.Tensor
     feature_map: torch.Tensor
+    parts: NotRequired[torch.Tensor]
 
 
 class GeneralizedMeanPool(nn.Module):

@@ -12,7 +12,8 @@ across streams) re-weights each stream and the streams are summed -> 1x1 expand 
 
 ``fold_bn=True`` builds every conv+BN pair as a single conv with bias and no BN (the layout of a
 BN-folded export such as ../shared/models/osnet_x0_25_msmt17.onnx); the fc BatchNorm1d is kept.
-Output contract as in :mod:`streamlabel.models.resnet`: eval -> Tensor[B, feat_dim], train -> dict.
+Output contract as in :mod:`streamlabel.models.resnet`: eval -> Tensor[B, feat_dim], train -> dict;
+``parts=P`` adds P horizontal part features (``parts`` [B, P, feat_dim], see :mod:`.parts`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import ReIDOutput, global_pool_flat
+from .parts import PartHead, check_parts
 
 BASE_CHANNELS = (64, 256, 384, 512)
 WIDTHS = {"x1_0": 1.0, "x0_75": 0.75, "x0_5": 0.5, "x0_25": 0.25}
@@ -132,6 +134,7 @@ class OSNet(nn.Module):
         feat_dim: int = 512,
         fold_bn: bool = False,
         pretrained: str | Path | None = None,
+        parts: int = 0,
     ) -> None:
         super().__init__()
         c0, c1, c2, c3 = channels
@@ -147,6 +150,9 @@ class OSNet(nn.Module):
         self.fc = nn.Sequential(nn.Linear(c3, feat_dim), nn.BatchNorm1d(feat_dim), nn.ReLU(inplace=True))
         self.out_channels = c3
         self.feat_dim = feat_dim
+        self.parts = check_parts(parts)
+        if self.parts:  # stripes go through the fc's linear layer, then their own BN + ReLU (as the fc)
+            self.part_head = PartHead(self.parts, feat_dim, relu=True, zero_bias=False)
         self._init_weights()
         if pretrained is not None:
             from .weights import load_pretrained
@@ -179,13 +185,17 @@ class OSNet(nn.Module):
         x = self.maxpool(self.conv1(x))
         return self.conv5(self.conv4(self.conv3(self.conv2(x))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | ReIDOutput:
+    def forward(self, x: torch.Tensor, *, with_parts: bool = False) -> torch.Tensor | ReIDOutput:
         fmap = self.forward_features(x)
         global_feat = global_pool_flat(self.pool, fmap)
         embedding = self.fc(global_feat)
+        parts = self.part_head(fmap, self.fc[0]) if self.parts and (self.training or with_parts) else None
         if not self.training:
-            return embedding
-        return {"embedding": embedding, "global_feat": global_feat, "feature_map": fmap}
+            return embedding if parts is None else {"embedding": embedding, "parts": parts}
+        out: ReIDOutput = {"embedding": embedding, "global_feat": global_feat, "feature_map": fmap}
+        if parts is not None:
+            out["parts"] = parts
+        return out
 
 
 def osnet(width: float = 1.0, **kwargs) -> OSNet:

@@ -5,6 +5,9 @@ Output contract (all streamlabel models):
 - train mode: a :class:`~streamlabel.models.layers.ReIDOutput` dict with ``embedding`` (post-BN neck,
   for memory / classification losses), ``global_feat`` (pre-BN pooled or projected feature, for
   triplet losses) and ``feature_map`` ([B, 2048, 16, 8] at 256x128 with last stride 1).
+
+``parts=P`` (default 0) adds P horizontal part features (:mod:`streamlabel.models.parts`): ``parts``
+[B, P, feat_dim] in the train-mode dict, and in eval mode with ``model(x, with_parts=True)``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 
 from .ibn import convert_resnet_to_ibn_a
 from .layers import BNNeck, ReIDOutput, build_pool, global_pool_flat
+from .parts import PartHead, check_parts
 
 _STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
@@ -37,6 +41,7 @@ class ReIDResNet(nn.Module):
         neck: bool = True,
         ibn: bool = False,
         pretrained: str | Path | None = None,
+        parts: int = 0,
     ) -> None:
         super().__init__()
         trunk = torchvision.models.resnet50(weights=None)
@@ -62,6 +67,9 @@ class ReIDResNet(nn.Module):
             self.proj = nn.Identity()
         self.feat_dim = embed_dim if embed_dim > 0 else self.out_channels
         self.neck: nn.Module = BNNeck(self.feat_dim) if neck else nn.Identity()
+        self.parts = check_parts(parts)
+        if self.parts:
+            self.part_head = PartHead(self.parts, self.feat_dim, zero_bias=neck)
 
         if pretrained is not None:
             from .weights import load_pretrained
@@ -74,13 +82,17 @@ class ReIDResNet(nn.Module):
             x = getattr(self, name)(x)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | ReIDOutput:
+    def forward(self, x: torch.Tensor, *, with_parts: bool = False) -> torch.Tensor | ReIDOutput:
         fmap = self.forward_features(x)
         global_feat = self.proj(global_pool_flat(self.pool, fmap))
         embedding = self.neck(global_feat)
+        parts = self.part_head(fmap, self.proj) if self.parts and (self.training or with_parts) else None
         if not self.training:
-            return embedding
-        return {"embedding": embedding, "global_feat": global_feat, "feature_map": fmap}
+            return embedding if parts is None else {"embedding": embedding, "parts": parts}
+        out: ReIDOutput = {"embedding": embedding, "global_feat": global_feat, "feature_map": fmap}
+        if parts is not None:
+            out["parts"] = parts
+        return out
 
 
 def resnet50(**kwargs) -> ReIDResNet:
