@@ -3,7 +3,8 @@
 Memory is O(C * k). A step that moves R centres costs one R x C product: the moved units get exact
 fresh lists, and every other unit merges the moved units' new similarities into its list. Lists carry
 ``slack`` spare entries so that a neighbour moving away can be replaced without a full rebuild;
-``rebuild`` recomputes every list exactly (blocked, never C x C in memory).
+``rebuild`` recomputes every list exactly (blocked, never C x C in memory). When the centres are
+RowShards (sharded banks) both go through ``banks/sharded_graph.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import torch
 
 from streamlabel.banks.knn import topk_inner_product
+from streamlabel.banks.row_shards import RowShards
+from streamlabel.banks.sharded_graph import rebuild_sharded, refresh_sharded
 
 _NEG_INF = float("-inf")
 
@@ -43,8 +46,11 @@ class KnnGraph:
         """The first k (default: the graph's k) neighbour ids of ``rows``; -1 where a list is short."""
         return self.idx[rows, : (self.k if k is None else k)]
 
-    def rebuild(self, centres: torch.Tensor, alive: torch.Tensor) -> None:
+    def rebuild(self, centres: torch.Tensor | RowShards, alive: torch.Tensor) -> None:
         """Exact lists for every alive unit (a full k-NN pass over the alive centres)."""
+        if isinstance(centres, RowShards):
+            rebuild_sharded(self, centres, alive)
+            return
         self.idx.fill_(-1)
         self.sims.fill_(_NEG_INF)
         rows = alive.nonzero().flatten()
@@ -57,8 +63,25 @@ class KnnGraph:
         self.idx[rows] = idx
         self.sims[rows] = sims
 
-    def refresh(self, rows: torch.Tensor, centres: torch.Tensor, alive: torch.Tensor) -> None:
+    def forget(self, rows: torch.Tensor, alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Empty the lists of ``rows`` and drop entries pointing at them or at dead units;
+        returns (mask of ``rows`` over all units, the alive ones among ``rows``)."""
+        live_rows = rows[alive[rows]]
+        changed = torch.zeros(self.capacity, dtype=torch.bool, device=self.idx.device)
+        changed[rows] = True
+        # drop entries that point at changed or dead units; they are re-inserted by the caller if still close
+        stale = (self.idx >= 0) & (changed | ~alive)[self.idx.clamp_min(0)]
+        self.sims.masked_fill_(stale, _NEG_INF)
+        self.idx.masked_fill_(stale, -1)
+        self.idx[rows] = -1
+        self.sims[rows] = _NEG_INF
+        return changed, live_rows
+
+    def refresh(self, rows: torch.Tensor, centres: torch.Tensor | RowShards, alive: torch.Tensor) -> None:
         """Bring the lists up to date after the centres of ``rows`` changed (or rows died / were born)."""
+        if isinstance(centres, RowShards):
+            refresh_sharded(self, rows, centres, alive)
+            return
         rows = torch.unique(rows)
         num_alive = int(alive.sum())
         if rows.numel() == 0:
@@ -66,15 +89,7 @@ class KnnGraph:
         if rows.numel() * 4 > num_alive:
             self.rebuild(centres, alive)
             return
-        live_rows = rows[alive[rows]]
-        changed = torch.zeros(self.capacity, dtype=torch.bool, device=self.idx.device)
-        changed[rows] = True
-        # drop entries that point at changed or dead units; they are re-inserted below if still close
-        stale = (self.idx >= 0) & (changed | ~alive)[self.idx.clamp_min(0)]
-        self.sims.masked_fill_(stale, _NEG_INF)
-        self.idx.masked_fill_(stale, -1)
-        self.idx[rows] = -1
-        self.sims[rows] = _NEG_INF
+        changed, live_rows = self.forget(rows, alive)
         if live_rows.numel() == 0:
             return
         # similarities of the moved units to every unit: [R, C]

@@ -4,12 +4,19 @@ Level 0 is the finest. The cluster preserve property (same cluster at level h =>
 h+1) is an invariant: ``check_invariant`` verifies it. Cluster ids at a level lie in [0, N): an id is
 freed when its cluster empties and reused for the next new cluster, so ids stay bounded without
 moving any per-cluster storage; ``dense_labels`` gives compact 0..C-1 ids for output.
+
+The sums are one [H, N, D] tensor (``sums_dtype``, float32 by default), or with ``make_rows`` one
+RowShards per level (sharded over the ranks by cluster id; labels and sizes stay replicated).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+from streamlabel.banks.row_shards import RowShards
 
 
 class InvariantError(AssertionError):
@@ -20,14 +27,19 @@ class HierarchicalLabelBank:
     """Labels [H, N], and for every level: cluster sizes [N], feature sums [N, D], alive mask [N]."""
 
     def __init__(
-        self, num_samples: int, feat_dim: int, *, num_levels: int = 3, device: torch.device | str | None = None
+        self, num_samples: int, feat_dim: int, *, num_levels: int = 3, device: torch.device | str | None = None,
+        sums_dtype: torch.dtype = torch.float32, make_rows: Callable[[], RowShards] | None = None,
     ) -> None:
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
         n, h = int(num_samples), int(num_levels)
         self.labels = torch.zeros(h, n, dtype=torch.long, device=device)
         self.sizes = torch.zeros(h, n, dtype=torch.long, device=device)
-        self.sums = torch.zeros(h, n, feat_dim, dtype=torch.float32, device=device)
+        self.sharded = make_rows is not None
+        self.sums: torch.Tensor | list[RowShards] = (
+            [make_rows() for _ in range(h)] if make_rows is not None
+            else torch.zeros(h, n, feat_dim, dtype=sums_dtype, device=device))
+        self.sums_dtype = self.sums[0].dtype
 
     @property
     def num_levels(self) -> int:
@@ -60,17 +72,25 @@ class HierarchicalLabelBank:
         self.recompute(features)
         self.check_invariant()
 
-    def recompute(self, features: torch.Tensor) -> None:
+    def recompute(self, features: torch.Tensor | RowShards) -> None:
         """Exact sizes and sums from the labels (clears any drift of the incremental updates)."""
-        feats = features.float()
+        feats = None if isinstance(features, RowShards) else features.float()
         for level in range(self.num_levels):
             lab = self.labels[level]
             self.sizes[level] = torch.bincount(lab, minlength=self.num_samples)
-            self.sums[level].zero_().index_add_(0, lab, feats)
+            if self.sharded:
+                self.sums[level].assign_segment_sums_(lab, features)
+            elif self.sums_dtype == torch.float32:
+                self.sums[level].zero_().index_add_(0, lab, feats)
+            else:  # accumulate in float32, store rounded
+                self.sums[level].copy_(torch.zeros_like(feats).index_add_(0, lab, feats))
 
     # ----------------------------------------------------------------- queries
-    def centres(self, level: int) -> torch.Tensor:
-        """L2-normalised cluster centres at ``level`` ([N, D]; rows of free ids are zero)."""
+    def centres(self, level: int) -> torch.Tensor | RowShards:
+        """L2-normalised cluster centres at ``level`` ([N, D]; rows of free ids are zero). Sharded: the sums
+        themselves, which read normalised for similarity (``RowShards.normalize_rows``)."""
+        if self.sharded:
+            return self.sums[level]
         return F.normalize(self.sums[level], dim=1)
 
     def parent(self, level: int) -> torch.Tensor:
@@ -121,8 +141,8 @@ class HierarchicalLabelBank:
         for level in range(self.num_levels):
             self.sizes[level].index_add_(0, old_labels[level], -ones)
             self.sizes[level].index_add_(0, new_labels[level], ones)
-            self.sums[level].index_add_(0, old_labels[level], -old_feats.float())
-            self.sums[level].index_add_(0, new_labels[level], new_feats.float())
+            self.sums[level].index_add_(0, old_labels[level], -old_feats.to(self.sums_dtype))
+            self.sums[level].index_add_(0, new_labels[level], new_feats.to(self.sums_dtype))
         self.labels[:, rows] = new_labels
 
     def relabel_level(self, level: int, mapping: torch.Tensor, touched: torch.Tensor, unit_sums: torch.Tensor,
@@ -133,16 +153,24 @@ class HierarchicalLabelBank:
         from the units (``unit_labels`` -> new id, with ``unit_sums`` / ``unit_sizes``).
         """
         self.labels[level] = mapping
-        self.sums[level, touched] = 0.0
+        self.sums[level][touched] = 0.0
         self.sizes[level, touched] = 0
-        self.sums[level].index_add_(0, unit_labels, unit_sums)
+        self.sums[level].index_add_(0, unit_labels, unit_sums.to(self.sums_dtype))
         self.sizes[level].index_add_(0, unit_labels, unit_sizes)
 
     def state_dict(self) -> dict:
         """Labels and the incrementally kept statistics (saved, not recomputed, so resume is exact)."""
-        return {"labels": self.labels.clone(), "sizes": self.sizes.clone(), "sums": self.sums.clone()}
+        sums = [rows.state_dict() for rows in self.sums] if self.sharded else self.sums.clone()
+        return {"labels": self.labels.clone(), "sizes": self.sizes.clone(), "sums": sums}
 
     def load_state_dict(self, state: dict) -> None:
+        if self.sharded:
+            self.labels.copy_(state["labels"])
+            self.sizes.copy_(state["sizes"])
+            for rows, rows_state in zip(self.sums, state["sums"], strict=True):
+                rows.load_state_dict(rows_state)
+            self.check_invariant()
+            return
         if tuple(state["labels"].shape) != tuple(self.labels.shape) or state["sums"].shape[-1] != self.sums.shape[-1]:
             raise ValueError(
                 f"label bank mismatch: checkpoint labels {tuple(state['labels'].shape)} / dim "

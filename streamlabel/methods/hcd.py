@@ -14,6 +14,11 @@ Merge scores p_uv are rows of P* normalised to sum to one (a probability, as in 
 of Iscen et al. that HCD cites); the LP runs on the unit's whole mutual-kNN ego-net and a merge is
 applied only inside the border (the same cluster one level up), so the cluster preserve property holds.
 With ``refresh_every = n > 0`` the steps only update features and the full dynamics run every n epochs.
+
+Scale (docs/scaling.md): ``bank: sharded`` splits the feature bank and every level's cluster sums by rows
+over the ranks of torch.distributed (RowShards; labels, sizes and k-NN lists stay replicated, so the
+dynamics see the same inputs on every rank); ``sums_dtype`` stores the sums in 16 bits;
+``knn_projection: d`` (sharded only) finds k-NN candidates in d dimensions and re-scores them exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from streamlabel.banks.hybrid_memory import memory_entries_from_sums
 from streamlabel.banks.knn import topk_inner_product
 from streamlabel.banks.knn_graph import KnnGraph
 from streamlabel.banks.label_bank import HierarchicalLabelBank
+from streamlabel.banks.row_shards import RowShards, projection_matrix
+from streamlabel.banks.sharded_feature_bank import ShardedFeatureBank
 from streamlabel.methods.anchors import ANCHOR_METHODS
 from streamlabel.methods.base import BankUpdatePolicy, register_policy
 from streamlabel.methods.cluster_dynamics import (
@@ -66,6 +73,9 @@ class HCDPolicy(BankUpdatePolicy):
         knn_backend: str = "torch",
         knn_slack: int = 8,
         bank_dtype: str = "float32",
+        bank: str = "replicated",
+        sums_dtype: str = "float32",
+        knn_projection: int = 0,
         singletons_as_outliers: bool = True,
         assign: str = "mutual",
         seed: int = 0,
@@ -90,12 +100,14 @@ class HCDPolicy(BankUpdatePolicy):
             raise ValueError(f"assign must be 'nearest' or 'mutual', got {assign!r}")
         if bank_dtype not in _DTYPES:
             raise ValueError(f"bank_dtype must be one of {sorted(_DTYPES)}, got {bank_dtype!r}")
+        _check_scale_options(bank, sums_dtype, knn_projection, knn_backend, feat_dim)
         self.config = {
             "num_samples": num_samples, "feat_dim": feat_dim, "num_levels": num_levels, "k": k,
             "alpha_split": alpha_split, "alpha_merge": alpha_merge, "sigma": sigma,
             "max_anchors": max_anchors, "anchor_method": anchor_method, "merge_norm": merge_norm,
             "momentum": momentum, "refresh_every": refresh_every, "bank_dtype": bank_dtype,
-            "knn_slack": knn_slack, "assign": assign,
+            "knn_slack": knn_slack, "assign": assign, "bank": bank, "sums_dtype": sums_dtype,
+            "knn_projection": knn_projection,
         }
         self.k = int(k)
         self.num_levels = int(num_levels)
@@ -104,9 +116,20 @@ class HCDPolicy(BankUpdatePolicy):
         self.init_k, self.init_rounds, self.refresh_rounds = int(init_k), int(init_rounds), int(refresh_rounds)
         self.singletons_as_outliers = bool(singletons_as_outliers)
         self.assign = assign
-        self.bank = FeatureBank(num_samples, feat_dim, momentum=momentum, device=self.device,
-                                dtype=_DTYPES[bank_dtype])
-        self.label_bank = HierarchicalLabelBank(num_samples, feat_dim, num_levels=num_levels, device=self.device)
+        self.sharded = bank == "sharded"
+        if self.sharded:  # rows split over the ranks (docs/scaling.md); labels, sizes and graphs replicated
+            proj = projection_matrix(feat_dim, knn_projection, seed) if knn_projection else None
+            self.bank = ShardedFeatureBank(num_samples, feat_dim, momentum=momentum, device=self.device,
+                                           dtype=_DTYPES[bank_dtype], projection=proj)
+            self.label_bank = HierarchicalLabelBank(
+                num_samples, feat_dim, num_levels=num_levels, device=self.device,
+                make_rows=lambda: RowShards(num_samples, feat_dim, dtype=_DTYPES[sums_dtype], device=self.device,
+                                            normalize_rows=True, projection=proj))
+        else:
+            self.bank = FeatureBank(num_samples, feat_dim, momentum=momentum, device=self.device,
+                                    dtype=_DTYPES[bank_dtype])
+            self.label_bank = HierarchicalLabelBank(num_samples, feat_dim, num_levels=num_levels, device=self.device,
+                                                    sums_dtype=_DTYPES[sums_dtype])
         # graphs[0]: samples; graphs[l + 1]: cluster centres of level l
         self.graphs = [
             KnnGraph(num_samples, k, slack=knn_slack, device=self.device, backend=knn_backend)
@@ -230,18 +253,29 @@ class HCDPolicy(BankUpdatePolicy):
         current = _mutual_components(neighbors, arange)
         labels[0] = current
         for level in range(1, self.num_levels):
-            centres = torch.zeros(n, self.feat_dim, device=self.device)
-            centres.index_add_(0, current, self.bank.features.float())
             alive = torch.bincount(current, minlength=n) > 0
-            _, nearest = topk_inner_product(torch.nn.functional.normalize(centres[alive], dim=1),
-                                            torch.nn.functional.normalize(centres, dim=1), 1,
-                                            query_ids=alive.nonzero().flatten(), valid=alive)
+            nearest = self._nearest_centre(current, alive)
             neighbor_of = torch.full((n, 1), -1, dtype=torch.long, device=self.device)
             neighbor_of[alive] = nearest
             root = _mutual_components(neighbor_of, arange, alive)
             current = root[current]
             labels[level] = current
         return labels
+
+    def _nearest_centre(self, labels: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """For every alive cluster of ``labels`` [N], the id of the cluster with the nearest centre, [C, 1]."""
+        ids = alive.nonzero().flatten()
+        if self.sharded:
+            sums = RowShards(self.num_samples, self.feat_dim, device=self.device, normalize_rows=True)
+            sums.assign_segment_sums_(labels, self.bank.features)
+            return torch.cat([sums.search(sums.query_rows(part), 1, query_ids=part, valid=alive)[1]
+                              for part in ids.split(1024)])
+        centres = torch.zeros(self.num_samples, self.feat_dim, device=self.device)
+        centres.index_add_(0, labels, self.bank.features.float())
+        _, nearest = topk_inner_product(torch.nn.functional.normalize(centres[alive], dim=1),
+                                        torch.nn.functional.normalize(centres, dim=1), 1,
+                                        query_ids=ids, valid=alive)
+        return nearest
 
     def _run_full(self, max_rounds: int) -> int:
         """Split and merge every cluster of every level, bottom-up, until a round changes nothing."""
@@ -415,6 +449,20 @@ def _mutual_components(neighbors: torch.Tensor, nodes: torch.Tensor, alive: torc
         mutual &= alive.unsqueeze(1)
     src, slot = mutual.nonzero(as_tuple=True)
     return connected_components(src, neighbors[src, slot], nodes.numel())
+
+
+def _check_scale_options(bank: str, sums_dtype: str, knn_projection: int, knn_backend: str, feat_dim: int) -> None:
+    """Refuse bad values of the scale-out keys (docs/scaling.md) with the allowed ones named."""
+    if bank not in ("replicated", "sharded"):
+        raise ValueError(f"bank must be 'replicated' or 'sharded', got {bank!r}")
+    if sums_dtype not in _DTYPES:
+        raise ValueError(f"sums_dtype must be one of {sorted(_DTYPES)}, got {sums_dtype!r}")
+    if knn_projection and bank != "sharded":
+        raise ValueError("knn_projection > 0 needs bank: sharded (any number of processes, 1 included)")
+    if knn_projection and not 0 < knn_projection < feat_dim:
+        raise ValueError(f"knn_projection must be 0 or in (0, feat_dim={feat_dim}), got {knn_projection}")
+    if bank == "sharded" and knn_backend != "torch":
+        raise ValueError("bank: sharded searches its shards with torch; knn_backend must be 'torch'")
 
 
 def _check_range(name: str, value: int, low: int, high: int | None) -> None:

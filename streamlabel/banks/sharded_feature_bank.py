@@ -1,0 +1,62 @@
+"""ShardedFeatureBank: the FeatureBank contract with each row stored only on the rank that owns it.
+
+Every rank calls every method with the same arguments (the trainer gathers the batch on all ranks).
+The momentum rows are computed identically everywhere from the gathered old rows; only the owner
+writes them. ``features`` is a RowShards: index it (``bank.features[ids]``) to read rows on every rank.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from streamlabel.banks.feature_bank import FeatureBank, check_finite
+from streamlabel.banks.row_shards import RowShards
+
+
+class ShardedFeatureBank(FeatureBank):
+    """L2-normalised rows v_i, momentum-updated, split over the ranks of the default process group."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        feat_dim: int,
+        *,
+        momentum: float = 0.2,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        projection: torch.Tensor | None = None,
+        distributed: bool = True,
+    ) -> None:
+        if num_samples < 1 or feat_dim < 1:
+            raise ValueError(f"bank shape must be positive, got N={num_samples}, D={feat_dim}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.features = RowShards(num_samples, feat_dim, dtype=dtype, device=device, distributed=distributed,
+                                  projection=projection)
+
+    def initialize(self, features: torch.Tensor) -> None:
+        """Take this rank's rows of a full feature pass [N, D] (normalised)."""
+        if tuple(features.shape) != self.features.shape:
+            raise ValueError(f"initial features must be {self.features.shape}, got {tuple(features.shape)}")
+        check_finite(features)
+        self.features.fill_(F.normalize(features.to(self.device, torch.float32), dim=1))
+
+    def segment_means(self, labels: torch.Tensor, num_segments: int, normalize: bool = True) -> torch.Tensor:
+        """Mean feature of each label ([num_segments, D] on every rank); rows with label < 0 are ignored."""
+        sums = RowShards(num_segments, self.feat_dim, device=self.device, distributed=self.features.world > 1)
+        keep = labels >= 0
+        sums.assign_segment_sums_(torch.where(keep, labels, num_segments), self.features)  # label N_seg: ignored
+        means = sums[torch.arange(num_segments, device=self.device)]
+        counts = torch.bincount(labels[keep], minlength=num_segments).clamp_min(1).unsqueeze(1)
+        means = means / counts
+        return F.normalize(means, dim=1) if normalize else means
+
+    def state_dict(self) -> dict:
+        return {"features": self.features.state_dict(), "momentum": self.momentum}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.features.load_state_dict(state["features"])
+        self.momentum = float(state["momentum"])
+
