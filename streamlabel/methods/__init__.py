@@ -8,10 +8,12 @@ from streamlabel.methods.base import (
     register_policy,
 )
 from streamlabel.methods.hcd import HCDPolicy
+from streamlabel.methods.lbg import LbGPolicy
 
 __all__ = [
     "BankUpdatePolicy",
     "HCDPolicy",
+    "LbGPolicy",
     "available_policies",
     "build_policy",
     "policy_parameters",
