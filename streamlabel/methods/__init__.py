@@ -9,11 +9,13 @@ from streamlabel.methods.base import (
 )
 from streamlabel.methods.hcd import HCDPolicy
 from streamlabel.methods.lbg import LbGPolicy
+from streamlabel.methods.spcl import SpCLPolicy
 
 __all__ = [
     "BankUpdatePolicy",
     "HCDPolicy",
     "LbGPolicy",
+    "SpCLPolicy",
     "available_policies",
     "build_policy",
     "policy_parameters",
