@@ -9,12 +9,14 @@ from streamlabel.methods.base import (
 )
 from streamlabel.methods.hcd import HCDPolicy
 from streamlabel.methods.lbg import LbGPolicy
+from streamlabel.methods.nplp import NPLPPolicy
 from streamlabel.methods.spcl import SpCLPolicy
 
 __all__ = [
     "BankUpdatePolicy",
     "HCDPolicy",
     "LbGPolicy",
+    "NPLPPolicy",
     "SpCLPolicy",
     "available_policies",
     "build_policy",

@@ -1,0 +1,170 @@
+"""NPLP: noisy pseudo-label processing (seed 002) as an offline policy.
+
+Every refresh is one iteration of the paper's Algorithm 1 on the current bank (Euclidean distances of
+the L2-normalised features):
+- **startup stage** (Eq. 4): eps_e = mean of the smallest ``alpha`` share of all cross-camera pair
+  distances, then DBSCAN(eps_e, min_samples): a loose threshold that favours recall (mixed noise);
+- **correcting stage** (refreshes after the first ``startup_rounds`` = I_e): the same clustering, then
+  the self-assessment score of every cluster (silhouette, Eq. 6-8, methods/silhouette.py), and the
+  ``worst_share`` (10 %) of clusters with the lowest score are re-clustered, each on its own, by
+  DBSCAN with eps_c = beta * eps_e (Eq. 9); their samples that fall out become outliers.
+
+The smallest alpha share of the N^2 cross-camera pairs is read from k-NN lists, never an N x N matrix.
+Condition for exactness: let T be the m-th smallest cross-camera distance among the listed pairs and
+d_k(i) the distance from i to its k-th neighbour. A pair (i, j) missing from both lists has
+d(i, j) >= max(d_k(i), d_k(j)) >= D2, the second smallest d_k over all samples. So when T < D2 every
+pair at distance <= T is listed and the m smallest listed pairs are the m smallest of all; otherwise k
+is doubled (up to N - 1, where the lists are complete) and the search repeats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from streamlabel.banks.knn import topk_inner_product
+from streamlabel.methods.base import register_policy
+from streamlabel.methods.dbscan import dbscan_knn, dbscan_pairs
+from streamlabel.methods.offline import OfflineClusteringPolicy
+from streamlabel.methods.silhouette import cluster_silhouette
+
+__all__ = ["NPLPPolicy", "cross_camera_eps"]
+
+
+def _knn_euclidean(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest other rows of unit vectors ``x``: (indices, Euclidean distances), [N, k] ascending."""
+    sims, idx = topk_inner_product(x, x, k, query_ids=torch.arange(x.shape[0], device=x.device))
+    return idx, (2.0 - 2.0 * sims).clamp_min(0.0).sqrt()
+
+
+def cross_camera_eps(
+    x: torch.Tensor, cameras: torch.Tensor, *, alpha: float, k: int
+) -> tuple[float, int, torch.Tensor, torch.Tensor]:
+    """Eq. 4 from k-NN lists: (eps_e, the k that made it exact, that k-NN table's indices and distances)."""
+    n = x.shape[0]
+    _, cam = torch.unique(cameras, return_inverse=True)
+    counts = torch.bincount(cam).long()
+    total = (n * n - int((counts * counts).sum())) // 2  # unordered cross-camera pairs
+    if total == 0:
+        raise ValueError("the NPLP eps rule (Eq. 4) needs samples from >= 2 cameras: pass camera ids to "
+                         "initialize (cameras=...)")
+    m = max(1, round(alpha * total))
+    k = max(1, min(k, n - 1))
+    while True:
+        idx, dist = _knn_euclidean(x, k)
+        rows = torch.arange(n, device=x.device).repeat_interleave(k)
+        cols, d = idx.reshape(-1), dist.reshape(-1)
+        cross = (cols >= 0) & (cam[rows] != cam[cols.clamp_min(0)])
+        lo, hi = torch.minimum(rows, cols)[cross], torch.maximum(rows, cols)[cross]
+        keys, inv = torch.unique(lo * n + hi, return_inverse=True)  # a pair listed from both ends counts once
+        pair_d = torch.full((keys.numel(),), float("inf"), device=x.device).scatter_reduce_(
+            0, inv, d[cross], reduce="amin")
+        enough = pair_d.numel() >= m
+        if k >= n - 1:
+            break  # complete lists: exact
+        if enough:
+            threshold = torch.kthvalue(pair_d, m).values
+            second = torch.kthvalue(dist[:, -1], 2).values if n > 1 else dist[:, -1].min()
+            if bool(threshold < second):
+                break
+        k = min(2 * k, n - 1)
+    eps = float(torch.topk(pair_d, m, largest=False).values.mean())
+    return eps, k, idx, dist
+
+
+@register_policy("nplp")
+class NPLPPolicy(OfflineClusteringPolicy):
+    """Data-driven DBSCAN eps (startup stage), then silhouette-guided re-clustering (correcting stage)."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        feat_dim: int,
+        *,
+        device: torch.device | str | None = None,
+        refresh_every: int = 1,
+        momentum: float = 0.2,
+        seed: int = 0,
+        alpha: float = 0.0012,
+        beta: float = 0.5,
+        startup_rounds: int = 15,
+        worst_share: float = 0.1,
+        min_samples: int = 4,
+        k: int = 30,
+        silhouette: str = "all",
+    ) -> None:
+        super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
+                         seed=seed)
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha (share of cross-camera pairs) must be in (0, 1], got {alpha}")
+        if not 0 < beta <= 1:
+            raise ValueError(f"beta (eps attenuation of the correcting stage) must be in (0, 1], got {beta}")
+        if not 0 <= worst_share <= 1:
+            raise ValueError(f"worst_share must be in [0, 1], got {worst_share}")
+        if startup_rounds < 0 or min_samples < 1 or k < 1:
+            raise ValueError(f"startup_rounds must be >= 0, min_samples and k >= 1, got {startup_rounds}, "
+                             f"{min_samples}, {k}")
+        if silhouette not in ("all", "nearest"):
+            raise ValueError(f"silhouette must be 'all' (Eq. 7) or 'nearest', got {silhouette!r}")
+        self.alpha, self.beta, self.worst_share = float(alpha), float(beta), float(worst_share)
+        self.startup_rounds, self.min_samples, self.k, self.silhouette = startup_rounds, min_samples, k, silhouette
+        self.k_eps = k  # grows when the k-NN lists cannot hold the smallest alpha share (kept across rounds)
+        self.eps_e = float("nan")
+        self._round_stats: dict[str, float] = {}
+        self.config.update({"alpha": self.alpha, "beta": self.beta, "startup_rounds": startup_rounds,
+                            "worst_share": self.worst_share, "min_samples": min_samples, "k": k,
+                            "silhouette": silhouette})
+
+    def cluster(self, features: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
+        """Startup clustering at eps_e; in the correcting stage also re-cluster the worst clusters at beta*eps_e."""
+        n = features.shape[0]
+        if n < 2:
+            return torch.full((n,), -1, dtype=torch.long, device=features.device)
+        self.eps_e, self.k_eps, idx, dist = cross_camera_eps(features, cameras, alpha=self.alpha,
+                                                             k=max(self.k, self.k_eps))
+        labels = dbscan_knn(idx, dist, eps=self.eps_e, min_samples=self.min_samples)
+        num_clusters = int(labels.max()) + 1 if bool((labels >= 0).any()) else 0
+        correcting = self.rounds >= self.startup_rounds
+        self._round_stats = {"stage": 1.0 if correcting else 0.0, "eps_e": self.eps_e, "k_eps": float(self.k_eps),
+                             "clusters_startup": float(num_clusters),
+                             "saturated_rows": float((dist[:, -1] <= self.eps_e).sum())}
+        if correcting and num_clusters > 0:
+            labels = self._correct(features, labels, num_clusters, idx, dist)
+        return labels
+
+    def _correct(self, x: torch.Tensor, labels: torch.Tensor, num_clusters: int, idx: torch.Tensor,
+                 dist: torch.Tensor) -> torch.Tensor:
+        """Re-cluster the ceil(worst_share * C) clusters of lowest silhouette, each inside itself, at beta*eps_e."""
+        score = cluster_silhouette(x, labels, b=self.silhouette)
+        num_worst = min(num_clusters, math.ceil(self.worst_share * num_clusters))
+        bad = torch.zeros(num_clusters, dtype=torch.bool, device=labels.device)
+        bad[torch.argsort(score, stable=True)[:num_worst]] = True
+        cand = (labels >= 0) & bad[labels.clamp_min(0)]
+        n, k = idx.shape
+        rows = torch.arange(n, device=idx.device).repeat_interleave(k)
+        cols, d = idx.reshape(-1), dist.reshape(-1)
+        ok = cols >= 0
+        rows, cols, d = rows[ok], cols[ok], d[ok]
+        same = (labels[rows] == labels[cols]) & cand[rows]  # pairs inside one low-quality cluster
+        sub = dbscan_pairs(rows[same], cols[same], d[same], n, eps=self.beta * self.eps_e,
+                           min_samples=self.min_samples, candidates=cand)
+        out = labels.clone()
+        out[cand] = -1
+        out[sub >= 0] = sub[sub >= 0] + num_clusters
+        self._round_stats.update({"worst_clusters": float(num_worst), "eps_c": self.beta * self.eps_e,
+                                  "silhouette_mean": float(score.mean()),
+                                  "silhouette_worst_max": float(score[bad].max())})
+        return out
+
+    def refresh(self) -> None:
+        """Re-cluster and add this round's stage, eps and correction statistics to ``stats``."""
+        super().refresh()
+        self.stats.update(self._round_stats)
+
+    def extra_state(self) -> dict:
+        return {"k_eps": self.k_eps, "eps_e": self.eps_e}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.k_eps = int(state["k_eps"])
+        self.eps_e = float(state["eps_e"])
