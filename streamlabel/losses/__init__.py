@@ -8,5 +8,14 @@ from streamlabel.losses.base import (
     loss_parameters,
     register_loss,
 )
+from streamlabel.losses.centre_contrastive import CentreContrastiveLoss
 
-__all__ = ["LossBatch", "LossTerm", "LossTerms", "available_losses", "loss_parameters", "register_loss"]
+__all__ = [
+    "CentreContrastiveLoss",
+    "LossBatch",
+    "LossTerm",
+    "LossTerms",
+    "available_losses",
+    "loss_parameters",
+    "register_loss",
+]
