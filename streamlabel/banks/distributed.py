@@ -9,6 +9,14 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+# bytes this rank handed to collectives and how many it called (read by benchmarks/scale.py)
+TRAFFIC = {"bytes": 0, "calls": 0}
+
+
+def _count(tensor: torch.Tensor) -> None:
+    TRAFFIC["bytes"] += tensor.numel() * tensor.element_size()
+    TRAFFIC["calls"] += 1
+
 
 def world_and_rank() -> tuple[int, int]:
     """(world size, rank) of the default process group; (1, 0) when none is initialised."""
@@ -20,6 +28,7 @@ def world_and_rank() -> tuple[int, int]:
 def all_reduce_(tensor: torch.Tensor, op: str = "sum", world: int | None = None) -> torch.Tensor:
     """In-place sum / max over the ranks (nothing to do at world 1); returns ``tensor``."""
     if (world_and_rank()[0] if world is None else world) > 1:
+        _count(tensor)
         dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
     return tensor
 
@@ -30,6 +39,7 @@ def all_gather_cat(tensor: torch.Tensor, dim: int = 0, world: int | None = None)
     if world == 1:
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(world)]
+    _count(tensor)
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=dim)
 
@@ -51,4 +61,5 @@ def all_gather_rows(tensor: torch.Tensor, world: int | None = None) -> torch.Ten
 def reduce_to(tensor: torch.Tensor, owner: int, world: int) -> None:
     """Sum ``tensor`` over the ranks into rank ``owner``'s copy (the others' copies are left undefined)."""
     if world > 1:
+        _count(tensor)
         dist.reduce(tensor, dst=owner, op=dist.ReduceOp.SUM)

@@ -135,10 +135,10 @@ class RowShards:
         if tuple(full.shape) != self.shape:
             raise ValueError(f"matrix must be {self.shape}, got {tuple(full.shape)}")
         self.local[: self.owned_rows] = full[self.start : self.stop].to(self.device, self.dtype)
-        self._project_all()
+        self.reproject()
 
-    def _project_all(self) -> None:
-        """Recompute the projected rows from the full rows (after a bulk write)."""
+    def reproject(self) -> None:
+        """Recompute the projected rows from the full rows (after writing ``local`` directly)."""
         if self.local_proj is None:
             return
         for b0 in range(0, self.shard_rows, self.block_rows):
@@ -161,7 +161,7 @@ class RowShards:
                 reduce_to(part, owner, self.world)
                 if owner == self.rank:
                     self.local[c0 - self.start : c1 - self.start] = part.to(self.dtype)
-        self._project_all()
+        self.reproject()
 
     # ------------------------------------------------------------------ similarity
     def query_rows(self, ids: torch.Tensor) -> torch.Tensor:
@@ -240,7 +240,7 @@ class RowShards:
         self.local.copy_(state["local"])
         if self.local_proj is not None:
             if state["local_proj"] is None:
-                self._project_all()
+                self.reproject()
             else:
                 self.local_proj.copy_(state["local_proj"])
 
