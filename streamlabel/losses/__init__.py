@@ -9,12 +9,16 @@ from streamlabel.losses.base import (
     register_loss,
 )
 from streamlabel.losses.centre_contrastive import CentreContrastiveLoss
+from streamlabel.losses.ims import InstanceMarginSpreadingLoss
+from streamlabel.losses.triplet import TripletLoss
 
 __all__ = [
     "CentreContrastiveLoss",
+    "InstanceMarginSpreadingLoss",
     "LossBatch",
     "LossTerm",
     "LossTerms",
+    "TripletLoss",
     "available_losses",
     "loss_parameters",
     "register_loss",

@@ -7,6 +7,7 @@ from streamlabel.methods.base import (
     policy_parameters,
     register_policy,
 )
+from streamlabel.methods.dcml import DCMLPolicy
 from streamlabel.methods.hcd import HCDPolicy
 from streamlabel.methods.lbg import LbGPolicy
 from streamlabel.methods.nplp import NPLPPolicy
@@ -14,6 +15,7 @@ from streamlabel.methods.spcl import SpCLPolicy
 
 __all__ = [
     "BankUpdatePolicy",
+    "DCMLPolicy",
     "HCDPolicy",
     "LbGPolicy",
     "NPLPPolicy",
