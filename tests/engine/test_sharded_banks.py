@@ -142,3 +142,12 @@ def test_two_gloo_processes_give_the_labels_and_losses_of_one(tmp_path: Path):
             assert result["losses"] == one["losses"]
             assert torch.equal(result["bank"], one["bank"])
             assert torch.equal(result["graph0"], one["graph0"])
+
+
+def test_training_refuses_a_sharded_bank_with_a_clear_message():
+    from streamlabel.engine.setup import build_target_policy
+    from streamlabel.launch.config import ConfigError
+
+    with pytest.raises(ConfigError, match="scaling.md"):
+        build_target_policy({"policy": {"name": "hcd", "bank": "sharded"}}, 10, 16, torch.device("cpu"))
+    assert build_target_policy({"policy": {"name": "hcd", "bank": "replicated"}}, 10, 16, torch.device("cpu"))
