@@ -350,7 +350,7 @@ class _Checker:
 
     def policy(self, value: object) -> dict:
         from streamlabel.methods import available_policies, policy_parameters
-        from streamlabel.methods.param_check import parameter_type_error
+        from streamlabel.methods.param_check import dry_run_error, parameter_type_error
 
         if not isinstance(value, dict):
             raise self.type_error("policy", "a mapping with a 'name' and the policy's parameters", value)
@@ -377,6 +377,11 @@ class _Checker:
                 out[key] = value[key]
             elif _plain(default):
                 out[key] = copy.deepcopy(default)
+        problem = dry_run_error(name, {k: v for k, v in out.items() if k != "name"})
+        if problem:  # a value out of range, found now rather than after the datasets are read
+            key = next((k for k in out if k != "name" and re.search(rf"\b{re.escape(k)}\b", problem)), None)
+            path = f"policy.{key}" if key else "policy"
+            raise ConfigError(f"'{path}' (policy {name!r}) in {self.where(path)}: {problem}")
         return out
 
 

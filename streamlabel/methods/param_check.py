@@ -48,3 +48,23 @@ def check_fits_samples(name: str, params: Mapping[str, object], num_samples: int
         if isinstance(value, int) and not isinstance(value, bool) and value >= num_samples:
             raise ValueError(f"parameter '{key}' of policy {name!r} is {value} but there are only {num_samples} "
                              f"samples: {key} counts neighbours of a sample and must be < N = {num_samples}")
+
+
+def dry_run_error(name: str, params: Mapping[str, object]) -> str | None:
+    """The ValueError/TypeError a policy's constructor raises for ``params`` (None if it accepts them).
+
+    The policy is built on the ``meta`` device, so no bank memory is allocated; N is taken just above every
+    integer parameter so no N-dependent check fires (those are ``check_fits_samples``'s, once N is known).
+    Other exceptions (an operation the meta device lacks) say nothing about the parameters and are ignored.
+    """
+    from streamlabel.methods.base import get_policy_class
+
+    counts = [v for v in params.values() if isinstance(v, int) and not isinstance(v, bool)]
+    num_samples = min(1_000_000, max([2, *(c + 1 for c in counts)]))
+    try:
+        get_policy_class(name)(num_samples, 1, device="meta", **params)
+    except (ValueError, TypeError) as err:
+        return str(err)
+    except Exception:  # noqa: BLE001 - not a verdict on the parameters
+        return None
+    return None
