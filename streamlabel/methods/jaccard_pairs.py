@@ -54,7 +54,7 @@ def jaccard_pairs(
     max_distance: float = 1.0,
     row_max_scaling: bool = False,
     block_size: int = 1024,
-    work_budget: int = 1 << 23,
+    work_budget: int = 1 << 22,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rows, cols, d_J) for every overlapping pair i < j with d_J(i, j) <= ``max_distance``; every pair
     not listed is farther than ``max_distance`` or at distance 1 (no overlap)."""
@@ -65,7 +65,7 @@ def jaccard_pairs(
 
 
 def close_pairs(
-    v: CSRRows, *, max_distance: float = 1.0, work_budget: int = 1 << 23
+    v: CSRRows, *, max_distance: float = 1.0, work_budget: int = 1 << 22
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Jaccard pairs i < j of the rows of V with d_J <= ``max_distance``, in row blocks of bounded work.
 

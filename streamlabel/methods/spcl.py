@@ -149,6 +149,7 @@ class SpCLPolicy(OfflineClusteringPolicy):
         self.comp_threshold = comp_threshold
         self.row_max_scaling = row_max_scaling
         self.alpha: float | None = indep_threshold  # fixed at the first refresh when not given
+        self._round_stats: dict[str, float] = {}
         self.config.update({"k1": k1, "k2": k2, "eps": eps, "min_samples": min_samples, "eps_gap": eps_gap,
                             "self_paced": self_paced, "reliability_percentile": reliability_percentile,
                             "indep_threshold": indep_threshold, "comp_threshold": comp_threshold,
@@ -167,14 +168,24 @@ class SpCLPolicy(OfflineClusteringPolicy):
             return dbscan_pairs(rows, cols, dist, n, eps=eps, min_samples=self.min_samples)
 
         labels = run(self.eps)
+        self._round_stats = {"jaccard_pairs": int(rows.numel()), "clusters_dbscan": int(labels.max()) + 1,
+                             "clustered_share_dbscan": float((labels >= 0).float().mean())}
         if not self.self_paced:
             return labels
         r_indep, r_comp = reliability_scores(labels, run(self.eps - self.eps_gap), run(loose_eps))
         if self.alpha is None:
             self.alpha = independence_threshold(labels, r_indep, self.reliability_percentile)
-            if self.alpha is None:  # no cluster yet: nothing to filter, decide at a later refresh
-                return labels
-        return reliable_labels(labels, r_indep, r_comp, alpha=self.alpha, beta=self.comp_threshold)
+        if self.alpha is not None:  # None: no cluster yet, nothing to filter; decided at a later refresh
+            labels = reliable_labels(labels, r_indep, r_comp, alpha=self.alpha, beta=self.comp_threshold)
+        self._round_stats.update({"alpha": -1.0 if self.alpha is None else self.alpha,
+                                  "clusters_kept": int(torch.unique(labels[labels >= 0]).numel()),
+                                  "kept_share": float((labels >= 0).float().mean())})
+        return labels
+
+    def refresh(self) -> None:
+        """Re-cluster and add this refresh's clustering and reliability statistics to ``stats``."""
+        super().refresh()
+        self.stats.update(self._round_stats)
 
     def extra_state(self) -> dict:
         return {"alpha": self.alpha}

@@ -159,6 +159,8 @@ def test_policy_is_dbscan_then_reliability_filter():
     alpha = independence_threshold(labels, r_indep, 0.9)
     expected = dense_relabel(reliable_labels(labels, r_indep, r_comp, alpha=alpha))
     assert policy.alpha == alpha and torch.equal(policy.labels(), expected)
+    assert policy.stats["clusters_dbscan"] == int(labels.max()) + 1
+    assert policy.stats["kept_share"] == pytest.approx(float((expected >= 0).float().mean()))
     assert int((expected < 0).sum()) > int((labels < 0).sum())  # the filter did something
     plain = build_policy("spcl", num_samples=n, feat_dim=d, k1=8, k2=3, self_paced=False)
     plain.initialize(x)
