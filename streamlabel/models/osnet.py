@@ -14,6 +14,8 @@ across streams) re-weights each stream and the streams are summed -> 1x1 expand 
 BN-folded export such as ../shared/models/osnet_x0_25_msmt17.onnx); the fc BatchNorm1d is kept.
 Output contract as in :mod:`streamlabel.models.resnet`: eval -> Tensor[B, feat_dim], train -> dict;
 ``parts=P`` adds P horizontal part features (``parts`` [B, P, feat_dim], see :mod:`.parts`).
+``head="pyramid"`` replaces the global average pool by NPLP's pyramidal average pooling (``pyramid_levels``
+granularities, :mod:`.pyramid`); the fc layer then reads all stripes and is the paper's hyper-network.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 
 from .layers import ReIDOutput, global_pool_flat
 from .parts import PartHead, check_parts
+from .pyramid import PyramidAveragePool, check_head
 
 BASE_CHANNELS = (64, 256, 384, 512)
 WIDTHS = {"x1_0": 1.0, "x0_75": 0.75, "x0_5": 0.5, "x0_25": 0.25}
@@ -135,8 +138,14 @@ class OSNet(nn.Module):
         fold_bn: bool = False,
         pretrained: str | Path | None = None,
         parts: int = 0,
+        head: str = "global",
+        pyramid_levels: int = 2,
     ) -> None:
         super().__init__()
+        check_head(head, pyramid_levels)
+        if head == "pyramid" and parts:
+            raise ValueError("head='pyramid' and parts > 0 do not combine: part stripes go through the global "
+                             "projection, which the pyramid head sizes for all its granularities")
         c0, c1, c2, c3 = channels
         self.channels = tuple(channels)
         self.fold_bn = fold_bn
@@ -146,8 +155,10 @@ class OSNet(nn.Module):
         self.conv3 = self._stage(c1, c2, blocks[1], transition=True)
         self.conv4 = self._stage(c2, c3, blocks[2], transition=False)
         self.conv5 = ConvNorm(c3, c3, 1, fold_bn=fold_bn)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Sequential(nn.Linear(c3, feat_dim), nn.BatchNorm1d(feat_dim), nn.ReLU(inplace=True))
+        self.head = head
+        self.pool = PyramidAveragePool(pyramid_levels) if head == "pyramid" else nn.AdaptiveAvgPool2d(1)
+        pooled = c3 * (self.pool.parts if head == "pyramid" else 1)
+        self.fc = nn.Sequential(nn.Linear(pooled, feat_dim), nn.BatchNorm1d(feat_dim), nn.ReLU(inplace=True))
         self.out_channels = c3
         self.feat_dim = feat_dim
         self.parts = check_parts(parts)

@@ -1,5 +1,9 @@
 """ResNet-50 (and IBN-a) re-ID backbone: torchvision structure, last stride 1, avg/GeM pool, BN neck.
 
+``head="pyramid"`` swaps the global pool for NPLP's pyramidal average pooling (``pyramid_levels``
+granularities, models/pyramid.py) followed by one fully connected layer to ``embed_dim`` (2048 when 0),
+the paper's hyper-network; the BN neck follows as usual.
+
 Output contract (all streamlabel models):
 - eval mode: ``Tensor[B, feat_dim]``, the BN-necked embedding (L2-normalise it for retrieval);
 - train mode: a :class:`~streamlabel.models.layers.ReIDOutput` dict with ``embedding`` (post-BN neck,
@@ -21,6 +25,7 @@ from torch import nn
 from .ibn import convert_resnet_to_ibn_a
 from .layers import BNNeck, ReIDOutput, build_pool, global_pool_flat
 from .parts import PartHead, check_parts
+from .pyramid import PyramidAveragePool, check_head
 
 _STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
@@ -42,8 +47,16 @@ class ReIDResNet(nn.Module):
         ibn: bool = False,
         pretrained: str | Path | None = None,
         parts: int = 0,
+        head: str = "global",
+        pyramid_levels: int = 2,
     ) -> None:
         super().__init__()
+        check_head(head, pyramid_levels)
+        if head == "pyramid" and parts:
+            raise ValueError("head='pyramid' and parts > 0 do not combine: part stripes go through the global "
+                             "projection, which the pyramid head sizes for all its granularities")
+        if head == "pyramid" and pool != "avg":
+            raise ValueError(f"head='pyramid' average-pools its stripes (PAP); pool must be 'avg', got {pool!r}")
         trunk = torchvision.models.resnet50(weights=None)
         if ibn:
             convert_resnet_to_ibn_a(trunk)
@@ -58,9 +71,11 @@ class ReIDResNet(nn.Module):
         self.ibn = ibn
         self.last_stride = last_stride
         self.out_channels = 2048
-        self.pool = build_pool(pool, gem_p)
-        if embed_dim > 0:
-            self.proj: nn.Module = nn.Linear(self.out_channels, embed_dim)
+        self.head = head
+        self.pool = PyramidAveragePool(pyramid_levels) if head == "pyramid" else build_pool(pool, gem_p)
+        pooled = self.out_channels * (self.pool.parts if head == "pyramid" else 1)
+        if head == "pyramid" or embed_dim > 0:  # the pyramid head always has its hyper-network layer
+            self.proj: nn.Module = nn.Linear(pooled, embed_dim if embed_dim > 0 else self.out_channels)
             nn.init.kaiming_normal_(self.proj.weight, mode="fan_out")
             nn.init.zeros_(self.proj.bias)
         else:
