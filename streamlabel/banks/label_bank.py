@@ -143,6 +143,9 @@ class HierarchicalLabelBank:
             self.sizes[level].index_add_(0, new_labels[level], ones)
             self.sums[level].index_add_(0, old_labels[level], -old_feats.to(self.sums_dtype))
             self.sums[level].index_add_(0, new_labels[level], new_feats.to(self.sums_dtype))
+            if self.sharded:  # free the slots of the clusters this emptied (compact sums)
+                emptied = old_labels[level][self.sizes[level][old_labels[level]] == 0]
+                self.sums[level][emptied] = 0.0
         self.labels[:, rows] = new_labels
 
     def relabel_level(self, level: int, mapping: torch.Tensor, touched: torch.Tensor, unit_sums: torch.Tensor,

@@ -7,6 +7,10 @@ owners' rows over the ranks (the others contribute zeros, so the result is exact
 of query rows against every shard: local top-k per block of rows, then a global merge of the
 candidates. With a ``projection`` [D, d] each shard also keeps its rows projected to d dimensions;
 candidates are then found in d dimensions (``oversample`` x k of them) and re-scored exactly.
+
+``compact=True`` (cluster sums) stores only the rows in use: a slot map gives each written row a slot
+(lowest free first, the store grows by doubling), emptying a row (``m[ids] = 0``) frees its slot, and
+searches scan the slots in use. Memory and scan cost then follow the number of clusters, not N.
 """
 
 from __future__ import annotations
@@ -55,18 +59,25 @@ class RowShards:
         projection: torch.Tensor | None = None,
         oversample: int = 4,
         block_rows: int = 1 << 16,
+        compact: bool = False,
     ) -> None:
         self.world, self.rank = world_and_rank() if distributed else (1, 0)
         self.num_rows, self.dim = int(num_rows), int(dim)
         self.shard_rows = -(-self.num_rows // self.world)
         self.start = min(self.rank * self.shard_rows, self.num_rows)
         self.stop = min(self.start + self.shard_rows, self.num_rows)
-        self.local = torch.zeros(self.shard_rows, self.dim, dtype=dtype, device=device)
+        self.compact = bool(compact)
+        capacity = min(self.shard_rows, 1024) if self.compact else self.shard_rows
+        self.local = torch.zeros(capacity, self.dim, dtype=dtype, device=device)
         self.normalize_rows = bool(normalize_rows)  # similarity reads rows L2-normalised (cluster sums)
         self.projection = None if projection is None else projection.to(self.local.device, torch.float32)
         self.local_proj = (None if projection is None else
-                           torch.zeros(self.shard_rows, projection.shape[1], dtype=dtype, device=device))
+                           torch.zeros(capacity, projection.shape[1], dtype=dtype, device=device))
         self.oversample, self.block_rows = int(oversample), int(block_rows)
+        # compact only: slot of every owned row (-1: none), global row of every slot (-1: free), slots in use
+        self.slot = torch.full((self.shard_rows if self.compact else 0,), -1, dtype=torch.long, device=device)
+        self.slot_row = torch.full((capacity if self.compact else 0,), -1, dtype=torch.long, device=device)
+        self.used = 0 if self.compact else self.owned_rows
 
     # ------------------------------------------------------------------ tensor-like access
     @property
@@ -91,24 +102,66 @@ class RowShards:
         mask = (flat >= self.start) & (flat < self.stop)
         return mask, flat[mask] - self.start
 
+    def _slots(self, local: torch.Tensor, *, allocate: bool = False) -> torch.Tensor:
+        """Storage rows of the owned rows ``local`` (compact: their slots, -1 where none unless ``allocate``)."""
+        if not self.compact:
+            return local
+        if allocate:
+            missing = torch.unique(local[self.slot[local] < 0])
+            if missing.numel():
+                self._allocate(missing)
+        return self.slot[local]
+
+    def _allocate(self, local: torch.Tensor) -> None:
+        """Give the owned rows ``local`` (distinct, slot-less) the lowest free slots, growing the store."""
+        free = (self.slot_row[: self.used] < 0).nonzero().flatten()[: local.numel()]
+        extra = local.numel() - free.numel()
+        if self.used + extra > self.local.shape[0]:
+            grow = min(max(self.local.shape[0], self.used + extra - self.local.shape[0]),
+                       self.shard_rows - self.local.shape[0])
+            self.local = torch.cat([self.local, self.local.new_zeros(grow, self.dim)])
+            if self.local_proj is not None:
+                extra_proj = self.local_proj.new_zeros(grow, self.local_proj.shape[1])
+                self.local_proj = torch.cat([self.local_proj, extra_proj])
+            self.slot_row = torch.cat([self.slot_row, self.slot_row.new_full((grow,), -1)])
+        slots = torch.cat([free, torch.arange(self.used, self.used + extra, device=self.device)])
+        self.used += extra
+        self.slot[local] = slots
+        self.slot_row[slots] = local + self.start
+
+    def _storage_rows(self, first: int, last: int) -> torch.Tensor:
+        """Global row held by storage rows first..last-1 (-1: a free slot)."""
+        if self.compact:
+            return self.slot_row[first:last] + 0
+        return torch.arange(self.start + first, self.start + last, device=self.device)
+
     def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` (any shape, or a bool mask over the N rows) as float32 on every rank."""
         if ids.dtype == torch.bool:
             ids = ids.nonzero().flatten()
-        if self.world == 1:
+        if self.world == 1 and not self.compact:
             return self.local[ids.to(self.device)].float()
         mask, local = self._owned(ids)
+        slots = self._slots(local)
+        where = mask.nonzero().flatten()[slots >= 0]
         out = torch.zeros(mask.numel(), self.dim, dtype=torch.float32, device=self.device)
-        out[mask] = self.local[local].float()
+        out[where] = self.local[slots[slots >= 0]].float()
         all_reduce_(out, world=self.world)
         return out.reshape(*ids.shape, self.dim)
 
     def __setitem__(self, ids: torch.Tensor, value: float) -> None:
-        """Fill rows ``ids`` with a constant (used to empty cluster sums)."""
+        """Fill rows ``ids`` with a constant (used to empty cluster sums; compact: 0 only, frees the slots)."""
         mask, local = self._owned(ids)
-        self.local[local] = value
+        if self.compact and value != 0:
+            raise ValueError("a compact RowShards can only empty rows (value 0)")
+        slots = self._slots(local)
+        slots = slots[slots >= 0]
+        self.local[slots] = value
         if self.local_proj is not None:
-            self.local_proj[local] = value
+            self.local_proj[slots] = value
+        if self.compact:
+            self.slot_row[slots] = -1
+            self.slot[local] = -1
 
     def index_add_(self, dim: int, ids: torch.Tensor, values: torch.Tensor) -> RowShards:
         """Add ``values`` [R, D] to rows ``ids`` on their owner (tensor.index_add_ semantics, dim 0)."""
@@ -124,16 +177,19 @@ class RowShards:
         if dim != 0:
             raise ValueError("RowShards writes rows only (dim 0)")
         mask, local = self._owned(ids)
+        slots = self._slots(local, allocate=True)
         mine = values.to(self.device)[mask]
         op = torch.Tensor.index_add_ if add else torch.Tensor.index_copy_
-        op(self.local, 0, local, mine.to(self.dtype))
+        op(self.local, 0, slots, mine.to(self.dtype))
         if self.local_proj is not None:
-            op(self.local_proj, 0, local, (mine.float() @ self.projection).to(self.dtype))
+            op(self.local_proj, 0, slots, (mine.float() @ self.projection).to(self.dtype))
 
     def fill_(self, full: torch.Tensor) -> None:
         """Take this rank's rows of a full [N, D] matrix."""
         if tuple(full.shape) != self.shape:
             raise ValueError(f"matrix must be {self.shape}, got {tuple(full.shape)}")
+        if self.compact:
+            raise ValueError("fill_ writes every row; use index_copy_ on a compact RowShards")
         self.local[: self.owned_rows] = full[self.start : self.stop].to(self.device, self.dtype)
         self.reproject()
 
@@ -141,7 +197,7 @@ class RowShards:
         """Recompute the projected rows from the full rows (after writing ``local`` directly)."""
         if self.local_proj is None:
             return
-        for b0 in range(0, self.shard_rows, self.block_rows):
+        for b0 in range(0, self.used, self.block_rows):
             self.local_proj[b0 : b0 + self.block_rows] = (
                 self.local[b0 : b0 + self.block_rows].float() @ self.projection).to(self.dtype)
 
@@ -150,6 +206,11 @@ class RowShards:
         to the rank that owns c; ``labels`` [N] is the same on every rank. Memory: one block of rows."""
         src_labels = labels.to(self.device)[source.start : source.stop]
         src_rows = source.local[: source.owned_rows]
+        if self.compact:  # every slot free; the present rows are written below
+            self.local.zero_()
+            self.slot.fill_(-1)
+            self.slot_row.fill_(-1)
+            self.used = 0
         for owner in range(self.world):
             first = min(owner * self.shard_rows, self.num_rows)
             last = min(first + self.shard_rows, self.num_rows)
@@ -159,8 +220,15 @@ class RowShards:
                 sel = (src_labels >= c0) & (src_labels < c1)
                 part.index_add_(0, src_labels[sel] - c0, src_rows[sel].float())
                 reduce_to(part, owner, self.world)
+                if not self.compact:
+                    if owner == self.rank:
+                        self.local[c0 - self.start : c1 - self.start] = part.to(self.dtype)
+                    continue
+                count = torch.bincount(src_labels[sel] - c0, minlength=c1 - c0)
+                reduce_to(count, owner, self.world)
                 if owner == self.rank:
-                    self.local[c0 - self.start : c1 - self.start] = part.to(self.dtype)
+                    present = count.nonzero().flatten()
+                    self._write(0, present + c0, part[present], add=False)
         self.reproject()
 
     # ------------------------------------------------------------------ similarity
@@ -169,16 +237,19 @@ class RowShards:
         rows = self[ids]
         return F.normalize(rows, dim=-1) if self.normalize_rows else rows
 
-    def score_blocks(self, queries: torch.Tensor, *, projected: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
-        """(first global row, [Q, b] similarities) for every block of this rank's rows, never more than a block."""
+    def score_blocks(
+        self, queries: torch.Tensor, *, projected: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(global rows [b] (-1: free slot), [Q, b] similarities) for every block of this rank's stored rows."""
         store = self.local_proj if projected else self.local
         normalize = projected or self.normalize_rows
         q = queries.float()
-        for b0 in range(0, self.owned_rows, self.block_rows):
-            block = store[b0 : min(b0 + self.block_rows, self.owned_rows)].float()
+        for b0 in range(0, self.used, self.block_rows):
+            b1 = min(b0 + self.block_rows, self.used)
+            block = store[b0:b1].float()
             if normalize:
                 block = F.normalize(block, dim=1)
-            yield self.start + b0, q @ block.t()
+            yield self._storage_rows(b0, b1), q @ block.t()
 
     def search(
         self, queries: torch.Tensor, k: int, *, query_ids: torch.Tensor | None = None,
@@ -203,10 +274,8 @@ class RowShards:
         num_q = queries.shape[0]
         best = torch.full((num_q, 0), _NEG_INF, device=self.device)
         best_idx = torch.full((num_q, 0), -1, dtype=torch.long, device=self.device)
-        arange_q = torch.arange(num_q, device=self.device)
-        for first, sims in self.score_blocks(queries, projected=projected):
-            cols = torch.arange(first, first + sims.shape[1], device=self.device)
-            mask_blocked_rows(sims, first, cols, arange_q, query_ids, valid)
+        for cols, sims in self.score_blocks(queries, projected=projected):
+            mask_blocked_rows(sims, cols, query_ids, valid)
             best, best_idx = merge_topk(torch.cat([best, sims], dim=1),
                                         torch.cat([best_idx, cols.expand(num_q, -1)], dim=1), k)
         best, best_idx = merge_topk(best, best_idx, k)  # pads a rank that owns no rows
@@ -217,8 +286,10 @@ class RowShards:
     def exact_scores(self, queries: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """Full-precision similarity of each query to its candidate rows ``cand`` [Q, c] (-inf where cand < 0)."""
         mask, local = self._owned(cand)  # -1 lies below every shard
+        slots = self._slots(local)
+        mask[mask.clone()] = slots >= 0
         out = torch.full((cand.numel(),), _NEG_INF, device=self.device)
-        rows = self.local[local].float()
+        rows = self.local[slots[slots >= 0]].float()
         if self.normalize_rows:
             rows = F.normalize(rows, dim=1)
         query_of = torch.arange(cand.shape[0], device=self.device).repeat_interleave(cand.shape[1])[mask]
@@ -229,7 +300,8 @@ class RowShards:
     def state_dict(self) -> dict:
         """This rank's rows (and projected rows), with the layout they belong to."""
         return {"local": self.local.clone(), "local_proj": None if self.local_proj is None else self.local_proj.clone(),
-                "num_rows": self.num_rows, "world": self.world, "rank": self.rank}
+                "num_rows": self.num_rows, "world": self.world, "rank": self.rank,
+                "slot": self.slot.clone(), "slot_row": self.slot_row.clone(), "used": self.used}
 
     def load_state_dict(self, state: dict) -> None:
         layout = (state["num_rows"], state["world"], state["rank"])
@@ -237,21 +309,23 @@ class RowShards:
             here = (self.num_rows, self.world, self.rank)
             raise ValueError(f"sharded rows mismatch: checkpoint (N, world, rank) = {layout}, dim "
                              f"{state['local'].shape[1]}; this run {here}, dim {self.dim}")
-        self.local.copy_(state["local"])
+        self.local = state["local"].to(self.device, self.dtype).clone()
+        self.slot, self.slot_row = state["slot"].to(self.device).clone(), state["slot_row"].to(self.device).clone()
+        self.used = int(state["used"])
         if self.local_proj is not None:
             if state["local_proj"] is None:
                 self.reproject()
             else:
-                self.local_proj.copy_(state["local_proj"])
+                self.local_proj = state["local_proj"].to(self.device, self.dtype).clone()
 
 
 def mask_blocked_rows(
-    sims: torch.Tensor, first: int, cols: torch.Tensor, arange_q: torch.Tensor,
-    query_ids: torch.Tensor | None, valid: torch.Tensor | None,
+    sims: torch.Tensor, cols: torch.Tensor, query_ids: torch.Tensor | None, valid: torch.Tensor | None
 ) -> None:
-    """-inf (in place) where a block's column is not a valid row or is the query's own row."""
+    """-inf (in place) where a block's column is a free slot, not a valid row, or the query's own row."""
+    bad = cols < 0
     if valid is not None:
-        sims.masked_fill_(~valid[cols].unsqueeze(0), _NEG_INF)
+        bad |= ~valid[cols.clamp_min(0)]
+    sims.masked_fill_(bad.unsqueeze(0), _NEG_INF)
     if query_ids is not None:
-        inside = (query_ids >= first) & (query_ids < first + sims.shape[1])
-        sims[arange_q[inside], query_ids[inside] - first] = _NEG_INF
+        sims.masked_fill_(cols.unsqueeze(0) == query_ids.unsqueeze(1), _NEG_INF)

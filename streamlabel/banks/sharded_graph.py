@@ -66,13 +66,11 @@ def _scan_exact(
     """One pass over this rank's rows: the moved units' fresh top lists, and every other owned unit's list
     with the moved units merged in; returns (fresh sims, fresh ids), (changed units, their ids, their sims)."""
     num_live = live.numel()
-    arange_q = torch.arange(num_live, device=live.device)
     best = torch.full((num_live, 0), _NEG_INF, device=live.device)
     best_idx = torch.full((num_live, 0), -1, dtype=torch.long, device=live.device)
     upd_rows, upd_idx, upd_sims = [], [], []
-    for first, sims in rows.score_blocks(queries):
-        cols = torch.arange(first, first + sims.shape[1], device=live.device)
-        mine = others[cols].nonzero().flatten()
+    for cols, sims in rows.score_blocks(queries):
+        mine = ((cols >= 0) & others[cols.clamp_min(0)]).nonzero().flatten()
         if mine.numel():
             targets = cols[mine]
             old_idx, old_sims = graph.idx[targets], graph.sims[targets]
@@ -82,7 +80,7 @@ def _scan_exact(
             upd_rows.append(targets[diff])
             upd_idx.append(top_idx[diff])
             upd_sims.append(top[diff])
-        mask_blocked_rows(sims, first, cols, arange_q, live, alive)
+        mask_blocked_rows(sims, cols, live, alive)
         best, best_idx = merge_topk(torch.cat([best, sims], dim=1),
                                     torch.cat([best_idx, cols.expand(num_live, -1)], dim=1), graph.width)
     best, best_idx = merge_topk(best, best_idx, graph.width)

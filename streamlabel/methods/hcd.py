@@ -124,7 +124,7 @@ class HCDPolicy(BankUpdatePolicy):
             self.label_bank = HierarchicalLabelBank(
                 num_samples, feat_dim, num_levels=num_levels, device=self.device,
                 make_rows=lambda: RowShards(num_samples, feat_dim, dtype=_DTYPES[sums_dtype], device=self.device,
-                                            normalize_rows=True, projection=proj))
+                                            normalize_rows=True, projection=proj, compact=True))
         else:
             self.bank = FeatureBank(num_samples, feat_dim, momentum=momentum, device=self.device,
                                     dtype=_DTYPES[bank_dtype])

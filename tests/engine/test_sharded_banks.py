@@ -69,6 +69,27 @@ def test_segment_sums_match_index_add():
     assert torch.equal(sums[torch.arange(30)], torch.zeros(30, 4).index_add_(0, labels, feats))
 
 
+def test_compact_rows_store_only_rows_in_use_and_search_like_dense():
+    full = unit_rows(3000, 8, seed=7)
+    dense = RowShards(3000, 8, distributed=False, normalize_rows=True)
+    compact = RowShards(3000, 8, distributed=False, normalize_rows=True, compact=True, block_rows=100)
+    ids = torch.randperm(3000, generator=torch.Generator().manual_seed(1))[:1500]
+    for rows in (dense, compact):
+        rows.index_copy_(0, ids, full[ids])
+        rows[ids[:500]] = 0.0  # emptied: the compact store frees these slots ...
+        rows.index_add_(0, ids[:10], full[ids[:10]])  # ... and reuses them
+    assert compact.used == 1500 and compact.local.shape[0] == 2048  # 1024 doubled once, never N
+    assert int((compact.slot_row >= 0).sum()) == 1010
+    everything = torch.arange(3000)
+    assert torch.equal(compact[everything], dense[everything])
+    valid = torch.zeros(3000, dtype=torch.bool)
+    valid[ids[500:]] = True
+    valid[ids[:10]] = True
+    queries = unit_rows(5, 8, seed=8)
+    (s_c, i_c), (s_d, i_d) = compact.search(queries, 7, valid=valid), dense.search(queries, 7, valid=valid)
+    assert torch.equal(i_c, i_d) and torch.allclose(s_c, s_d)
+
+
 # ------------------------------------------------------------------------------------- the policy
 def test_sharded_world_one_equals_replicated_bit_for_bit():
     replicated, sharded = stream_run({}), stream_run({"bank": "sharded"})
