@@ -9,12 +9,14 @@ the L2-normalised features):
   ``worst_share`` (10 %) of clusters with the lowest score are re-clustered, each on its own, by
   DBSCAN with eps_c = beta * eps_e (Eq. 9); their samples that fall out become outliers.
 
-The smallest alpha share of the N^2 cross-camera pairs is read from k-NN lists, never an N x N matrix.
-Condition for exactness: let T be the m-th smallest cross-camera distance among the listed pairs and
-d_k(i) the distance from i to its k-th neighbour. A pair (i, j) missing from both lists has
+The smallest alpha share (m pairs) of the cross-camera pairs is read from k-NN lists, never an N x N
+matrix. Condition for exactness: let T be the m-th smallest cross-camera distance among the listed
+pairs and d_k(i) the distance from i to its k-th neighbour. A pair (i, j) missing from both lists has
 d(i, j) >= max(d_k(i), d_k(j)) >= D2, the second smallest d_k over all samples. So when T < D2 every
-pair at distance <= T is listed and the m smallest listed pairs are the m smallest of all; otherwise k
-is doubled (up to N - 1, where the lists are complete) and the search repeats.
+pair at distance <= T is listed and the m smallest listed pairs are the m smallest of all. Otherwise T
+is still an upper bound of the true m-th smallest distance (the listed pairs are a subset), and one
+blocked scan over all rows (O(block * N) memory) collects every cross-camera pair at distance <= T,
+which holds the m smallest. When the lists hold fewer than m cross-camera pairs, k is doubled first.
 """
 
 from __future__ import annotations
@@ -38,10 +40,24 @@ def _knn_euclidean(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     return idx, (2.0 - 2.0 * sims).clamp_min(0.0).sqrt()
 
 
+def _cross_pairs_below(x: torch.Tensor, cam: torch.Tensor, bound: float, block_size: int = 1024) -> torch.Tensor:
+    """Distances of every cross-camera pair i < j with d(i, j) <= ``bound``, by a blocked scan of all rows."""
+    n = x.shape[0]
+    cols = torch.arange(n, device=x.device)
+    found = []
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        d = (2.0 - 2.0 * (x[start:stop] @ x.t())).clamp_min(0.0).sqrt()
+        rows = torch.arange(start, stop, device=x.device)
+        keep = (d <= bound) & (cam[start:stop, None] != cam[None, :]) & (cols[None, :] > rows[:, None])
+        found.append(d[keep])
+    return torch.cat(found)
+
+
 def cross_camera_eps(
     x: torch.Tensor, cameras: torch.Tensor, *, alpha: float, k: int
-) -> tuple[float, int, torch.Tensor, torch.Tensor]:
-    """Eq. 4 from k-NN lists: (eps_e, the k that made it exact, that k-NN table's indices and distances)."""
+) -> tuple[float, int, torch.Tensor, torch.Tensor, bool]:
+    """Eq. 4: (eps_e, k of the k-NN table, its indices and distances, whether the exact scan was needed)."""
     n = x.shape[0]
     _, cam = torch.unique(cameras, return_inverse=True)
     counts = torch.bincount(cam).long()
@@ -60,17 +76,16 @@ def cross_camera_eps(
         keys, inv = torch.unique(lo * n + hi, return_inverse=True)  # a pair listed from both ends counts once
         pair_d = torch.full((keys.numel(),), float("inf"), device=x.device).scatter_reduce_(
             0, inv, d[cross], reduce="amin")
-        enough = pair_d.numel() >= m
-        if k >= n - 1:
-            break  # complete lists: exact
-        if enough:
-            threshold = torch.kthvalue(pair_d, m).values
-            second = torch.kthvalue(dist[:, -1], 2).values if n > 1 else dist[:, -1].min()
-            if bool(threshold < second):
-                break
-        k = min(2 * k, n - 1)
+        if pair_d.numel() >= m or k >= n - 1:
+            break
+        k = min(2 * k, n - 1)  # too few cross-camera pairs listed for an upper bound
+    threshold = torch.kthvalue(pair_d, m).values
+    second = torch.kthvalue(dist[:, -1], 2).values
+    scanned = k < n - 1 and not bool(threshold < second)
+    if scanned:  # not provably complete: collect every pair within the upper bound T
+        pair_d = _cross_pairs_below(x, cam, float(threshold))
     eps = float(torch.topk(pair_d, m, largest=False).values.mean())
-    return eps, k, idx, dist
+    return eps, k, idx, dist, scanned
 
 
 @register_policy("nplp")
@@ -109,7 +124,7 @@ class NPLPPolicy(OfflineClusteringPolicy):
             raise ValueError(f"silhouette must be 'all' (Eq. 7) or 'nearest', got {silhouette!r}")
         self.alpha, self.beta, self.worst_share = float(alpha), float(beta), float(worst_share)
         self.startup_rounds, self.min_samples, self.k, self.silhouette = startup_rounds, min_samples, k, silhouette
-        self.k_eps = k  # grows when the k-NN lists cannot hold the smallest alpha share (kept across rounds)
+        self.k_eps = k  # grows when the k-NN lists hold fewer than m cross-camera pairs (kept across rounds)
         self.eps_e = float("nan")
         self._round_stats: dict[str, float] = {}
         self.config.update({"alpha": self.alpha, "beta": self.beta, "startup_rounds": startup_rounds,
@@ -121,12 +136,13 @@ class NPLPPolicy(OfflineClusteringPolicy):
         n = features.shape[0]
         if n < 2:
             return torch.full((n,), -1, dtype=torch.long, device=features.device)
-        self.eps_e, self.k_eps, idx, dist = cross_camera_eps(features, cameras, alpha=self.alpha,
-                                                             k=max(self.k, self.k_eps))
+        self.eps_e, self.k_eps, idx, dist, scanned = cross_camera_eps(features, cameras, alpha=self.alpha,
+                                                                      k=max(self.k, self.k_eps))
         labels = dbscan_knn(idx, dist, eps=self.eps_e, min_samples=self.min_samples)
         num_clusters = int(labels.max()) + 1 if bool((labels >= 0).any()) else 0
         correcting = self.rounds >= self.startup_rounds
         self._round_stats = {"stage": 1.0 if correcting else 0.0, "eps_e": self.eps_e, "k_eps": float(self.k_eps),
+                             "eps_scan": float(scanned),
                              "clusters_startup": float(num_clusters),
                              "saturated_rows": float((dist[:, -1] <= self.eps_e).sum())}
         if correcting and num_clusters > 0:

@@ -38,13 +38,16 @@ def test_eps_rule_by_hand():
     x, cams = _on_circle([0.0, 0.1, 0.35, 0.75]), torch.tensor([0, 0, 1, 1])
     # alpha 0.25 -> m = 1: eps = chord(.25)
     #   k=1: lists 0->1, 1->0, 2->1, 3->2; listed cross pairs {(1,2)}: T = chord(.25);
-    #        k-th distances chord(.1, .1, .25, .4): second smallest chord(.1) <= T -> not proven, k = 2
+    #        k-th distances chord(.1, .1, .25, .4): second smallest chord(.1) <= T -> not proven: scan d <= T
+    eps, k, _, _, scanned = cross_camera_eps(x, cams, alpha=0.25, k=1)
+    assert (k, scanned) == (1, True) and eps == pytest.approx(chord(0.25), abs=1e-6)
     #   k=2: T = chord(.25); k-th distances chord(.35, .25, .35, .65): second smallest chord(.35) > T -> exact
-    eps, k, _, _ = cross_camera_eps(x, cams, alpha=0.25, k=1)
-    assert k == 2 and eps == pytest.approx(chord(0.25), abs=1e-6)
-    # alpha 0.5 -> m = 2: mean of chord(.25) and chord(.35); at k=2 T = chord(.35) is not < chord(.35) -> k = 3
-    eps, k, _, _ = cross_camera_eps(x, cams, alpha=0.5, k=1)
-    assert k == 3 and eps == pytest.approx((chord(0.25) + chord(0.35)) / 2, abs=1e-6)
+    eps, k, _, _, scanned = cross_camera_eps(x, cams, alpha=0.25, k=2)
+    assert (k, scanned) == (2, False) and eps == pytest.approx(chord(0.25), abs=1e-6)
+    # alpha 0.5 -> m = 2: mean of chord(.25) and chord(.35)
+    #   k=1 lists one cross pair < m -> k = 2: T = chord(.35) is not < chord(.35) -> scan
+    eps, k, _, _, scanned = cross_camera_eps(x, cams, alpha=0.5, k=1)
+    assert (k, scanned) == (2, True) and eps == pytest.approx((chord(0.25) + chord(0.35)) / 2, abs=1e-6)
 
 
 def test_eps_rule_matches_brute_force():
@@ -55,11 +58,15 @@ def test_eps_rule_matches_brute_force():
     d = torch.cdist(x.double(), x.double())
     cross = (cams[:, None] != cams[None, :]) & torch.triu(torch.ones(60, 60, dtype=torch.bool), 1)
     pairs = d[cross].sort().values
-    for alpha in (0.01, 0.05, 0.3):
-        m = max(1, round(alpha * pairs.numel()))
-        eps, k, _, _ = cross_camera_eps(x, cams, alpha=alpha, k=2)
-        assert eps == pytest.approx(float(pairs[:m].mean()), abs=1e-5)
-        assert 2 <= k <= 59
+    paths = set()
+    for alpha in (0.001, 0.01, 0.05, 0.3):
+        for k in (2, 8, 30):
+            m = max(1, round(alpha * pairs.numel()))
+            eps, k_used, _, _, scanned = cross_camera_eps(x, cams, alpha=alpha, k=k)
+            assert eps == pytest.approx(float(pairs[:m].mean()), abs=1e-5)
+            assert k <= k_used <= 59
+            paths.add(scanned)
+    assert paths == {True, False}  # both the proven-from-lists and the scan path were checked
 
 
 def test_silhouette_by_hand_on_1d_points():
