@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Literal
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import UnreadableImageError
@@ -17,12 +18,29 @@ from .samples import ReidDataset, ReidSample, relabel
 _MAX_LISTED = 5
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB; 16-bit, 32-bit and float grayscale are scaled to 0..255, not clipped to white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16"):
+            low, high = 0.0, 65535.0
+        elif values.size and (values.min() < 0 or values.max() > 255):
+            low, high = float(values.min()), float(values.max())
+        else:
+            low, high = 0.0, 255.0
+        scaled = (values - low) * (255.0 / max(high - low, 1e-12))
+        img = Image.fromarray(np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8))
+    return img.convert("RGB")
+
+
 def load_image(path: str) -> Image.Image:
-    """Open ``path`` and return it decoded as RGB (grayscale, CMYK, palette, RGBA are converted)."""
+    """Open ``path`` and return it decoded as RGB (grayscale, CMYK, palette, RGBA, 16-bit are converted)."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB") if img.mode != "RGB" else img
+            return to_rgb(img) if img.mode != "RGB" else img
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise UnreadableImageError(str(path), f"{type(exc).__name__}: {exc}") from exc
 

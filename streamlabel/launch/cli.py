@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _extra_errors(module: object) -> tuple[type[BaseException], ...]:
+    """The sub-command's own user-facing errors (``user_errors()``, e.g. train's checkpoint errors)."""
+    errors = getattr(module, "user_errors", None)
+    return tuple(errors()) if callable(errors) else ()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -51,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         result = module.run(args)
-    except (CommandError, FileNotFoundError, ValueError, KeyError) as err:
+    except (CommandError, FileNotFoundError, ValueError, KeyError, *_extra_errors(module)) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"streamlabel {name}: error: {message}", file=sys.stderr)
         return 2

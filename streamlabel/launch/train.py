@@ -94,16 +94,24 @@ def _print_summary(results: dict) -> None:
     print("[streamlabel] " + ", ".join(parts))
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors reported as one line and exit status 2: bad config, data, checkpoint, a non-finite stop."""
+    from streamlabel.data.errors import UnreadableImageError
+    from streamlabel.engine.checkpoint import CheckpointError
+    from streamlabel.engine.trainer import NonFiniteError
+
+    return (CommandError, CheckpointError, UnreadableImageError, NonFiniteError, ValueError, KeyError,
+            FileNotFoundError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="streamlabel.launch.train", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    from streamlabel.engine.checkpoint import CheckpointError
-
     try:
         results = run(args)
-    except (CommandError, CheckpointError, ValueError, KeyError, FileNotFoundError) as err:
+    except user_errors() as err:
         print(f"streamlabel train: error: {err}", file=sys.stderr)
         return 2
     if args.json and results:
