@@ -11,9 +11,9 @@ V <- V / 2^m + sum_j f_j / 2^(m - j + 1), so the result equals the sequential up
 V is rebuilt (Algorithm 1, line 11) whenever the policy's labels or refresh round change: centroid of
 ReLU(BN(bank rows)) per cluster, BN statistics taken from the whole bank. The BN has no learnable
 affine (the optimiser only sees the model's parameters); in training it uses the batch statistics, as a
-BatchNorm1d layer does. Outliers (-1) are left out of the loss. V, the labels and round it was built
-from, and the bank statistics are buffers: they travel in checkpoints. With several processes each one
-updates V from its own batch (not synchronised).
+BatchNorm1d layer does (over this process's rows). Outliers (-1) are left out of the loss. With several
+processes the update takes every rank's rows in rank order, so V stays identical on all ranks. V, the
+labels and round it was built from, and the bank statistics are buffers: they travel in checkpoints.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from streamlabel.banks.distributed import all_gather_rows
 from streamlabel.losses.base import LossBatch, LossTerm, register_loss
 
 __all__ = ["CentreContrastiveLoss", "halving_update"]
@@ -106,8 +107,9 @@ class CentreContrastiveLoss(LossTerm):
                              "are target_labels from the policy's current labels?")
         logits = f_r @ self.centres.t() / self.temperature
         loss = F.cross_entropy(logits, y)
-        with torch.no_grad():
-            self.centres = halving_update(self.centres, f_r.detach(), y)  # a new tensor: autograd keeps the old
+        with torch.no_grad():  # every rank's rows in rank order: the same table everywhere
+            rows, ids = all_gather_rows(f_r.detach()), all_gather_rows(y)
+            self.centres = halving_update(self.centres, rows, ids)  # a new tensor: autograd keeps the old
         return loss
 
     # ------------------------------------------------------------------ checkpoints

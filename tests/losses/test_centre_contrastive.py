@@ -1,13 +1,16 @@
 """NPLP centre contrastive loss (losses/centre_contrastive.py): loss value and halving update by hand,
-rebuild after a refresh, gradients, checkpoint round trip, registry."""
+rebuild after a refresh, gradients, checkpoint round trip, registry, one table over two gloo processes."""
 
 from __future__ import annotations
 
 import math
+import socket
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from streamlabel.losses import LossBatch, LossTerms, available_losses
 from streamlabel.losses.centre_contrastive import CentreContrastiveLoss, halving_update
@@ -93,3 +96,44 @@ def test_state_round_trip_and_registry():
         CentreContrastiveLoss(temperature=0.0)
     with pytest.raises(ValueError, match="feature bank"):
         a(_batch(torch.ones(2, 2), torch.tensor([0, 1]), SimpleNamespace(labels=lambda: torch.tensor([0, 0]))))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(rank)
+    return torch.randn(3, 2, generator=g), torch.tensor([0, 1, 0]) if rank == 0 else torch.tensor([1, 2, 3])
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        term = CentreContrastiveLoss()
+        feats, rows = _rank_batch(rank)
+        term(_batch(feats, rows, StubPolicy(BANK, torch.tensor([0, 0, 1, 1]))))
+        torch.save(term.centres, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: seconds of imports each
+def test_two_processes_keep_one_table(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    c0, c1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert torch.equal(c0, c1)
+    # = one process halving rank 0's clustered rows, then rank 1's (rank order), each with its own batch BN
+    term = CentreContrastiveLoss()
+    term.rebuild(BANK, torch.tensor([0, 0, 1, 1]), 1)
+    f_r, y = [], []
+    for rank in range(2):
+        feats, rows = _rank_batch(rank)
+        mean, std = feats.mean(0), (feats.var(0, unbiased=False) + 1e-5).sqrt()
+        f_r.append(torch.relu((feats - mean) / std))
+        y.append(torch.tensor([0, 0, 1, 1])[rows])
+    expected = halving_update(term.centres, torch.cat(f_r), torch.cat(y))
+    torch.testing.assert_close(c0, expected)
