@@ -9,6 +9,7 @@ from streamlabel.methods.base import (
 )
 from streamlabel.methods.dcml import DCMLPolicy
 from streamlabel.methods.hcd import HCDPolicy
+from streamlabel.methods.inclr import INCLRPolicy
 from streamlabel.methods.lbg import LbGPolicy
 from streamlabel.methods.nplp import NPLPPolicy
 from streamlabel.methods.spcl import SpCLPolicy
@@ -17,6 +18,7 @@ __all__ = [
     "BankUpdatePolicy",
     "DCMLPolicy",
     "HCDPolicy",
+    "INCLRPolicy",
     "LbGPolicy",
     "NPLPPolicy",
     "SpCLPolicy",

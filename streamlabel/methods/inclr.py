@@ -1,0 +1,191 @@
+"""INCLR's LGMR (seed 001, Sec. III-A): global and part features clustered apart, then refined against each other.
+
+Every refresh clusters the global bank and each of the P part banks (horizontal stripes, P = 3) by
+DBSCAN on the sparse k-reciprocal Jaccard distance, as the paper's DBSCAN on each feature set. The paper
+says the global and local clusterings "refine each other" and that local and global features share the
+final (global) pseudo label, but gives no formula; we use a label-consistency rule:
+
+    a_ip = |G(i) & Q_p(i)| / |G(i)|        (share of i's global cluster that shares i's part-p cluster)
+    s_i  = mean_p a_ip                    (a part outlier shares its part cluster with nobody: a_ip = 1/|G(i)|)
+
+Global refined by local: i keeps its global label when s_i >= ``min_consistency``, else it becomes an
+outlier (an instance entry of the hybrid memory). Local refined by global: the parts are trained with
+the refined global labels (the part clusterings only vote, their own labels are not used). Clusters
+left with a single member become outliers. Everything is vectorised over (global, part) label pairs.
+
+Part features reach the policy through the optional ``parts=`` [N, P, D] / [B, P, D] keyword of
+``initialize`` and ``step`` (``accepts_parts = True``; the trainer passes them when the model returns
+``parts``). Without them (a plain model, a feature dump) the policy warns and clusters the global
+features only: LGMR is then off and the labels are plain Jaccard + DBSCAN.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from streamlabel.banks.feature_bank import FeatureBank, check_finite
+from streamlabel.methods.base import register_policy
+from streamlabel.methods.dbscan import dbscan_pairs
+from streamlabel.methods.jaccard_pairs import jaccard_pairs
+from streamlabel.methods.offline import OfflineClusteringPolicy
+
+__all__ = ["INCLRPolicy", "part_consistency", "refine_with_parts"]
+
+
+def part_consistency(global_labels: torch.Tensor, part_labels: torch.Tensor) -> torch.Tensor:
+    """s_i = mean over parts of |G(i) & Q_p(i)| / |G(i)| for [N] global and [P, N] part labels (-1 = outlier).
+
+    Global outliers get 0. Vectorised: one ``unique`` over (global, part) label pairs per part.
+    """
+    n = global_labels.numel()
+    if part_labels.ndim != 2 or part_labels.shape[1] != n:
+        raise ValueError(f"part_labels must be [P, {n}], got {tuple(part_labels.shape)}")
+    clustered = global_labels >= 0
+    g = torch.where(clustered, global_labels, torch.zeros_like(global_labels))
+    size = torch.bincount(g[clustered], minlength=int(g.max()) + 1 if n else 0)[g].clamp_min(1)
+    span = int(part_labels.max()) + 2 if part_labels.numel() else 1
+    own = torch.arange(n, device=global_labels.device)
+    shares = []
+    for q in part_labels:  # a loop over the P parts (3), vectorised inside
+        # a part (or global) outlier forms its own group: key -(i + 1) matches nobody else
+        key = torch.where((q >= 0) & clustered, g * span + q, -(own + 1))
+        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+        shares.append(counts[inverse].float() / size.float())
+    score = torch.stack(shares).mean(0) if shares else torch.ones(n, device=global_labels.device)
+    return torch.where(clustered, score, torch.zeros_like(score))
+
+
+def refine_with_parts(global_labels: torch.Tensor, part_labels: torch.Tensor, min_consistency: float) -> torch.Tensor:
+    """Global labels whose part consistency s_i is below ``min_consistency`` (and singleton clusters) -> -1."""
+    keep = (global_labels >= 0) & (part_consistency(global_labels, part_labels) >= min_consistency)
+    refined = torch.where(keep, global_labels, torch.full_like(global_labels, -1))
+    ids = torch.where(keep, refined, torch.zeros_like(refined))
+    size = torch.bincount(ids[keep], minlength=int(ids.max()) + 1 if ids.numel() else 0)
+    return torch.where(keep & (size[ids] >= 2), refined, torch.full_like(refined, -1))
+
+
+@register_policy("inclr")
+class INCLRPolicy(OfflineClusteringPolicy):
+    """Offline refresh of INCLR: Jaccard + DBSCAN on the global and on each part bank, LGMR consistency rule."""
+
+    accepts_parts = True  # the trainer passes parts= to initialize / step when the model returns them
+
+    def __init__(
+        self,
+        num_samples: int,
+        feat_dim: int,
+        *,
+        device: torch.device | str | None = None,
+        refresh_every: int = 1,
+        momentum: float = 0.2,
+        seed: int = 0,
+        k1: int = 30,
+        k2: int = 6,
+        eps: float = 0.6,
+        part_eps: float = 0.6,
+        min_samples: int = 4,
+        num_parts: int = 3,
+        min_consistency: float = 0.5,
+    ) -> None:
+        super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
+                         seed=seed)
+        if k1 < 1 or k2 < 1:
+            raise ValueError(f"k1 and k2 must be >= 1, got {k1}, {k2}")
+        for name, value in (("eps", eps), ("part_eps", part_eps)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1) (Jaccard distances lie in [0, 1]), got {value}")
+        if min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+        if num_parts < 1:
+            raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+        if not 0.0 <= min_consistency <= 1.0:
+            raise ValueError(f"min_consistency must be in [0, 1], got {min_consistency}")
+        self.k1, self.k2, self.eps, self.part_eps = k1, k2, eps, part_eps
+        self.min_samples, self.num_parts, self.min_consistency = min_samples, num_parts, min_consistency
+        self.momentum = momentum
+        self.part_bank: FeatureBank | None = None  # [N * P, D] rows i * P + p; made when parts arrive
+        self.refine_stats: dict[str, float] = {}
+        self.config.update({"k1": k1, "k2": k2, "eps": eps, "part_eps": part_eps, "min_samples": min_samples,
+                            "num_parts": num_parts, "min_consistency": min_consistency})
+
+    # ------------------------------------------------------------------ part bank
+    def _check_parts(self, parts: torch.Tensor, rows: int) -> torch.Tensor:
+        if parts.shape != (rows, self.num_parts, self.feat_dim):
+            raise ValueError(f"parts must be [{rows}, {self.num_parts}, {self.feat_dim}] (num_parts = "
+                             f"{self.num_parts}), got {tuple(parts.shape)}")
+        check_finite(parts.reshape(rows, -1), "part features")
+        return parts.reshape(rows * self.num_parts, self.feat_dim)
+
+    def _part_rows(self, indices: torch.Tensor) -> torch.Tensor:
+        offsets = torch.arange(self.num_parts, device=self.device)
+        return (indices.to(self.device).long()[:, None] * self.num_parts + offsets).reshape(-1)
+
+    def initialize(self, features: torch.Tensor, cameras: torch.Tensor | None = None, *,
+                   parts: torch.Tensor | None = None) -> None:
+        """Fill the global bank (and the part bank from ``parts`` [N, P, D]), then cluster."""
+        if parts is None:
+            self.part_bank = None
+            warnings.warn("inclr: no part features given (plain model or feature dump): clustering the global "
+                          "features only, LGMR refinement off", RuntimeWarning, stacklevel=2)
+        else:
+            flat = self._check_parts(parts, self.num_samples)
+            self.part_bank = FeatureBank(self.num_samples * self.num_parts, self.feat_dim, momentum=self.momentum,
+                                         device=self.device)
+            self.part_bank.initialize(flat)
+        super().initialize(features, cameras)
+
+    def step(self, indices: torch.Tensor, features: torch.Tensor, cameras: torch.Tensor | None = None, *,
+             parts: torch.Tensor | None = None) -> None:
+        """Momentum-update the global rows and the part rows ``parts`` [B, P, D] of the batch."""
+        self._require_init()
+        if self.part_bank is not None:
+            if parts is None:
+                raise ValueError("inclr was initialised with part features: step needs parts= [B, P, D] too")
+            self.part_bank.update(self._part_rows(indices), self._check_parts(parts, indices.numel()))
+        super().step(indices, features, cameras)
+
+    def part_features(self) -> torch.Tensor | None:
+        """The part bank as [N, P, D] (None when clustering the global features only)."""
+        if self.part_bank is None:
+            return None
+        return self.part_bank.features.view(self.num_samples, self.num_parts, self.feat_dim)
+
+    # ------------------------------------------------------------------ clustering
+    def _dbscan(self, features: torch.Tensor, eps: float) -> torch.Tensor:
+        n = features.shape[0]
+        if self.k1 >= n:
+            raise ValueError(f"k1 = {self.k1} must be < N = {n}")
+        rows, cols, dist = jaccard_pairs(features, k1=self.k1, k2=min(self.k2, n), max_distance=eps)
+        return dbscan_pairs(rows, cols, dist, n, eps=eps, min_samples=self.min_samples)
+
+    def cluster(self, features: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
+        """Global DBSCAN labels, refined by the P part clusterings when the part bank exists."""
+        labels = self._dbscan(features, self.eps)
+        parts = self.part_features()
+        if parts is None:
+            self.refine_stats = {}
+            return labels
+        part_labels = torch.stack([self._dbscan(parts[:, p].float(), self.part_eps) for p in range(self.num_parts)])
+        refined = refine_with_parts(labels, part_labels, self.min_consistency)
+        clustered = max(int((labels >= 0).sum()), 1)
+        self.refine_stats = {
+            "global_clusters": int(labels.max()) + 1 if bool((labels >= 0).any()) else 0,
+            "part_clusters": [int(q.max()) + 1 if bool((q >= 0).any()) else 0 for q in part_labels],
+            "dropped_share": float(((labels >= 0) & (refined < 0)).sum()) / clustered,
+        }
+        return refined
+
+    # ------------------------------------------------------------------ state
+    def extra_state(self) -> dict:
+        return {"part_bank": None if self.part_bank is None else self.part_bank.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        saved = state.get("part_bank")
+        if saved is None:
+            self.part_bank = None
+            return
+        self.part_bank = FeatureBank(self.num_samples * self.num_parts, self.feat_dim, momentum=self.momentum,
+                                     device=self.device)
+        self.part_bank.load_state_dict(saved)
