@@ -10,10 +10,12 @@ from streamlabel.losses.base import (
 )
 from streamlabel.losses.centre_contrastive import CentreContrastiveLoss
 from streamlabel.losses.ims import InstanceMarginSpreadingLoss
+from streamlabel.losses.inaccuracy import InaccuracyKLLoss
 from streamlabel.losses.triplet import TripletLoss
 
 __all__ = [
     "CentreContrastiveLoss",
+    "InaccuracyKLLoss",
     "InstanceMarginSpreadingLoss",
     "LossBatch",
     "LossTerm",
