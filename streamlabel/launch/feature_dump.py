@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,10 @@ def load_feature_dump(
     if not path.is_file():
         raise InputError(f"feature file not found: {path}")
     wanted = (*required, *optional)
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"PK\x03\x04":  # np.savez writes a zip archive
+        raise InputError(f"{path}: not an .npz archive (np.savez writes a zip file; this one starts with {magic!r})")
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -29,8 +34,8 @@ def load_feature_dump(
             out = {k: np.asarray(data[k]) for k in wanted if k in files}
     except InputError:
         raise
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read as .npz ({err})") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise InputError(f"{path}: cannot read as .npz ({type(err).__name__}: {err}; truncated?)") from err
     missing = [k for k in required if k not in out]
     if missing:
         raise InputError(f"{path}: missing key(s) {', '.join(missing)} (has: {', '.join(files) or 'nothing'})")
@@ -44,6 +49,10 @@ def load_feature_dump(
     if bad_rows.any():
         raise InputError(f"{path}: feats contain NaN or infinite values in {int(bad_rows.sum())} row(s), "
                          f"first row {int(np.argmax(bad_rows))}")
+    zero_rows = ~(np.abs(feats) > 0).any(axis=1)
+    if zero_rows.any():
+        raise InputError(f"{path}: feats has {int(zero_rows.sum())} all-zero row(s) (no direction to normalise), "
+                         f"first row {int(np.argmax(zero_rows))}")
     for key in ID_KEYS:
         if key not in out:
             continue
