@@ -121,9 +121,10 @@ class Trainer:
         return self.acc.unwrap_model(self.model)
 
     # ------------------------------------------------------------------ features
-    def _features(self, samples: list) -> dict[str, torch.Tensor]:
+    def _features(self, samples: list, parts: bool = False) -> dict[str, torch.Tensor]:
         """Embeddings of ``samples`` in order; every process computes the same full pass."""
-        out = extract_features(self.net, eval_loader(samples, self.cfg), device=self.device, progress=self.progress)
+        out = extract_features(self.net, eval_loader(samples, self.cfg), device=self.device, progress=self.progress,
+                               parts=parts)
         return out
 
     def _init_source_memory(self) -> None:
@@ -132,9 +133,14 @@ class Trainer:
         feats = self._features(self.source.train)
         self.memory.init_source(feats["feats"].to(self.device), feats["pids"].to(self.device))
 
+    def _policy_parts(self) -> bool:
+        """Whether the policy takes part features (``accepts_parts``) and the model makes them (``parts``)."""
+        return bool(getattr(self.policy, "accepts_parts", False) and getattr(self.net, "parts", 0))
+
     def _init_policy(self) -> None:
-        feats = self._features(self.target.train)
-        self.policy.initialize(feats["feats"].to(self.device), cameras=self.target_cams.to(self.device))
+        feats = self._features(self.target.train, parts=self._policy_parts())
+        extra = {"parts": feats["parts"].to(self.device)} if "parts" in feats else {}
+        self.policy.initialize(feats["feats"].to(self.device), cameras=self.target_cams.to(self.device), **extra)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self, phase: str, epoch: int) -> dict:
@@ -353,7 +359,9 @@ class Trainer:
             self.scheduler.step()
             # explicit bank updates, identical on every process
             rows = self.acc.gather(idx_t)
-            self.policy.step(rows, self.acc.gather(f_t.detach()), self.target_cams.to(self.device)[rows])
+            extra = ({"parts": self.acc.gather(F.normalize(outputs["parts"][num_source:].detach().float(), dim=2))}
+                     if self._policy_parts() else {})
+            self.policy.step(rows, self.acc.gather(f_t.detach()), self.target_cams.to(self.device)[rows], **extra)
         if num_source:
             self.memory.update_source(self.acc.gather(f_s.detach()), self.acc.gather(y_s))
         return float(loss.detach())

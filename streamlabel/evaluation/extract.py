@@ -41,12 +41,15 @@ def extract_features(
     flip: bool = False,
     normalize: bool = True,
     progress: bool = True,
+    parts: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Embeddings of every image in ``loader`` (model in eval mode, no grad), on the CPU.
 
     ``flip`` averages the embeddings of the image and its horizontal mirror; ``normalize`` L2-normalises
     the result. Returns ``feats`` [N, D] float32 and ``pids`` / ``camids`` / ``indices`` [N] int64, in
-    loader order. The model's train/eval mode is restored afterwards.
+    loader order. ``parts=True`` also returns ``parts`` [N, P, D] from ``model(img, with_parts=True)``
+    (models built with ``parts=P``), each part normalised like the embedding. The model's train/eval
+    mode is restored afterwards.
     """
     if device is None:
         param = next(iter(model.parameters()), None)
@@ -54,14 +57,25 @@ def extract_features(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    feats, pids, camids, indices = [], [], [], []
+    feats, pids, camids, indices, part_feats = [], [], [], [], []
+
+    def forward(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not parts:
+            return _embedding(model(img)).float(), None
+        out = model(img, with_parts=True)
+        return out["embedding"].float(), out["parts"].float()
+
     try:
         total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
         for batch in tqdm(loader, total=total, desc="extract", disable=not progress, leave=False):
             img = batch["img"].to(device, non_blocking=True)
-            emb = _embedding(model(img)).float()
+            emb, part = forward(img)
             if flip:
-                emb = 0.5 * (emb + _embedding(model(torch.flip(img, dims=[3]))).float())
+                emb_f, part_f = forward(torch.flip(img, dims=[3]))
+                emb = 0.5 * (emb + emb_f)
+                part = None if part is None else 0.5 * (part + part_f)
+            if part is not None:
+                part_feats.append((torch.nn.functional.normalize(part, dim=2) if normalize else part).cpu())
             emb = emb.reshape(emb.shape[0], -1)
             if normalize:
                 emb = torch.nn.functional.normalize(emb, dim=1)
@@ -74,7 +88,9 @@ def extract_features(
         model.train(was_training)
     if not feats:
         raise ValueError("the loader yielded no batches")
+    extra = {"parts": torch.cat(part_feats)} if parts else {}
     return {
+        **extra,
         "feats": torch.cat(feats),
         "pids": torch.cat(pids),
         "camids": torch.cat(camids),
