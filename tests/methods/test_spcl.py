@@ -102,11 +102,15 @@ def test_sparse_jaccard_equals_dense(budget):
     assert r6.numel() == int(upper.sum()) and bool(upper[r6, c6].all())
 
 
-def test_encoding_weights_are_spcl_softmax():
-    """Without query expansion (k2 = 1), V_p on R*(p) is softmax(-||x_p - x_g||^2) (SpCL: no row-max scaling)."""
+@pytest.mark.parametrize("row_max_scaling", [False, True])
+def test_encoding_weights_are_spcl_softmax(row_max_scaling):
+    """Without query expansion (k2 = 1), V_p on R*(p) is softmax(-||x_p - x_g||^2) (SpCL), or of the
+    distance over the row's largest one (the re-ranking paper)."""
     x, _ = _mixture(4, 6, 5, noise=0.5, seed=2)
-    v = jaccard_encoding(x, k1=5, k2=1).to_dense()
+    v = jaccard_encoding(x, k1=5, k2=1, row_max_scaling=row_max_scaling).to_dense()
     dist = torch.cdist(x, x).pow(2)
+    if row_max_scaling:
+        dist = dist / dist.amax(1, keepdim=True)
     support = v > 0
     expected = torch.where(support, torch.exp(-dist), torch.zeros_like(dist))
     expected = expected / expected.sum(1, keepdim=True)
