@@ -11,6 +11,7 @@ from streamlabel.losses.base import (
 from streamlabel.losses.centre_contrastive import CentreContrastiveLoss
 from streamlabel.losses.ims import InstanceMarginSpreadingLoss
 from streamlabel.losses.inaccuracy import InaccuracyKLLoss
+from streamlabel.losses.part_ce import PartCELoss
 from streamlabel.losses.triplet import TripletLoss
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "LossBatch",
     "LossTerm",
     "LossTerms",
+    "PartCELoss",
     "TripletLoss",
     "available_losses",
     "loss_parameters",

@@ -1,4 +1,5 @@
-"""INCLR end to end on the tiny synthetic config: parts reach the policy, the mean teacher is checkpointed."""
+"""INCLR end to end on the tiny synthetic config: parts reach the policy and are trained, the mean teacher
+is checkpointed."""
 
 from __future__ import annotations
 
@@ -46,3 +47,5 @@ def test_inclr_demo_trains_with_parts_and_teacher(tmp_path: Path, synthetic_root
     # the EMA teacher (m = 0.999) moved from the starting student, far less than the student did
     moved, lag = (teacher[key] - start).norm(), (student - start).norm()
     assert 0 < moved < 0.1 * lag
+    # the part loss (part_ce) trained the part BN: its affine weight is touched by nothing else
+    assert not torch.equal(state["model"]["part_head.norm.weight"], seen["student"]["part_head.norm.weight"])
