@@ -8,7 +8,8 @@ sums are stored in the bank dtype, and a step is B = 64 rows (16 identities x 4)
 The state is synthetic, not ``initialize``d: an exact initialisation is an N x N k-NN (hours at 1M on
 this CPU) and the step cost does not depend on how the lists were made. Rows are unit vectors around
 N/10 identities (level 0 labels) inside N/100 groups (level 1) inside N/1000 super-groups (level 2);
-identity of sample i = i mod N/10, so every identity is spread over every shard. The k-NN lists hold
+identity of sample i = i mod N/10, so every identity is spread over every shard; the noise of a row is
+one of 8,192 fixed unit vectors picked by its position (drawing N x D Gaussians took minutes). The k-NN lists hold
 units of the same parent (cyclically, in label order) with descending similarities. Every rank builds
 only its own rows (chunks seeded by their global position), so the state is the same for any world size.
 
@@ -57,11 +58,11 @@ BATCH_IDS, BATCH_PER_ID = 16, 4
 
 
 # ----------------------------------------------------------------------------------------- state
-def _rows_chunk(c0: int, c1: int, dim: int, ident: torch.Tensor, seed: int) -> torch.Tensor:
-    """Rows c0..c1 (c0 a multiple of CHUNK): identity vector + noise, unit norm, seeded by position."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + c0 // CHUNK)
-    ids = torch.arange(c0, c1) % ident.shape[0]
-    return F.normalize(ident[ids].float() + 0.8 * F.normalize(torch.randn(c1 - c0, dim, generator=gen), dim=1), dim=1)
+def _rows_chunk(c0: int, c1: int, ident: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Rows c0..c1: identity vector + one of the noise rows (picked by position), unit norm."""
+    rows = torch.arange(c0, c1)
+    pick = (rows * 31 + rows // noise.shape[0]) % noise.shape[0]
+    return F.normalize(ident[rows % ident.shape[0]].float() + 0.8 * noise[pick], dim=1)
 
 
 def _identity_vectors(num_ids: int, num_groups: int, dim: int, seed: int) -> torch.Tensor:
@@ -97,11 +98,12 @@ def build_state(policy, seed: int = 0) -> None:
     n, dim = policy.num_samples, policy.feat_dim
     num_ids, num_groups, num_super = max(1, n // 10), max(1, n // 100), max(1, n // 1000)
     ident = _identity_vectors(num_ids, num_groups, dim, seed)
+    noise = F.normalize(torch.randn(CHUNK, dim, generator=torch.Generator().manual_seed(seed + 1)), dim=1)
     store = policy.bank.features
     first, last = (store.start, store.stop) if isinstance(store, RowShards) else (0, n)
     for c0 in range((first // CHUNK) * CHUNK, last, CHUNK):
         c1 = min(c0 + CHUNK, n)
-        rows = _rows_chunk(c0, c1, dim, ident, seed)
+        rows = _rows_chunk(c0, c1, ident, noise)
         a, b = max(c0, first), min(c1, last)
         target = store.local if isinstance(store, RowShards) else store
         target[a - first : b - first] = rows[a - c0 : b - c0].to(target.dtype)
@@ -227,7 +229,10 @@ def _held_bytes(policy) -> int:
     matrices = [policy.bank.features, *(policy.label_bank.sums if policy.label_bank.sharded
                                         else [policy.label_bank.sums])]
     for m in matrices:
-        tensors += [m.local] + ([m.local_proj] if m.local_proj is not None else []) if isinstance(m, RowShards) else [m]
+        if isinstance(m, RowShards):
+            tensors += [m.local, m.slot, m.slot_row] + ([m.local_proj] if m.local_proj is not None else [])
+        else:
+            tensors.append(m)
     return sum(t.numel() * t.element_size() for t in tensors)
 
 

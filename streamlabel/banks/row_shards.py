@@ -203,7 +203,7 @@ class RowShards:
 
     def assign_segment_sums_(self, labels: torch.Tensor, source: RowShards) -> None:
         """Row c := sum of the ``source`` rows labelled c (cluster sums), accumulated in float32 and reduced
-        to the rank that owns c; ``labels`` [N] is the same on every rank. Memory: one block of rows."""
+        to the rank that owns c; ``labels`` [N] is the same on every rank. Memory: two blocks of rows."""
         src_labels = labels.to(self.device)[source.start : source.stop]
         src_rows = source.local[: source.owned_rows]
         if self.compact:  # every slot free; the present rows are written below
@@ -217,14 +217,17 @@ class RowShards:
             for c0 in range(first, last, self.block_rows):
                 c1 = min(c0 + self.block_rows, last)
                 part = torch.zeros(c1 - c0, self.dim, dtype=torch.float32, device=self.device)
-                sel = (src_labels >= c0) & (src_labels < c1)
-                part.index_add_(0, src_labels[sel] - c0, src_rows[sel].float())
+                count = torch.zeros(c1 - c0, dtype=torch.long, device=self.device)
+                for s0 in range(0, src_labels.numel(), self.block_rows):  # a block of source rows at a time
+                    lab = src_labels[s0 : s0 + self.block_rows]
+                    sel = (lab >= c0) & (lab < c1)
+                    part.index_add_(0, lab[sel] - c0, src_rows[s0 : s0 + self.block_rows][sel].float())
+                    count += torch.bincount(lab[sel] - c0, minlength=c1 - c0)
                 reduce_to(part, owner, self.world)
                 if not self.compact:
                     if owner == self.rank:
                         self.local[c0 - self.start : c1 - self.start] = part.to(self.dtype)
                     continue
-                count = torch.bincount(src_labels[sel] - c0, minlength=c1 - c0)
                 reduce_to(count, owner, self.world)
                 if owner == self.rank:
                     present = count.nonzero().flatten()
@@ -289,11 +292,15 @@ class RowShards:
         slots = self._slots(local)
         mask[mask.clone()] = slots >= 0
         out = torch.full((cand.numel(),), _NEG_INF, device=self.device)
-        rows = self.local[slots[slots >= 0]].float()
-        if self.normalize_rows:
-            rows = F.normalize(rows, dim=1)
-        query_of = torch.arange(cand.shape[0], device=self.device).repeat_interleave(cand.shape[1])[mask]
-        out[mask] = (rows * queries.float()[query_of]).sum(dim=1)
+        where, slots = mask.nonzero().flatten(), slots[slots >= 0]
+        query_of = torch.arange(cand.shape[0], device=self.device).repeat_interleave(cand.shape[1])[where]
+        queries = queries.float()
+        step = max(1, (1 << 24) // self.dim)  # pairs per chunk: a few 64 MiB temporaries, whatever Q x c is
+        for p0 in range(0, where.numel(), step):
+            rows = self.local[slots[p0 : p0 + step]].float()
+            if self.normalize_rows:
+                rows = F.normalize(rows, dim=1)
+            out[where[p0 : p0 + step]] = (rows * queries[query_of[p0 : p0 + step]]).sum(dim=1)
         return all_reduce_(out, "max", self.world).reshape(cand.shape)
 
     # ------------------------------------------------------------------ state

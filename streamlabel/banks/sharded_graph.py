@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _NEG_INF = float("-inf")
 
 
-def rebuild_sharded(graph: KnnGraph, rows: RowShards, alive: torch.Tensor, chunk: int = 1024) -> None:
+def rebuild_sharded(graph: KnnGraph, rows: RowShards, alive: torch.Tensor, chunk: int = 256) -> None:
     """Exact (or projected + re-scored) lists for every alive unit, queried a chunk of units at a time."""
     graph.idx.fill_(-1)
     graph.sims.fill_(_NEG_INF)
