@@ -105,8 +105,8 @@ class LbGPolicy(OfflineClusteringPolicy):
         num_cams = int(torch.unique(cameras).numel())
         if num_cams < self.min_cameras:
             raise ValueError(f"lbg keeps clusters seen by >= min_cameras = {self.min_cameras} cameras but the "
-                             f"samples come from {num_cams} camera(s): pass camera ids to initialize "
-                             f"(cameras=...) or set min_cameras=1")
+                             f"samples come from {num_cams} camera(s): pass camera ids (initialize(cameras=...); "
+                             f"a feature dump: a camids array) or set min_cameras=1")
         x = camera_normalize(features, cameras) if self.camera_norm else features
         x = F.normalize(x, dim=1)
         k = min(self.k, self.num_samples - 1)

@@ -63,8 +63,8 @@ def cross_camera_eps(
     counts = torch.bincount(cam).long()
     total = (n * n - int((counts * counts).sum())) // 2  # unordered cross-camera pairs
     if total == 0:
-        raise ValueError("the NPLP eps rule (Eq. 4) needs samples from >= 2 cameras: pass camera ids to "
-                         "initialize (cameras=...)")
+        raise ValueError("the NPLP eps rule (Eq. 4) needs samples from >= 2 cameras: pass camera ids "
+                         "(initialize(cameras=...); a feature dump: a camids array)")
     m = max(1, round(alpha * total))
     k = max(1, min(k, n - 1))
     while True:
