@@ -5,6 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+_MIN_NORM = 1e-12  # below this a vector has no usable direction (F.normalize's own eps)
+
+
+def unit_rows(features: torch.Tensor) -> torch.Tensor:
+    """L2-normalised float32 rows; rows are first scaled by their largest entry so 1e30 does not overflow to 0."""
+    features = features.float()
+    scale = features.abs().amax(dim=1, keepdim=True).clamp_min(_MIN_NORM) if features.numel() else 1.0
+    return F.normalize(features / scale, dim=1)
+
 
 def check_finite(features: torch.Tensor, what: str = "features") -> None:
     """Raise a ValueError naming the first bad row when ``features`` holds NaN or Inf."""
@@ -73,7 +82,11 @@ class FeatureBank:
         if features.shape != self.features.shape:
             raise ValueError(f"initial features must be {tuple(self.features.shape)}, got {tuple(features.shape)}")
         check_finite(features)
-        self.features.copy_(F.normalize(features.to(self.device, torch.float32), dim=1))
+        zero = features.abs().amax(dim=1) < _MIN_NORM
+        if bool(zero.any()):
+            raise ValueError(f"initial features hold {int(zero.sum())} all-zero row(s) (first: row "
+                             f"{int(zero.nonzero()[0])}): a zero feature has no direction; the bank was not modified")
+        self.features.copy_(unit_rows(features.to(self.device)))
 
     def momentum_rows(self, indices: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows a momentum update would write, without writing them: (unique indices, new rows)."""
@@ -81,8 +94,10 @@ class FeatureBank:
         self._check(indices, features)
         indices, features = dedupe_rows(indices, features.to(self.device, torch.float32))
         old = self.features[indices].float()
-        new = F.normalize(self.momentum * old + (1.0 - self.momentum) * F.normalize(features, dim=1), dim=1)
-        return indices, new
+        mixed = self.momentum * old + (1.0 - self.momentum) * unit_rows(features)
+        # a (near-)zero feature has no direction: with momentum 0 it would zero the row, so the row keeps its value
+        lost = mixed.norm(dim=1, keepdim=True) < _MIN_NORM
+        return indices, torch.where(lost, old, F.normalize(mixed, dim=1))
 
     def write(self, indices: torch.Tensor, rows: torch.Tensor) -> None:
         """Store already-normalised rows (see ``momentum_rows``)."""
