@@ -6,13 +6,19 @@ import torch
 import torch.nn.functional as F
 
 _MIN_NORM = 1e-12  # below this a vector has no usable direction (F.normalize's own eps)
+_MAX_SAFE = 1e18  # float32 squares overflow above ~1.8e19
 
 
 def unit_rows(features: torch.Tensor) -> torch.Tensor:
-    """L2-normalised float32 rows; rows are first scaled by their largest entry so 1e30 does not overflow to 0."""
+    """L2-normalised float32 rows; rows whose squares would overflow (entries > 1e18) are scaled down first,
+    so a 1e30 feature keeps its direction instead of becoming 0 (other rows are normalised exactly as before)."""
     features = features.float()
-    scale = features.abs().amax(dim=1, keepdim=True).clamp_min(_MIN_NORM) if features.numel() else 1.0
-    return F.normalize(features / scale, dim=1)
+    if features.numel():
+        peak = features.abs().amax(dim=1, keepdim=True)
+        huge = peak > _MAX_SAFE
+        if bool(huge.any()):
+            features = torch.where(huge, features / peak, features)
+    return F.normalize(features, dim=1)
 
 
 def check_finite(features: torch.Tensor, what: str = "features") -> None:
