@@ -60,7 +60,9 @@ def check_image(path: str, full_decode: bool = True) -> str | None:
             if full_decode:  # a truncated JPEG only fails here; draft() decodes at 1/8 scale, cheaply
                 img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
                 img.load()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        return "UnidentifiedImageError: not an image format PIL can identify"
+    except (OSError, ValueError, SyntaxError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 

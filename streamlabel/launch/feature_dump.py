@@ -35,7 +35,8 @@ def load_feature_dump(
     except InputError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise InputError(f"{path}: cannot read as .npz ({type(err).__name__}: {err}; truncated?)") from err
+        hint = "; truncated?" if isinstance(err, (EOFError, zipfile.BadZipFile)) else ""
+        raise InputError(f"{path}: cannot read as .npz ({type(err).__name__}: {err}{hint})") from err
     missing = [k for k in required if k not in out]
     if missing:
         raise InputError(f"{path}: missing key(s) {', '.join(missing)} (has: {', '.join(files) or 'nothing'})")

@@ -93,8 +93,9 @@ _GOOD = image_bytes("RGB", "JPEG", (64, 128))
 BAD_IMAGES = [
     ("zero bytes", b"", r"zero-byte file"),
     ("truncated JPEG", _GOOD[: len(_GOOD) // 2], r"OSError: image file is truncated"),
-    ("text file named .jpg", b"this is not an image\n", r"UnidentifiedImageError: cannot identify image file"),
-    ("header only", _GOOD[:20], r"UnidentifiedImageError: cannot identify image file"),
+    ("text file named .jpg", b"this is not an image\n", r"UnidentifiedImageError: not an image format PIL can "
+     r"identify"),
+    ("header only", _GOOD[:20], r"UnidentifiedImageError: not an image format PIL can identify"),
 ]
 
 
