@@ -155,9 +155,9 @@ class CostHooks:
 
         def score_blocks(fn):
             def wrapped(self, queries, *, projected=False):
-                store = self.local_proj if projected else self.local
-                hooks.bytes += self.owned_rows * store.shape[1] * store.element_size()
-                hooks.flops += 2 * queries.shape[0] * self.owned_rows * store.shape[1]
+                store = self.local_proj if projected else self.local  # rows in use (compact: slots)
+                hooks.bytes += self.used * store.shape[1] * store.element_size()
+                hooks.flops += 2 * queries.shape[0] * self.used * store.shape[1]
                 return fn(self, queries, projected=projected)
             return wrapped
 
@@ -299,7 +299,8 @@ def run_one(cfg: dict) -> dict:
             mp.spawn(_rank_main, args=(cfg["processes"], port, cfg, tmp), nprocs=cfg["processes"], join=True)
         ranks = [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in range(cfg["processes"])]
     steps = [max(r["step_s"][i] for r in ranks) for i in range(cfg["steps"])]
-    return {**cfg, "ranks": ranks, "step_median_s": statistics.median(steps), "step_max_s": max(steps)}
+    return {**cfg, "ranks": ranks, "step_median_s": statistics.median(steps), "step_max_s": max(steps),
+            "load_avg_1m": os.getloadavg()[0]}
 
 
 # -------------------------------------------------------------------------------------- machine
@@ -334,15 +335,16 @@ def _fmt_bytes(b: float) -> str:
 
 def markdown(results: list[dict], mach: dict) -> str:
     lines = [
-        f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['ram_gib']} GiB RAM, shared (load average "
-        f"{mach['load_avg'][0]:.1f} when measured); {mach['threads']} thread(s) per process; measured read "
+        f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['ram_gib']} GiB RAM, shared with other jobs (load: "
+        "1-minute load average at the end of each run; the bandwidth/matmul probe ran at load "
+        f"{mach['load_avg'][0]:.1f}); {mach['threads']} thread(s) per process; measured read "
         f"bandwidth {mach['read_gb_s']:.1f} GB/s and fp32 matmul {mach['matmul_gflops']:.0f} GFLOP/s per process. "
         f"torch {mach['torch']}.",
         "",
         "| N | bank | proc | dtype | k-NN proj | step median (max) | peak RSS / rank: run (steps) | held / rank | "
         "streamed / step / rank | GFLOP / step / rank | bound at bandwidth | measured / bound | "
-        "collectives / step / rank |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "collectives / step / rank | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rank0 = r["ranks"][0]
@@ -359,7 +361,7 @@ def markdown(results: list[dict], mach: dict) -> str:
             f"{r['step_median_s']:.2f} s ({r['step_max_s']:.2f}) | {_fmt_bytes(peak_all)} ({_fmt_bytes(peak)}) | "
             f"{_fmt_bytes(held)} | "
             f"{_fmt_bytes(streamed)} | {gflop:.1f} | {bound:.2f} s | {r['step_median_s'] / bound:.1f}x | "
-            f"{_fmt_bytes(comm) if comm else '0'} in {calls:.0f} calls |")
+            f"{_fmt_bytes(comm) if comm else '0'} in {calls:.0f} calls | {r.get('load_avg_1m', float('nan')):.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -378,7 +380,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--append", action="store_true", help="add to an existing OUT/scale.json")
+    parser.add_argument("--append", action="store_true",
+                        help="add to an existing OUT/scale.json (a configuration run again replaces its row)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # child: one configuration, JSON on the last line
@@ -387,9 +390,11 @@ def main() -> None:
     out_json = args.out / "scale.json"
     previous = json.loads(out_json.read_text())["results"] if args.append and out_json.exists() else []
     mach = machine(args.threads)
-    results = list(previous)
-    for text in args.configs.split(","):
-        cfg = parse_config(text, args)
+    configs = [parse_config(text, args) for text in args.configs.split(",")]
+    key = ("n", "bank", "processes", "dtype", "projection", "dim")
+    fresh = {tuple(c[k] for k in key) for c in configs}
+    results = [r for r in previous if tuple(r[k] for k in key) not in fresh]  # a re-run replaces its row
+    for cfg, text in zip(configs, args.configs.split(","), strict=True):
         print(f"running {cfg}", file=sys.stderr, flush=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True,
