@@ -8,8 +8,8 @@ final (global) pseudo label, but gives no formula; we use a label-consistency ru
     a_ip = |G(i) & Q_p(i)| / |G(i)|        (share of i's global cluster that shares i's part-p cluster)
     s_i  = mean_p a_ip                    (a part outlier shares its part cluster with nobody: a_ip = 1/|G(i)|)
 
-Global refined by local: i keeps its global label when s_i >= ``min_consistency``, else it becomes an
-outlier (an instance entry of the hybrid memory). Local refined by global: the parts are trained with
+Global refined by local: i keeps its global label when s_i >= ``min_consistency`` (0.3), else it
+becomes an outlier (an instance entry of the hybrid memory). Local refined by global: the parts are trained with
 the refined global labels (the part clusterings only vote, their own labels are not used). Clusters
 left with a single member become outliers. Everything is vectorised over (global, part) label pairs.
 
@@ -17,6 +17,13 @@ Part features reach the policy through the optional ``parts=`` [N, P, D] / [B, P
 ``initialize`` and ``step`` (``accepts_parts = True``; the trainer passes them when the model returns
 ``parts``). Without them (a plain model, a feature dump) the policy warns and clusters the global
 features only: LGMR is then off and the labels are plain Jaccard + DBSCAN.
+
+Measured on real parts (3,000 CUHK03 train crops, 309 ids; the MSMT17 OSNet x0.25 with its fc applied
+to three stripes of conv5, parts not trained): the rule trades BCubed recall for precision. At eps 0.6
+(the global clusters over-merge) and part_eps 0.6, F goes 0.554 -> 0.564 at min_consistency 0.3
+(P 0.49 -> 0.63, R 0.64 -> 0.51) and down to 0.476 at 0.5; at eps 0.5 F goes 0.643 -> 0.632 at 0.3.
+Hence the default 0.3; averaging only over the parts where the sample is clustered, or taking the best
+part instead of the mean, did not change the picture (+-0.01).
 """
 
 from __future__ import annotations
@@ -87,7 +94,7 @@ class INCLRPolicy(OfflineClusteringPolicy):
         part_eps: float = 0.6,
         min_samples: int = 4,
         num_parts: int = 3,
-        min_consistency: float = 0.5,
+        min_consistency: float = 0.3,
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
                          seed=seed)

@@ -12,7 +12,7 @@ from streamlabel.methods.dbscan import dbscan_pairs
 from streamlabel.methods.inclr import part_consistency, refine_with_parts
 from streamlabel.methods.jaccard_pairs import jaccard_pairs
 
-SMALL = {"k1": 8, "k2": 2, "eps": 0.6, "part_eps": 0.6, "min_samples": 3}
+SMALL = {"k1": 8, "k2": 2, "eps": 0.6, "part_eps": 0.6, "min_samples": 3, "min_consistency": 0.5}
 
 
 @pytest.fixture(autouse=True)
