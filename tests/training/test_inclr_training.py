@@ -6,12 +6,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import REPO, tiny_overrides
 
 from streamlabel.engine.checkpoint import load_checkpoint
 from streamlabel.engine.trainer import Trainer
 from streamlabel.launch import train as train_entry
+
+
+def _args(out: Path, data: Path, resume: bool = False) -> argparse.Namespace:
+    # tiny_overrides swaps the model name, which drops the model's kwargs: ask for the parts again
+    overrides = [*tiny_overrides(out, data), "model.kwargs={parts: 3}", "policy.k1=10", "policy.k2=3",
+                 "policy.min_samples=2"]
+    return argparse.Namespace(config=REPO / "configs" / "inclr_demo.yaml", overrides=overrides, resume=resume,
+                              cpu=True, quiet=True)
 
 
 def test_inclr_demo_trains_with_parts_and_teacher(tmp_path: Path, synthetic_root: Path) -> None:
@@ -23,11 +32,7 @@ def test_inclr_demo_trains_with_parts_and_teacher(tmp_path: Path, synthetic_root
         seen["parts"] = self.policy.part_features().clone()
         seen["student"] = {k: v.clone() for k, v in self.net.state_dict().items()}
 
-    # tiny_overrides swaps the model name, which drops the model's kwargs: ask for the parts again
-    overrides = [*tiny_overrides(tmp_path / "run", synthetic_root), "model.kwargs={parts: 3}", "policy.k1=10",
-                 "policy.k2=3", "policy.min_samples=2"]
-    args = argparse.Namespace(config=REPO / "configs" / "inclr_demo.yaml", overrides=overrides, resume=False,
-                              cpu=True, quiet=True)
+    args = _args(tmp_path / "run", synthetic_root)
     Trainer._init_policy = spy_init
     try:
         results = train_entry.run(args)
@@ -49,3 +54,32 @@ def test_inclr_demo_trains_with_parts_and_teacher(tmp_path: Path, synthetic_root
     assert 0 < moved < 0.1 * lag
     # the part loss (part_ce) trained the part BN: its affine weight is touched by nothing else
     assert not torch.equal(state["model"]["part_head.norm.weight"], seen["student"]["part_head.norm.weight"])
+
+
+@pytest.mark.slow  # three tiny runs
+def test_inclr_resume_after_crash_is_exact(tmp_path: Path, synthetic_root: Path) -> None:
+    full = train_entry.run(_args(tmp_path / "full", synthetic_root))
+
+    class Crash(RuntimeError):
+        pass
+
+    original_save = Trainer._save
+
+    def crashing_save(self: Trainer, phase: str, epoch: int) -> None:
+        original_save(self, phase, epoch)
+        if phase == "adapt" and epoch == 0:
+            raise Crash("simulated crash after the first adaptation epoch")
+
+    Trainer._save = crashing_save
+    try:
+        with pytest.raises(Crash):
+            train_entry.run(_args(tmp_path / "crashed", synthetic_root))
+    finally:
+        Trainer._save = original_save
+    resumed = train_entry.run(_args(tmp_path / "crashed", synthetic_root, resume=True))
+    for key in ("labels_sha", "bank_sha", "adapted_mAP", "bcubed_f"):
+        assert resumed[key] == full[key], key
+    a, b = (load_checkpoint(tmp_path / run / "checkpoints", fingerprint=None) for run in ("full", "crashed"))
+    teacher_a, teacher_b = (s["loss_terms"]["terms.inaccuracy_kl._extra_state"]["teacher"] for s in (a, b))
+    assert all(torch.equal(teacher_a[k], teacher_b[k]) for k in teacher_a)  # the mean teacher came back exactly
+    assert torch.equal(a["policy"]["extra"]["part_bank"]["features"], b["policy"]["extra"]["part_bank"]["features"])
