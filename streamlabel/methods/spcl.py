@@ -134,6 +134,8 @@ class SpCLPolicy(OfflineClusteringPolicy):
                          seed=seed)
         if k1 < 1 or k2 < 1:
             raise ValueError(f"k1 and k2 must be >= 1, got {k1}, {k2}")
+        if k1 >= num_samples:
+            raise ValueError(f"k1 = {k1} counts neighbours of a sample and must be < N = {num_samples}")
         if min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {min_samples}")
         if eps_gap < 0 or not (eps - eps_gap > 0.0 and eps + eps_gap < 1.0):
@@ -157,8 +159,6 @@ class SpCLPolicy(OfflineClusteringPolicy):
 
     def cluster(self, features: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
         """DBSCAN on the sparse Jaccard pairs; unreliable clusters/members become outliers when self-paced."""
-        if self.k1 >= features.shape[0]:
-            raise ValueError(f"k1 = {self.k1} must be < N = {features.shape[0]}")
         loose_eps = self.eps + self.eps_gap
         rows, cols, dist = jaccard_pairs(features, k1=self.k1, k2=min(self.k2, features.shape[0]),
                                          max_distance=loose_eps, row_max_scaling=self.row_max_scaling)

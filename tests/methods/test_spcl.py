@@ -178,6 +178,5 @@ def test_bad_parameters():
         build_policy("spcl", num_samples=50, feat_dim=4, indep_threshold=1.5)
     with pytest.raises(ValueError, match="reliability_percentile"):
         build_policy("spcl", num_samples=50, feat_dim=4, reliability_percentile=0.0)
-    policy = build_policy("spcl", num_samples=20, feat_dim=4)
     with pytest.raises(ValueError, match="k1"):
-        policy.initialize(torch.randn(20, 4))
+        build_policy("spcl", num_samples=20, feat_dim=4)  # k1 = 30 neighbours of 20 samples
