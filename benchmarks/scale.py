@@ -299,8 +299,9 @@ def run_one(cfg: dict) -> dict:
             mp.spawn(_rank_main, args=(cfg["processes"], port, cfg, tmp), nprocs=cfg["processes"], join=True)
         ranks = [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in range(cfg["processes"])]
     steps = [max(r["step_s"][i] for r in ranks) for i in range(cfg["steps"])]
+    probe = machine(cfg["threads"])  # the bandwidth under this run's load, for its bound
     return {**cfg, "ranks": ranks, "step_median_s": statistics.median(steps), "step_max_s": max(steps),
-            "load_avg_1m": os.getloadavg()[0]}
+            "load_avg_1m": os.getloadavg()[0], "read_gb_s": probe["read_gb_s"]}
 
 
 # -------------------------------------------------------------------------------------- machine
@@ -336,21 +337,22 @@ def _fmt_bytes(b: float) -> str:
 def markdown(results: list[dict], mach: dict) -> str:
     lines = [
         f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['ram_gib']} GiB RAM, shared with other jobs (load: "
-        "1-minute load average at the end of each run; the bandwidth/matmul probe ran at load "
-        f"{mach['load_avg'][0]:.1f}); {mach['threads']} thread(s) per process; measured read "
+        "1-minute load average at the end of each run); the bound of each row uses the read bandwidth measured "
+        "right after that row's steps (column GB/s); at the start of the last invocation (load "
+        f"{mach['load_avg'][0]:.1f}): {mach['threads']} thread(s) per process; measured read "
         f"bandwidth {mach['read_gb_s']:.1f} GB/s and fp32 matmul {mach['matmul_gflops']:.0f} GFLOP/s per process. "
         f"torch {mach['torch']}.",
         "",
         "| N | bank | proc | dtype | k-NN proj | step median (max) | peak RSS / rank: run (steps) | held / rank | "
         "streamed / step / rank | GFLOP / step / rank | bound at bandwidth | measured / bound | "
-        "collectives / step / rank | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "collectives / step / rank | load | GB/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rank0 = r["ranks"][0]
         streamed = statistics.median(max(x["model_bytes"][i] for x in r["ranks"]) for i in range(r["steps"]))
         gflop = statistics.median(max(x["model_flops"][i] for x in r["ranks"]) for i in range(r["steps"])) / 1e9
-        bound = streamed / (mach["read_gb_s"] * 1e9)
+        bound = streamed / (r.get("read_gb_s", mach["read_gb_s"]) * 1e9)
         comm = statistics.median(rank0["comm_bytes"])
         calls = statistics.median(rank0["comm_calls"])
         peak = max(x["peak_rss_steps"] for x in r["ranks"])
@@ -361,7 +363,8 @@ def markdown(results: list[dict], mach: dict) -> str:
             f"{r['step_median_s']:.2f} s ({r['step_max_s']:.2f}) | {_fmt_bytes(peak_all)} ({_fmt_bytes(peak)}) | "
             f"{_fmt_bytes(held)} | "
             f"{_fmt_bytes(streamed)} | {gflop:.1f} | {bound:.2f} s | {r['step_median_s'] / bound:.1f}x | "
-            f"{_fmt_bytes(comm) if comm else '0'} in {calls:.0f} calls | {r.get('load_avg_1m', float('nan')):.1f} |")
+            f"{_fmt_bytes(comm) if comm else '0'} in {calls:.0f} calls | {r.get('load_avg_1m', float('nan')):.1f} | "
+            f"{r.get('read_gb_s', mach['read_gb_s']):.1f} |")
     return "\n".join(lines) + "\n"
 
 
