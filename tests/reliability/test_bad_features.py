@@ -153,7 +153,10 @@ def test_bad_step_input_is_refused_and_banks_stay_untouched(case: str, indices: 
     ("NaN row", torch.randn(24, 8).index_fill_(0, torch.tensor([7]), float("nan")),
      r"features contain NaN/Inf in 1 row\(s\) \(first: row 7\)"),
     ("wrong shape", torch.randn(23, 8), r"initial features must be \(24, 8\), got \(23, 8\)"),
-], ids=["NaN row", "wrong shape"])
+    ("all-zero row", torch.randn(24, 8).index_fill_(0, torch.tensor([5]), 0.0),
+     r"initial features hold 1 all-zero row\(s\) \(first: row 5\): a zero feature has no direction; the bank was "
+     r"not modified"),
+], ids=["NaN row", "wrong shape", "all-zero row"])
 def test_bad_initial_features_are_refused(case: str, features: torch.Tensor, pattern: str) -> None:
     policy = build_policy("hcd", num_samples=24, feat_dim=8, k=5)
     with pytest.raises(ValueError, match=pattern):
