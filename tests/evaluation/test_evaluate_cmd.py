@@ -73,7 +73,7 @@ def test_split_by_camera(tmp_path, capsys):
         ({"pids": None}, "missing key"),
         ({"feats": np.full((30, 8), np.nan, dtype=np.float32)}, "NaN"),
         ({"camids": np.zeros(29, dtype=np.int64)}, "camids has shape"),
-        ({"feats": np.zeros((30, 5), dtype=np.float32)}, "feature dims differ"),
+        ({"feats": np.ones((30, 5), dtype=np.float32)}, "feature dims differ"),
     ],
 )
 def test_bad_inputs(tmp_path, capsys, overrides, message):
