@@ -173,7 +173,7 @@ def markdown(report: dict) -> str:
             if res and "failed" not in res:
                 stages = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in res.items() if k.endswith("_s") and k != "wall_s")
                 lines.append(f"- N = {row['n']:,} {key}: {stages}")
-    lines += ["", *NOTES]
+    lines += ["", *NOTES, *(["", *report["notes"]] if report.get("notes") else [])]
     return "\n".join(lines) + "\n"
 
 
