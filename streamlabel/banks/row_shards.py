@@ -132,7 +132,7 @@ class RowShards:
     def _storage_rows(self, first: int, last: int) -> torch.Tensor:
         """Global row held by storage rows first..last-1 (-1: a free slot)."""
         if self.compact:
-            return self.slot_row[first:last] + 0
+            return self.slot_row[first:last].clone()
         return torch.arange(self.start + first, self.start + last, device=self.device)
 
     def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
