@@ -100,9 +100,13 @@ class KnnGraph:
         fresh_idx.masked_fill_(torch.isinf(fresh_sims), -1)
         self.idx[live_rows, : fresh_idx.shape[1]] = fresh_idx
         self.sims[live_rows, : fresh_sims.shape[1]] = fresh_sims
-        # every other alive unit merges the moved units into its list
-        others = alive & ~changed
-        other_rows = others.nonzero().flatten()
+        # every other alive unit merges the moved units into its list; only units whose list a moved unit
+        # can enter (a similarity >= the list's weakest entry, or a free slot) change, so only they are merged
+        weakest = self.sims.min(dim=1).values
+        enters = (new_sims >= weakest.unsqueeze(0)).any(dim=0)
+        other_rows = (alive & ~changed & enters).nonzero().flatten()
+        if other_rows.numel() == 0:
+            return
         cand_sims = torch.cat([self.sims[other_rows], new_sims[:, other_rows].t()], dim=1)
         cand_idx = torch.cat([self.idx[other_rows], live_rows.unsqueeze(0).expand(other_rows.numel(), -1)], dim=1)
         top_sims, pos = torch.topk(cand_sims, self.width, dim=1)
