@@ -184,14 +184,15 @@ class RowShards:
         if self.local_proj is not None:
             op(self.local_proj, 0, slots, (mine.float() @ self.projection).to(self.dtype))
 
-    def fill_(self, full: torch.Tensor) -> None:
-        """Take this rank's rows of a full [N, D] matrix."""
+    def copy_(self, full: torch.Tensor) -> RowShards:
+        """Take this rank's rows of a full [N, D] matrix (tensor.copy_ semantics)."""
         if tuple(full.shape) != self.shape:
             raise ValueError(f"matrix must be {self.shape}, got {tuple(full.shape)}")
         if self.compact:
-            raise ValueError("fill_ writes every row; use index_copy_ on a compact RowShards")
+            raise ValueError("copy_ writes every row; use index_copy_ on a compact RowShards")
         self.local[: self.owned_rows] = full[self.start : self.stop].to(self.device, self.dtype)
         self.reproject()
+        return self
 
     def reproject(self) -> None:
         """Recompute the projected rows from the full rows (after writing ``local`` directly)."""

@@ -1,6 +1,7 @@
 """ShardedFeatureBank: the FeatureBank contract with each row stored only on the rank that owns it.
 
-Every rank calls every method with the same arguments (the trainer gathers the batch on all ranks).
+Every rank calls every method with the same arguments (the trainer gathers the batch on all ranks);
+``initialize`` (inherited) hands the full pass to ``RowShards.copy_``, which keeps this rank's rows.
 The momentum rows are computed identically everywhere from the gathered old rows; only the owner
 writes them. ``features`` is a RowShards: index it (``bank.features[ids]``) to read rows on every rank.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from streamlabel.banks.feature_bank import FeatureBank, check_finite
+from streamlabel.banks.feature_bank import FeatureBank
 from streamlabel.banks.row_shards import RowShards
 
 
@@ -35,13 +36,6 @@ class ShardedFeatureBank(FeatureBank):
         self.momentum = float(momentum)
         self.features = RowShards(num_samples, feat_dim, dtype=dtype, device=device, distributed=distributed,
                                   projection=projection)
-
-    def initialize(self, features: torch.Tensor) -> None:
-        """Take this rank's rows of a full feature pass [N, D] (normalised)."""
-        if tuple(features.shape) != self.features.shape:
-            raise ValueError(f"initial features must be {self.features.shape}, got {tuple(features.shape)}")
-        check_finite(features)
-        self.features.fill_(F.normalize(features.to(self.device, torch.float32), dim=1))
 
     def segment_means(self, labels: torch.Tensor, num_segments: int, normalize: bool = True) -> torch.Tensor:
         """Mean feature of each label ([num_segments, D] on every rank); rows with label < 0 are ignored."""

@@ -18,7 +18,7 @@ from streamlabel.methods import build_policy
 def test_row_shards_read_write_like_a_tensor():
     full = unit_rows(20, 6, seed=1)
     rows = RowShards(20, 6, distributed=False)
-    rows.fill_(full)
+    rows.copy_(full)
     ids = torch.tensor([[3, 0], [19, 3]])
     assert torch.equal(rows[ids], full[ids])
     rows.index_add_(0, torch.tensor([2, 2]), torch.ones(2, 6))
@@ -33,7 +33,7 @@ def test_row_shards_read_write_like_a_tensor():
 def test_row_shards_search_is_exact_top_k_in_small_blocks():
     bank, queries = unit_rows(50, 8, seed=2), unit_rows(7, 8, seed=3)
     rows = RowShards(50, 8, distributed=False, block_rows=6)  # many blocks: the running merge is exercised
-    rows.fill_(bank)
+    rows.copy_(bank)
     sims, idx = rows.search(queries, 5)
     assert torch.allclose(sims, brute_topk_sims(queries, bank, 5), atol=1e-6)
     assert torch.allclose((queries.unsqueeze(1) * bank[idx]).sum(-1), sims, atol=1e-6)
@@ -51,7 +51,7 @@ def test_projected_search_rescores_exactly_and_finds_the_neighbours():
     bank = unit_rows(400, 64, seed=4)
     queries = torch.nn.functional.normalize(bank[:20] + 0.05 * unit_rows(20, 64, seed=5), dim=1)
     rows = RowShards(400, 64, distributed=False, projection=projection_matrix(64, 16, seed=0), oversample=8)
-    rows.fill_(bank)
+    rows.copy_(bank)
     sims, idx = rows.search(queries, 5)
     assert torch.allclose((queries.unsqueeze(1) * bank[idx]).sum(-1), sims, atol=1e-5)  # exact scores
     assert (idx[:, 0] == torch.arange(20)).all()  # the true nearest row is always found
@@ -63,7 +63,7 @@ def test_segment_sums_match_index_add():
     feats = unit_rows(30, 4, seed=6)
     labels = torch.randint(0, 30, (30,), generator=torch.Generator().manual_seed(0))
     source = RowShards(30, 4, distributed=False)
-    source.fill_(feats)
+    source.copy_(feats)
     sums = RowShards(30, 4, distributed=False, block_rows=7)
     sums.assign_segment_sums_(labels, source)
     assert torch.equal(sums[torch.arange(30)], torch.zeros(30, 4).index_add_(0, labels, feats))
@@ -172,3 +172,17 @@ def test_training_refuses_a_sharded_bank_with_a_clear_message():
     with pytest.raises(ConfigError, match="scaling.md"):
         build_target_policy({"policy": {"name": "hcd", "bank": "sharded"}}, 10, 16, torch.device("cpu"))
     assert build_target_policy({"policy": {"name": "hcd", "bank": "replicated"}}, 10, 16, torch.device("cpu"))
+
+
+def test_sharded_bank_initialize_checks_like_the_feature_bank():
+    from streamlabel.banks.sharded_feature_bank import ShardedFeatureBank
+
+    bank = ShardedFeatureBank(4, 3, distributed=False)
+    feats = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="all-zero"):
+        bank.initialize(feats)
+    with pytest.raises(ValueError, match="NaN"):
+        bank.initialize(feats.index_fill(0, torch.tensor([3]), float("nan")))
+    feats[3, 1] = 5.0
+    bank.initialize(feats)
+    assert torch.allclose(bank.features[torch.arange(4)], torch.nn.functional.normalize(feats, dim=1))
