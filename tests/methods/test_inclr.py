@@ -15,12 +15,7 @@ from streamlabel.methods.jaccard_pairs import jaccard_pairs
 SMALL = {"k1": 8, "k2": 2, "eps": 0.6, "part_eps": 0.6, "min_samples": 3, "min_consistency": 0.5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is faster
 
 
 def test_consistency_by_hand() -> None:

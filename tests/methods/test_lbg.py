@@ -10,13 +10,7 @@ import torch.nn.functional as F
 from streamlabel.methods import build_policy
 from streamlabel.methods.lbg import camera_normalize, select_clusters
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is faster
 
 
 def test_camera_normalisation_by_hand():

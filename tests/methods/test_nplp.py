@@ -14,13 +14,7 @@ from streamlabel.methods import build_policy
 from streamlabel.methods.nplp import _knn_euclidean, cross_camera_eps
 from streamlabel.methods.silhouette import cluster_silhouette
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is faster
 
 
 def _on_circle(angles):

@@ -14,13 +14,7 @@ from streamlabel.methods.dbscan import dbscan_pairs, dense_relabel
 from streamlabel.methods.jaccard_pairs import close_pairs, jaccard_encoding, jaccard_pairs
 from streamlabel.methods.spcl import independence_threshold, reliability_scores, reliable_labels
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is faster
 
 
 def _mixture(num_ids: int, per_id: int, dim: int, noise: float, seed: int = 0):

@@ -9,13 +9,7 @@ from torch import nn
 from streamlabel.models import build_model
 from streamlabel.models.parts import PartHead
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is faster
 
 
 def test_stripe_pooling_by_hand() -> None:

@@ -1,4 +1,4 @@
-"""Fixtures for the engine tests.
+"""Fixtures shared by every test folder.
 
 ``single_thread``: the engine tests work on tiny tensors, where one intra-op thread avoids thread
 contention overhead (10-20x faster on a busy 2-core machine). Opt in per module with
