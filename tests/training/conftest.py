@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from streamlabel.engine.trainer import Trainer
+from streamlabel.launch import train as train_entry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,3 +32,27 @@ def tiny_overrides(tmp: Path, data_dir: Path) -> list[str]:
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic images written once per session and shared by the training tests."""
     return tmp_path_factory.mktemp("synthetic")
+
+
+def crash_then_resume(make_args: Callable[[Path, bool], argparse.Namespace], tmp: Path) -> tuple[dict, dict]:
+    """Results of an uninterrupted run (``tmp/full``) and of a run that crashes right after its first
+    adaptation checkpoint and is resumed (``tmp/crashed``); ``make_args(out_dir, resume)`` builds the args."""
+    full = train_entry.run(make_args(tmp / "full", False))
+
+    class Crash(RuntimeError):
+        pass
+
+    original_save = Trainer._save
+
+    def crashing_save(self: Trainer, phase: str, epoch: int) -> None:
+        original_save(self, phase, epoch)
+        if phase == "adapt" and epoch == 0:
+            raise Crash("simulated crash after the first adaptation epoch")
+
+    Trainer._save = crashing_save
+    try:
+        with pytest.raises(Crash):
+            train_entry.run(make_args(tmp / "crashed", False))
+    finally:
+        Trainer._save = original_save
+    return full, train_entry.run(make_args(tmp / "crashed", True))

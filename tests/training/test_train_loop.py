@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_overrides
+from conftest import REPO, crash_then_resume, tiny_overrides
 
 from streamlabel.engine.checkpoint import load_checkpoint
 from streamlabel.engine.trainer import Trainer
@@ -47,25 +47,7 @@ def test_training_changes_weights_and_banks(tmp_path: Path, synthetic_root: Path
 
 
 def test_resume_after_crash_is_exact(tmp_path: Path, synthetic_root: Path) -> None:
-    full = train_entry.run(_args(tiny_overrides(tmp_path / "full", synthetic_root)))
-
-    class Crash(RuntimeError):
-        pass
-
-    original_save = Trainer._save
-
-    def crashing_save(self: Trainer, phase: str, epoch: int) -> None:
-        original_save(self, phase, epoch)
-        if phase == "adapt" and epoch == 0:
-            raise Crash("simulated crash after the first adaptation epoch")
-
-    Trainer._save = crashing_save
-    try:
-        with pytest.raises(Crash):
-            train_entry.run(_args(tiny_overrides(tmp_path / "crashed", synthetic_root)))
-    finally:
-        Trainer._save = original_save
-    resumed = train_entry.run(_args(tiny_overrides(tmp_path / "crashed", synthetic_root), resume=True))
+    full, resumed = crash_then_resume(lambda out, resume: _args(tiny_overrides(out, synthetic_root), resume), tmp_path)
     for key in ("labels_sha", "bank_sha", "adapted_mAP", "bcubed_f"):
         assert resumed[key] == full[key], key
     a = load_checkpoint(tmp_path / "full" / "checkpoints", fingerprint=None)["model"]
