@@ -20,17 +20,13 @@ import torch.nn.functional as F
 
 from streamlabel.methods import available_policies, build_policy
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [
+    pytest.mark.usefixtures("single_thread"),
+    # inclr without part features (a plain feature set) warns that it clusters the global features only
+    pytest.mark.filterwarnings("ignore:inclr. no part features:RuntimeWarning"),
+]
 POLICIES = available_policies()
 NUM_IDS, DIM, PER_ID, CAMS = 5, 16, 40, 3
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _mixture(seed: int = 0):
