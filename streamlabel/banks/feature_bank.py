@@ -43,6 +43,19 @@ def dedupe_rows(indices: torch.Tensor, features: torch.Tensor) -> tuple[torch.Te
     return unique, summed / counts.unsqueeze(1)
 
 
+def segment_means(
+    features: torch.Tensor, labels: torch.Tensor, num_segments: int, *, normalize: bool = False
+) -> torch.Tensor:
+    """Float32 mean of the rows [N, ...] of each label 0..num_segments-1 (labels < 0 ignored, empty
+    segments zero); ``normalize`` L2-normalises the last dimension (the cluster centres of a bank)."""
+    keep = labels >= 0
+    sums = torch.zeros(num_segments, *features.shape[1:], device=features.device, dtype=torch.float32)
+    sums.index_add_(0, labels[keep], features[keep].float())
+    counts = torch.bincount(labels[keep], minlength=num_segments).clamp_min(1)
+    means = sums / counts.view(-1, *([1] * (features.dim() - 1)))
+    return F.normalize(means, dim=-1) if normalize else means
+
+
 class FeatureBank:
     """Stored features v_i (rows L2-normalised) updated as v = m*v + (1-m)*f, then renormalised."""
 
@@ -118,12 +131,7 @@ class FeatureBank:
 
     def segment_means(self, labels: torch.Tensor, num_segments: int, normalize: bool = True) -> torch.Tensor:
         """Mean feature of each label (cluster centre); rows with label < 0 are ignored."""
-        keep = labels >= 0
-        sums = torch.zeros(num_segments, self.feat_dim, device=self.device, dtype=torch.float32)
-        sums.index_add_(0, labels[keep], self.features[keep].float())
-        counts = torch.bincount(labels[keep], minlength=num_segments).clamp_min(1).unsqueeze(1)
-        means = sums / counts
-        return F.normalize(means, dim=1) if normalize else means
+        return segment_means(self.features, labels, num_segments, normalize=normalize)
 
     def state_dict(self) -> dict:
         return {"features": self.features.clone(), "momentum": self.momentum}

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from streamlabel.banks.distributed import all_gather_rows
+from streamlabel.banks.feature_bank import segment_means
 from streamlabel.losses.base import LossBatch, LossTerm, register_loss
 
 __all__ = ["CentreContrastiveLoss", "halving_update"]
@@ -65,11 +66,8 @@ class CentreContrastiveLoss(LossTerm):
         self.bank_mean = x.mean(0)
         self.bank_std = (x.var(0, unbiased=False) + self.bn_eps).sqrt()
         f = self._bn_relu(x, self.bank_mean, self.bank_std)
-        member = labels >= 0
-        num = int(labels.max()) + 1 if bool(member.any()) else 0
-        sums = torch.zeros(num, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels[member], f[member])
-        count = torch.bincount(labels[member], minlength=num).clamp_min(1).to(x.dtype)
-        self.centres = sums / count.unsqueeze(1)
+        num = int(labels.max()) + 1 if bool((labels >= 0).any()) else 0
+        self.centres = segment_means(f, labels, num)
         self.built_labels = labels.clone()
         self.built_round = torch.tensor(round_id, dtype=torch.long, device=x.device)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from streamlabel.banks.feature_bank import segment_means
 from streamlabel.losses.base import LossBatch, LossTerm, register_loss
 
 __all__ = ["PartCELoss", "part_centres"]
@@ -24,10 +25,7 @@ __all__ = ["PartCELoss", "part_centres"]
 
 def part_centres(parts: torch.Tensor, labels: torch.Tensor, num_clusters: int) -> torch.Tensor:
     """[C, P, D] normalised per-cluster means of the part bank ``parts`` [N, P, D] (labels < 0 ignored)."""
-    keep = labels >= 0
-    sums = torch.zeros(num_clusters, *parts.shape[1:], dtype=torch.float32, device=parts.device)
-    sums.index_add_(0, labels[keep], parts[keep].float())
-    return F.normalize(sums, dim=2)  # normalise(mean) == normalise(sum)
+    return segment_means(parts, labels, num_clusters, normalize=True)
 
 
 @register_loss("part_ce")

@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from streamlabel.banks.feature_bank import segment_means
 from streamlabel.evaluation.reranking import knn_sqeuclidean
 
 __all__ = ["CREDIBILITY_KINDS", "SCOPES", "credible_share", "keep_most_credible", "knn_credibility",
@@ -42,9 +43,7 @@ def prototype_credibility(features: torch.Tensor, labels: torch.Tensor) -> torch
     if not bool(member.any()):
         return out
     ids = labels[member]
-    count = torch.bincount(ids).clamp_min(1).to(x.dtype)
-    proto = torch.zeros(count.numel(), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, ids, x[member])
-    proto /= count[:, None]
+    proto = segment_means(x, labels, int(ids.max()) + 1)
     out[member] = -(x[member] - proto[ids]).norm(dim=1)
     return out
 
