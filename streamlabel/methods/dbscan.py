@@ -16,7 +16,7 @@ import torch
 
 from streamlabel.methods.cluster_dynamics import connected_components
 
-__all__ = ["dbscan_pairs", "dbscan_knn", "dense_relabel"]
+__all__ = ["dbscan_pairs", "dbscan_knn", "dense_relabel", "drop_small_clusters"]
 
 
 def dense_relabel(labels: torch.Tensor) -> torch.Tensor:
@@ -36,6 +36,17 @@ def dense_relabel(labels: torch.Tensor) -> torch.Tensor:
     new_id[present] = rank
     out[keep] = new_id[ids]
     return out
+
+
+def drop_small_clusters(labels: torch.Tensor, min_size: int) -> torch.Tensor:
+    """Labels with every cluster of fewer than ``min_size`` members turned into outliers (-1)."""
+    member = labels >= 0
+    if not bool(member.any()):
+        return labels.clone()
+    sizes = torch.bincount(labels[member])
+    small = torch.zeros_like(member)
+    small[member] = sizes[labels[member]] < min_size
+    return torch.where(small, torch.full_like(labels, -1), labels)
 
 
 def _symmetric(rows: torch.Tensor, cols: torch.Tensor, dists: torch.Tensor, n: int):

@@ -22,11 +22,11 @@ from streamlabel.methods.credibility import (
     knn_credibility,
     prototype_credibility,
 )
-from streamlabel.methods.dbscan import dbscan_pairs, dense_relabel
+from streamlabel.methods.dbscan import dbscan_pairs, dense_relabel, drop_small_clusters
 from streamlabel.methods.jaccard_pairs import jaccard_pairs
 from streamlabel.methods.offline import OfflineClusteringPolicy
 
-__all__ = ["DCMLPolicy", "drop_small_clusters", "smallest_share_mean"]
+__all__ = ["DCMLPolicy", "smallest_share_mean"]
 
 
 def smallest_share_mean(dists: torch.Tensor, num_samples: int, rho: float) -> float:
@@ -38,17 +38,6 @@ def smallest_share_mean(dists: torch.Tensor, num_samples: int, rho: float) -> fl
     m = max(1, round(rho * total))
     smallest = torch.topk(upper, min(m, upper.numel()), largest=False).values if upper.numel() else upper
     return float((smallest.sum() + (m - smallest.numel())) / m)
-
-
-def drop_small_clusters(labels: torch.Tensor, min_size: int) -> torch.Tensor:
-    """Labels with every cluster of fewer than ``min_size`` members turned into outliers (-1)."""
-    member = labels >= 0
-    if not bool(member.any()):
-        return labels.clone()
-    sizes = torch.bincount(labels[member])
-    small = torch.zeros_like(member)
-    small[member] = sizes[labels[member]] < min_size
-    return torch.where(small, torch.full_like(labels, -1), labels)
 
 
 @register_policy("dcml")

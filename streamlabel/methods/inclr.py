@@ -34,7 +34,7 @@ import torch
 
 from streamlabel.banks.feature_bank import FeatureBank, check_finite
 from streamlabel.methods.base import register_policy
-from streamlabel.methods.dbscan import dbscan_pairs
+from streamlabel.methods.dbscan import dbscan_pairs, drop_small_clusters
 from streamlabel.methods.jaccard_pairs import jaccard_pairs
 from streamlabel.methods.offline import OfflineClusteringPolicy
 
@@ -67,10 +67,7 @@ def part_consistency(global_labels: torch.Tensor, part_labels: torch.Tensor) -> 
 def refine_with_parts(global_labels: torch.Tensor, part_labels: torch.Tensor, min_consistency: float) -> torch.Tensor:
     """Global labels whose part consistency s_i is below ``min_consistency`` (and singleton clusters) -> -1."""
     keep = (global_labels >= 0) & (part_consistency(global_labels, part_labels) >= min_consistency)
-    refined = torch.where(keep, global_labels, torch.full_like(global_labels, -1))
-    ids = torch.where(keep, refined, torch.zeros_like(refined))
-    size = torch.bincount(ids[keep], minlength=int(ids.max()) + 1 if ids.numel() else 0)
-    return torch.where(keep & (size[ids] >= 2), refined, torch.full_like(refined, -1))
+    return drop_small_clusters(torch.where(keep, global_labels, torch.full_like(global_labels, -1)), 2)
 
 
 @register_policy("inclr")

@@ -14,7 +14,8 @@ from streamlabel.methods.credibility import (
     knn_credibility,
     prototype_credibility,
 )
-from streamlabel.methods.dcml import DCMLPolicy, drop_small_clusters, smallest_share_mean
+from streamlabel.methods.dbscan import drop_small_clusters
+from streamlabel.methods.dcml import DCMLPolicy, smallest_share_mean
 
 # four points on a line: 0, 1, 3, 7
 LINE = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [7.0, 0.0]])
