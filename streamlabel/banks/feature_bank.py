@@ -43,6 +43,15 @@ def dedupe_rows(indices: torch.Tensor, features: torch.Tensor) -> tuple[torch.Te
     return unique, summed / counts.unsqueeze(1)
 
 
+def checked_bank_args(num_samples: int, feat_dim: int, momentum: float) -> float:
+    """Refuse a non-positive bank shape or a momentum outside [0, 1); returns the momentum as a float."""
+    if num_samples < 1 or feat_dim < 1:
+        raise ValueError(f"bank shape must be positive, got N={num_samples}, D={feat_dim}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    return float(momentum)
+
+
 def segment_means(
     features: torch.Tensor, labels: torch.Tensor, num_segments: int, *, normalize: bool = False
 ) -> torch.Tensor:
@@ -68,11 +77,7 @@ class FeatureBank:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if num_samples < 1 or feat_dim < 1:
-            raise ValueError(f"bank shape must be positive, got N={num_samples}, D={feat_dim}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.momentum = float(momentum)
+        self.momentum = checked_bank_args(num_samples, feat_dim, momentum)
         self.features = torch.zeros(num_samples, feat_dim, device=device, dtype=dtype)
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from streamlabel.banks.feature_bank import FeatureBank
+from streamlabel.banks.feature_bank import FeatureBank, checked_bank_args
 from streamlabel.banks.row_shards import RowShards
 
 
@@ -29,11 +29,7 @@ class ShardedFeatureBank(FeatureBank):
         projection: torch.Tensor | None = None,
         distributed: bool = True,
     ) -> None:
-        if num_samples < 1 or feat_dim < 1:
-            raise ValueError(f"bank shape must be positive, got N={num_samples}, D={feat_dim}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.momentum = float(momentum)
+        self.momentum = checked_bank_args(num_samples, feat_dim, momentum)
         self.features = RowShards(num_samples, feat_dim, dtype=dtype, device=device, distributed=distributed,
                                   projection=projection)
 
