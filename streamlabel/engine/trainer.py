@@ -328,6 +328,7 @@ class Trainer:
         f_s, f_t = feats[:num_source], feats[num_source:]
         none = torch.empty(0, dtype=torch.long, device=self.device)
         y_s = src["pid"].to(self.device) if src is not None else none
+        entries = None
         if phase == "adapt":
             idx_t = tgt["index"].to(self.device)
             entries, positive = self.policy.memory_entries()
@@ -340,7 +341,7 @@ class Trainer:
             target_labels = self.policy.labels()[idx_t] if phase == "adapt" else none
             batch = LossBatch(f_s, y_s, f_t, idx_t, target_labels, outputs=outputs, images=batch_images,
                               num_source=num_source, policy=self.policy if phase == "adapt" else None,
-                              model=self.model)
+                              model=self.model, target_entries=entries)
             for term in self.loss_terms(batch).values():
                 loss = loss + term
         finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(feats).all())

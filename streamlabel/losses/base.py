@@ -43,6 +43,7 @@ class LossBatch:
     num_source: int = 0
     policy: object | None = None
     model: nn.Module | None = None
+    target_entries: torch.Tensor | None = None  # policy.memory_entries()[0] of this iteration, if known
 
 
 class LossTerm(nn.Module):

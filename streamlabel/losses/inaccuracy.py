@@ -122,7 +122,8 @@ class InaccuracyKLLoss(LossTerm):
         teacher = self.ensure_teacher(batch.model)  # made at the first adaptation call even without clusters
         if num_clusters == 0 or not bool(keep.any()):
             return zero
-        entries, _ = batch.policy.memory_entries()
+        # the trainer hands over the entries it already computed for the hybrid memory loss
+        entries = batch.target_entries if batch.target_entries is not None else batch.policy.memory_entries()[0]
         centres = entries[:num_clusters].to(feats.device)  # cluster centres come first, in label order
         with torch.no_grad():
             teacher.train(_unwrap(batch.model).training)
