@@ -16,6 +16,7 @@ from streamlabel.banks.row_shards import RowShards
 from streamlabel.banks.sharded_graph import rebuild_sharded, refresh_sharded
 
 _NEG_INF = float("-inf")
+_EPS = 1e-12  # as F.normalize: a zero row stays zero
 
 
 class KnnGraph:
@@ -56,11 +57,12 @@ class KnnGraph:
         rows = alive.nonzero().flatten()
         if rows.numel() == 0:
             return
-        sims, idx = topk_inner_product(
-            centres[rows], centres, self.width, query_ids=rows, valid=alive,
-            block_size=self.block_size, backend=self.backend if bool(alive.all()) else "torch",
-        )
-        self.idx[rows] = idx
+        every = rows.numel() == self.capacity
+        bank = centres if every else centres[rows]  # the alive units only: no pass over dead rows
+        own = torch.arange(rows.numel(), device=rows.device)
+        sims, pos = topk_inner_product(bank, bank, self.width, query_ids=own, block_size=self.block_size,
+                                       backend=self.backend)
+        self.idx[rows] = pos if every else torch.where(pos >= 0, rows[pos.clamp_min(0)], pos)
         self.sims[rows] = sims
 
     def forget(self, rows: torch.Tensor, alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,43 +79,105 @@ class KnnGraph:
         self.sims[rows] = _NEG_INF
         return changed, live_rows
 
-    def refresh(self, rows: torch.Tensor, centres: torch.Tensor | RowShards, alive: torch.Tensor) -> None:
-        """Bring the lists up to date after the centres of ``rows`` changed (or rows died / were born)."""
+    def refresh(
+        self, rows: torch.Tensor, centres: torch.Tensor | RowShards, alive: torch.Tensor,
+        norms: torch.Tensor | None = None,
+    ) -> None:
+        """Bring the lists up to date after the centres of ``rows`` changed (or rows died / were born).
+
+        ``norms`` [capacity] (optional) are the row norms of un-normalised ``centres`` (cluster sums): scores
+        are divided by them, so the whole [N, D] matrix is never normalised. A list entry that points at a
+        moved unit takes its new similarity in place, one that points at a dead unit is dropped, and a moved
+        unit enters a list only where it beats the list's weakest entry: every list ends as the top
+        ``k + slack`` of (its old entries, the moved units at their new similarity), with the candidates
+        gathered sparsely instead of merging all R moved units into every list.
+        """
         if isinstance(centres, RowShards):
             refresh_sharded(self, rows, centres, alive)
             return
         rows = torch.unique(rows)
-        num_alive = int(alive.sum())
+        units = alive.nonzero().flatten()
         if rows.numel() == 0:
             return
-        if rows.numel() * 4 > num_alive:
-            self.rebuild(centres, alive)
+        if rows.numel() * 4 > units.numel():
+            self.rebuild(centres if norms is None else normalised_rows(centres, norms), alive)
             return
-        changed, live_rows = self.forget(rows, alive)
+        device = self.idx.device
+        changed = torch.zeros(self.capacity, dtype=torch.bool, device=device)
+        changed[rows] = True
+        self.idx[rows] = -1
+        self.sims[rows] = _NEG_INF
+        live_rows = rows[alive[rows]]
+        compact = units.numel() * 2 <= self.capacity  # score against the alive units only
+        cols = units if compact else torch.arange(self.capacity, device=device)
+        scores = _moved_scores(live_rows, centres, norms, cols, None if compact else alive)  # [R, columns]
+        position = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
+        position[live_rows] = torch.arange(live_rows.numel(), device=device)
+        rescored, listed = self._rescore_entries(changed, position, scores, cols, compact)
         if live_rows.numel() == 0:
             return
-        # similarities of the moved units to every unit: [R, C]
-        new_sims = (centres[live_rows] @ centres.t()).float()
-        new_sims.masked_fill_(~alive.unsqueeze(0), _NEG_INF)
-        new_sims[torch.arange(live_rows.numel(), device=rows.device), live_rows] = _NEG_INF
-        fresh_sims, fresh_idx = torch.topk(new_sims, min(self.width, new_sims.shape[1]), dim=1)
-        fresh_idx.masked_fill_(torch.isinf(fresh_sims), -1)
-        self.idx[live_rows, : fresh_idx.shape[1]] = fresh_idx
+        fresh_sims, fresh_pos = torch.topk(scores, min(self.width, cols.numel()), dim=1)
+        self.idx[live_rows, : fresh_pos.shape[1]] = cols[fresh_pos].masked_fill_(torch.isinf(fresh_sims), -1)
         self.sims[live_rows, : fresh_sims.shape[1]] = fresh_sims
-        # every other alive unit merges the moved units into its list; only units whose list a moved unit
-        # can enter (a similarity >= the list's weakest entry, or a free slot) change, so only they are merged
-        weakest = self.sims.min(dim=1).values
-        enters = (new_sims >= weakest.unsqueeze(0)).any(dim=0)
-        other_rows = (alive & ~changed & enters).nonzero().flatten()
-        if other_rows.numel() == 0:
+        other = (alive & ~changed)[cols]
+        weakest = (self.sims[cols] if compact else self.sims).min(dim=1).values
+        touched = scores.amax(dim=0) >= weakest  # some moved unit can enter the list
+        touched[rescored] = True  # lists with a new similarity in place are sorted again
+        group = (touched & other).nonzero().flatten()
+        if group.numel() == 0:
             return
-        cand_sims = torch.cat([self.sims[other_rows], new_sims[:, other_rows].t()], dim=1)
-        cand_idx = torch.cat([self.idx[other_rows], live_rows.unsqueeze(0).expand(other_rows.numel(), -1)], dim=1)
-        top_sims, pos = torch.topk(cand_sims, self.width, dim=1)
-        top_idx = cand_idx.gather(1, pos)
-        top_idx.masked_fill_(torch.isinf(top_sims), -1)
-        self.sims[other_rows] = top_sims
-        self.idx[other_rows] = top_idx
+        sub = scores.index_select(1, group)
+        enters = sub >= weakest[group].unsqueeze(0)
+        slot_of = torch.full((cols.numel(),), -1, dtype=torch.long, device=device)
+        slot_of[group] = torch.arange(group.numel(), device=device)
+        enters[listed[0], slot_of[listed[1]]] = False  # already listed, at its new similarity
+        full = torch.isfinite(weakest[group])
+        for part, sparse in ((full, True), (~full, False)):
+            if bool(part.any()):
+                self._merge(cols[group[part]], sub[:, part], enters[:, part], live_rows, sparse)
+
+    def _rescore_entries(
+        self, changed: torch.Tensor, position: torch.Tensor, scores: torch.Tensor, cols: torch.Tensor, compact: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Entries pointing at a moved unit take its new score, entries pointing at a dead unit are dropped;
+        returns the columns whose lists changed and the (moved unit, column) pairs still listed."""
+        idx = self.idx[cols] if compact else self.idx
+        hit = torch.cat([changed, changed.new_zeros(1)])[idx]  # an empty slot (-1) reads the appended False
+        local = hit.any(dim=1).nonzero().flatten()
+        if local.numel() == 0:
+            return local, (local, local)
+        units = cols[local]
+        sub_idx, sub_sims, sub_hit = self.idx[units], self.sims[units], hit[local]
+        pos = position[sub_idx.clamp_min(0)]
+        live, dead = sub_hit & (pos >= 0), sub_hit & (pos < 0)
+        column = local.unsqueeze(1).expand_as(pos)
+        rescored = scores[pos.clamp_min(0), column] if scores.numel() else sub_sims
+        self.sims[units] = torch.where(live, rescored, sub_sims).masked_fill_(dead, _NEG_INF)
+        self.idx[units] = sub_idx.masked_fill_(dead, -1)
+        return local, (pos[live], column[live])
+
+    def _merge(
+        self, units: torch.Tensor, scores: torch.Tensor, enters: torch.Tensor, live_rows: torch.Tensor, sparse: bool,
+    ) -> None:
+        """Lists of ``units``: the top ``width`` of their entries and the moved units that enter them (``scores``
+        and ``enters`` are [R, len(units)]). Sparse: only the entering pairs are gathered, padded to the most
+        any list receives; else (lists with free slots) every moved unit not yet listed is a candidate."""
+        if sparse:
+            member, moved = enters.t().nonzero(as_tuple=True)
+            counts = torch.bincount(member, minlength=units.numel())
+            slot = torch.arange(member.numel(), device=member.device) - (torch.cumsum(counts, 0) - counts)[member]
+            extra = int(counts.max()) if member.numel() else 0
+            cand_sims = scores.new_full((units.numel(), extra), _NEG_INF)
+            cand_idx = torch.full((units.numel(), extra), -1, dtype=torch.long, device=units.device)
+            cand_sims[member, slot] = scores[moved, member]
+            cand_idx[member, slot] = live_rows[moved]
+        else:
+            cand_sims = scores.t().masked_fill(~enters.t(), _NEG_INF)
+            cand_idx = live_rows.unsqueeze(0).expand(units.numel(), -1)
+        top_sims, pos = torch.topk(torch.cat([self.sims[units], cand_sims], dim=1), self.width, dim=1)
+        top_idx = torch.cat([self.idx[units], cand_idx], dim=1).gather(1, pos)
+        self.sims[units] = top_sims
+        self.idx[units] = top_idx.masked_fill_(torch.isinf(top_sims), -1)
 
     def state_dict(self) -> dict:
         return {"idx": self.idx.clone(), "sims": self.sims.clone(), "k": self.k}
@@ -126,3 +190,30 @@ class KnnGraph:
             )
         self.idx.copy_(state["idx"])
         self.sims.copy_(state["sims"])
+
+
+def normalised_rows(rows: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """``rows`` divided by their given ``norms`` (zero rows stay zero), in the rows' dtype."""
+    return (rows.float() / norms.clamp_min(_EPS).unsqueeze(1)).to(rows.dtype)
+
+
+def _moved_scores(
+    live_rows: torch.Tensor, centres: torch.Tensor, norms: torch.Tensor | None, cols: torch.Tensor,
+    alive: torch.Tensor | None,
+) -> torch.Tensor:
+    """[R, len(cols)] cosine scores of the moved units against the units ``cols``; -inf at a unit itself and,
+    when ``alive`` is given (``cols`` = every unit), at dead units."""
+    keys = centres if alive is not None else centres[cols]
+    queries = centres[live_rows]
+    if norms is not None:
+        queries = normalised_rows(queries, norms[live_rows])
+    scores = (queries.to(keys.dtype) @ keys.t()).float()
+    if norms is not None:
+        scores.div_(norms[cols].clamp_min(_EPS))
+    if alive is not None:
+        scores.masked_fill_(~alive.unsqueeze(0), _NEG_INF)
+        own = live_rows
+    else:
+        own = torch.searchsorted(cols, live_rows)
+    scores[torch.arange(live_rows.numel(), device=scores.device), own] = _NEG_INF
+    return scores

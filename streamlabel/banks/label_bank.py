@@ -6,7 +6,9 @@ freed when its cluster empties and reused for the next new cluster, so ids stay 
 moving any per-cluster storage; ``dense_labels`` gives compact 0..C-1 ids for output.
 
 The sums are one [H, N, D] tensor (``sums_dtype``, float32 by default), or with ``make_rows`` one
-RowShards per level (sharded over the ranks by cluster id; labels and sizes stay replicated).
+RowShards per level (sharded over the ranks by cluster id; labels and sizes stay replicated). Next to
+replicated sums the bank keeps their row norms [H, N], updated for the ids each change touches, so the
+k-NN graphs score cluster centres without normalising all N rows every step.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class HierarchicalLabelBank:
             [make_rows() for _ in range(h)] if make_rows is not None
             else torch.zeros(h, n, feat_dim, dtype=sums_dtype, device=device))
         self.sums_dtype = self.sums[0].dtype
+        self.norms = None if self.sharded else torch.zeros(h, n, dtype=torch.float32, device=device)
 
     @property
     def num_levels(self) -> int:
@@ -84,6 +87,8 @@ class HierarchicalLabelBank:
                 self.sums[level].zero_().index_add_(0, lab, feats)
             else:  # accumulate in float32, store rounded
                 self.sums[level].copy_(torch.zeros_like(feats).index_add_(0, lab, feats))
+            if self.norms is not None:
+                self.norms[level] = _row_norms(self.sums[level])
 
     # ----------------------------------------------------------------- queries
     def centres(self, level: int) -> torch.Tensor | RowShards:
@@ -92,6 +97,11 @@ class HierarchicalLabelBank:
         if self.sharded:
             return self.sums[level]
         return F.normalize(self.sums[level], dim=1)
+
+    def centre_rows(self, level: int) -> tuple[torch.Tensor | RowShards, torch.Tensor | None]:
+        """(cluster sums, their row norms) at ``level``: centres without normalising every row. Sharded:
+        (the RowShards, None), which read normalised already."""
+        return self.sums[level], None if self.norms is None else self.norms[level]
 
     def parent(self, level: int) -> torch.Tensor:
         """Cluster id at level+1 of every cluster id at ``level`` (-1 for free ids and for the top level)."""
@@ -146,6 +156,7 @@ class HierarchicalLabelBank:
             if self.sharded:  # free the slots of the clusters this emptied (compact sums)
                 emptied = old_labels[level][self.sizes[level][old_labels[level]] == 0]
                 self.sums[level][emptied] = 0.0
+            self._update_norms(level, torch.cat([old_labels[level], new_labels[level]]))
         self.labels[:, rows] = new_labels
 
     def relabel_level(self, level: int, mapping: torch.Tensor, touched: torch.Tensor, unit_sums: torch.Tensor,
@@ -160,6 +171,21 @@ class HierarchicalLabelBank:
         self.sizes[level, touched] = 0
         self.sums[level].index_add_(0, unit_labels, unit_sums.to(self.sums_dtype))
         self.sizes[level].index_add_(0, unit_labels, unit_sizes)
+        self._update_norms(level, torch.cat([touched, unit_labels]))
+
+    def merge_clusters(self, level: int, moved: torch.Tensor, root: torch.Tensor) -> None:
+        """Clusters ``moved`` at ``level`` join ``root[moved]`` (an id map [N]): statistics move, labels follow."""
+        self.sums[level].index_add_(0, root[moved], self.sums[level][moved])
+        self.sizes[level].index_add_(0, root[moved], self.sizes[level][moved])
+        self.sums[level][moved] = 0.0
+        self.sizes[level][moved] = 0
+        self.labels[level] = root[self.labels[level]]
+        self._update_norms(level, torch.cat([root[moved], moved]))
+
+    def _update_norms(self, level: int, ids: torch.Tensor) -> None:
+        """Recompute the kept row norms of the sums ``ids`` (replicated sums only)."""
+        if self.norms is not None:
+            self.norms[level, ids] = _row_norms(self.sums[level][ids])
 
     def state_dict(self) -> dict:
         """Labels and the incrementally kept statistics (saved, not recomputed, so resume is exact)."""
@@ -182,4 +208,11 @@ class HierarchicalLabelBank:
         self.labels.copy_(state["labels"])
         self.sizes.copy_(state["sizes"])
         self.sums.copy_(state["sums"])
+        for level in range(self.num_levels):  # row by row, so equal to the norms kept before the save
+            self.norms[level] = _row_norms(self.sums[level])
         self.check_invariant()
+
+
+def _row_norms(rows: torch.Tensor) -> torch.Tensor:
+    """L2 norm of every row, in float32 (each row reduced on its own, so a subset gives the same values)."""
+    return torch.linalg.vector_norm(rows.float(), dim=1)

@@ -192,10 +192,10 @@ class HCDPolicy(BankUpdatePolicy):
             touched = torch.unique(lb.labels[level, rows])
             split_changed = self._split(level, touched)
             changed = torch.cat([old_labels[level], new_labels[level], split_changed])
-            self.graphs[level + 1].refresh(changed, lb.centres(level), lb.alive[level])
+            self._refresh_graph(level, changed)
             merged = self._merge(level, torch.unique(lb.labels[level, rows]))
             if merged.numel():
-                self.graphs[level + 1].refresh(merged, lb.centres(level), lb.alive[level])
+                self._refresh_graph(level, merged)
             splits += split_changed.numel()
             merges += merged.numel()
         self.stats = {"split_ids": splits, "merge_ids": merges}
@@ -272,10 +272,9 @@ class HCDPolicy(BankUpdatePolicy):
                               for part in ids.split(1024)])
         centres = torch.zeros(self.num_samples, self.feat_dim, device=self.device)
         centres.index_add_(0, labels, self.bank.features.float())
-        _, nearest = topk_inner_product(torch.nn.functional.normalize(centres[alive], dim=1),
-                                        torch.nn.functional.normalize(centres, dim=1), 1,
-                                        query_ids=ids, valid=alive)
-        return nearest
+        centres = torch.nn.functional.normalize(centres[ids], dim=1)  # the alive clusters only
+        _, nearest = topk_inner_product(centres, centres, 1, query_ids=torch.arange(ids.numel(), device=self.device))
+        return torch.where(nearest >= 0, ids[nearest.clamp_min(0)], nearest)
 
     def _run_full(self, max_rounds: int) -> int:
         """Split and merge every cluster of every level, bottom-up, until a round changes nothing."""
@@ -408,11 +407,7 @@ class HCDPolicy(BankUpdatePolicy):
             return a
         root = connected_components(a, b, self.num_samples)
         moved = (root != torch.arange(self.num_samples, device=self.device)).nonzero().flatten()
-        lb.sums[level].index_add_(0, root[moved], lb.sums[level][moved])
-        lb.sizes[level].index_add_(0, root[moved], lb.sizes[level][moved])
-        lb.sums[level][moved] = 0.0
-        lb.sizes[level][moved] = 0
-        lb.labels[level] = root[lb.labels[level]]
+        lb.merge_clusters(level, moved, root)
         return torch.cat([torch.unique(root[moved]), moved])
 
     @staticmethod
@@ -431,6 +426,11 @@ class HCDPolicy(BankUpdatePolicy):
         self.graphs[0].rebuild(self.bank.features, self._all_alive())
         for level in range(self.num_levels):
             self.graphs[level + 1].rebuild(lb.centres(level), lb.alive[level])
+
+    def _refresh_graph(self, level: int, changed: torch.Tensor) -> None:
+        """Update the k-NN lists of level ``level``'s cluster centres after the clusters ``changed`` moved."""
+        sums, norms = self.label_bank.centre_rows(level)
+        self.graphs[level + 1].refresh(changed, sums, self.label_bank.alive[level], norms=norms)
 
     def _all_alive(self) -> torch.Tensor:
         return torch.ones(self.num_samples, dtype=torch.bool, device=self.device)

@@ -47,6 +47,8 @@ def check_policy_invariants(policy, rows: torch.Tensor | None = None) -> None:
     fresh.recompute(bank.features)
     assert torch.equal(fresh.sizes, lb.sizes)
     torch.testing.assert_close(lb.sums, fresh.sums, atol=1e-4, rtol=0)
+    # the kept row norms are those of the sums as they stand (not of a recompute: the sums may drift)
+    assert torch.equal(lb.norms, torch.linalg.vector_norm(lb.sums.float(), dim=-1))
     norm_tol = 1e-5 if bank.features.dtype == torch.float32 else 1e-2  # fp16 / bf16 rows are rounded
     torch.testing.assert_close(bank.features.float().norm(dim=1), torch.ones(n), atol=norm_tol, rtol=0)
     for level in range(policy.num_levels):

@@ -95,3 +95,65 @@ def test_state_dict_round_trip_and_mismatch():
     assert torch.equal(other.idx, graph.idx) and torch.equal(other.sims, graph.sims)
     with pytest.raises(ValueError, match="mismatch"):
         KnnGraph(20, 4).load_state_dict(graph.state_dict())
+
+
+def _reference_refresh(graph: KnnGraph, rows: torch.Tensor, centres: torch.Tensor, alive: torch.Tensor):
+    """What refresh must give every unit not in ``rows``: the top ``width`` of its old entries that are not in
+    ``rows`` and every alive moved unit at its new similarity (the documented semantics), as {unit: {id: sim}}."""
+    moved = rows[alive[rows]]
+    expected = {}
+    for unit in (alive & ~torch.isin(torch.arange(graph.capacity), rows)).nonzero().flatten().tolist():
+        old = {int(i): float(s) for i, s in zip(graph.idx[unit], graph.sims[unit], strict=True)
+               if i >= 0 and int(i) not in rows.tolist()}
+        old.update({int(m): float(centres[m] @ centres[unit]) for m in moved.tolist() if m != unit})
+        best = sorted(old.items(), key=lambda item: -item[1])[: graph.width]
+        expected[unit] = dict(best)
+    return expected
+
+
+@pytest.mark.parametrize("alive_fraction", [1.0, 0.3])
+def test_refresh_matches_reference_semantics(alive_fraction):
+    """Moves, deaths and births over several refreshes, compacted (few alive) and not: every list equals the
+    top width of (old entries, moved units at their new similarity) and the moved units' lists are exact."""
+    g = torch.Generator().manual_seed(7)
+    n = 120
+    centres = unit_rows(n, 6, seed=8)
+    alive = torch.rand(n, generator=g) < alive_fraction
+    graph = KnnGraph(n, 4, slack=3)
+    graph.rebuild(centres, alive)
+    for _ in range(8):
+        alive_ids = alive.nonzero().flatten()
+        moved = alive_ids[torch.randperm(alive_ids.numel(), generator=g)[:5]]
+        centres = centres.clone()
+        centres[moved] = F.normalize(centres[moved] + 0.6 * torch.randn(5, 6, generator=g), dim=1)
+        alive = alive.clone()
+        died, born = moved[:1], (~alive).nonzero().flatten()[:1]
+        alive[died] = False
+        alive[born] = True
+        rows = torch.cat([moved, born])
+        expected = _reference_refresh(graph, rows, centres, alive)
+        graph.refresh(rows, centres, alive)
+        for unit, best in expected.items():
+            got = {int(i): float(s) for i, s in zip(graph.idx[unit], graph.sims[unit], strict=True) if i >= 0}
+            assert set(got) == set(best), f"unit {unit}"
+            torch.testing.assert_close(torch.tensor([got[i] for i in best]), torch.tensor(list(best.values())))
+        _check_exact(graph, rows[alive[rows]], centres, alive)
+        _check_lists_consistent(graph, centres, alive)
+
+
+def test_refresh_with_norms_equals_normalised_centres():
+    """Un-normalised rows plus their norms give the same lists as the normalised rows."""
+    g = torch.Generator().manual_seed(9)
+    sums = torch.randn(90, 5, generator=g) * torch.rand(90, 1, generator=g) * 10
+    alive = torch.ones(90, dtype=torch.bool)
+    alive[::4] = False
+    sums[~alive] = 0.0
+    plain, scaled = KnnGraph(90, 4, slack=2), KnnGraph(90, 4, slack=2)
+    plain.rebuild(F.normalize(sums, dim=1), alive)
+    scaled.rebuild(F.normalize(sums, dim=1), alive)
+    rows = torch.tensor([1, 2, 5, 9])
+    sums[rows] += torch.randn(4, 5, generator=g)
+    plain.refresh(rows, F.normalize(sums, dim=1), alive)
+    scaled.refresh(rows, sums, alive, norms=sums.norm(dim=1))
+    assert torch.equal(plain.idx, scaled.idx)
+    torch.testing.assert_close(plain.sims, scaled.sims)

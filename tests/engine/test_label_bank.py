@@ -61,6 +61,7 @@ def test_move_samples_keeps_statistics_exact():
     feats = feats.clone()
     feats[1] = new_feat[0]
     sums, sizes = bank.sums.clone(), bank.sizes.clone()
+    assert torch.equal(bank.norms, sums.norm(dim=-1))  # kept for the touched ids only, equal to a recompute
     bank.recompute(feats)
     torch.testing.assert_close(sums, bank.sums, atol=1e-5, rtol=0)
     assert torch.equal(sizes, bank.sizes)
@@ -87,3 +88,14 @@ def test_reset_singletons_and_state_dict():
         HierarchicalLabelBank(5, 3, num_levels=3).load_state_dict(bank.state_dict())
     with pytest.raises(ValueError):
         HierarchicalLabelBank(5, 3, num_levels=0)
+
+
+def test_merge_clusters_moves_statistics_and_norms():
+    bank, feats = _bank([[0, 0, 2, 3, 3, 5], [0, 0, 0, 3, 3, 3]])
+    root = torch.arange(6)
+    root[2] = 0  # level-0 cluster 2 joins cluster 0
+    bank.merge_clusters(0, torch.tensor([2]), root)
+    assert bank.labels[0].tolist() == [0, 0, 0, 3, 3, 5] and bank.sizes[0].tolist() == [3, 0, 0, 2, 0, 1]
+    torch.testing.assert_close(bank.sums[0, 0], feats[:3].sum(0))
+    assert bank.sums[0, 2].abs().sum() == 0 and torch.equal(bank.norms, bank.sums.norm(dim=-1))
+    bank.check_invariant()
