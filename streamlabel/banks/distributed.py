@@ -6,6 +6,8 @@ NCCL on CUDA); nothing here creates one. Every function must be called by every 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 
@@ -63,3 +65,25 @@ def reduce_to(tensor: torch.Tensor, owner: int, world: int) -> None:
     if world > 1:
         _count(tensor)
         dist.reduce(tensor, dst=owner, op=dist.ReduceOp.SUM)
+
+
+def ordered_sum_to(part: torch.Tensor, owner: int, world: int, add_own: Callable[[torch.Tensor], None]) -> None:
+    """Sum every rank's contribution into ``part`` on rank ``owner`` in rank order, as one process adding all
+    rows in order would (bit-identical to it, unlike a reduction tree): each rank receives the running sum
+    from the rank before, adds its own (``add_own(part)``) and passes it on; the last rank hands it to
+    ``owner``. Consecutive calls pipeline, since a rank goes on as soon as it has sent."""
+    if world == 1:
+        add_own(part)
+        return
+    rank = dist.get_rank()
+    if rank > 0:
+        dist.recv(part, src=rank - 1)
+    add_own(part)
+    if rank < world - 1:
+        _count(part)
+        dist.send(part, dst=rank + 1)
+    elif owner != rank:
+        _count(part)
+        dist.send(part, dst=owner)
+    if rank == owner and owner != world - 1:
+        dist.recv(part, src=world - 1)

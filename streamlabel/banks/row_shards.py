@@ -16,11 +16,12 @@ searches scan the slots in use. Memory and scan cost then follow the number of c
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from streamlabel.banks.distributed import all_gather_cat, all_reduce_, reduce_to, world_and_rank
+from streamlabel.banks.distributed import all_gather_cat, all_reduce_, ordered_sum_to, reduce_to, world_and_rank
 
 _NEG_INF = float("-inf")
 
@@ -219,12 +220,9 @@ class RowShards:
                 c1 = min(c0 + self.block_rows, last)
                 part = torch.zeros(c1 - c0, self.dim, dtype=torch.float32, device=self.device)
                 count = torch.zeros(c1 - c0, dtype=torch.long, device=self.device)
-                for s0 in range(0, src_labels.numel(), self.block_rows):  # a block of source rows at a time
-                    lab = src_labels[s0 : s0 + self.block_rows]
-                    sel = (lab >= c0) & (lab < c1)
-                    part.index_add_(0, lab[sel] - c0, src_rows[s0 : s0 + self.block_rows][sel].float())
-                    count += torch.bincount(lab[sel] - c0, minlength=c1 - c0)
-                reduce_to(part, owner, self.world)
+                # in rank order, like one process adding the rows 0..N-1: bit-identical to the replicated sums
+                ordered_sum_to(part, owner, self.world,
+                               partial(self._add_segment_rows, src_labels, src_rows, c0, count))
                 if not self.compact:
                     if owner == self.rank:
                         self.local[c0 - self.start : c1 - self.start] = part.to(self.dtype)
@@ -234,6 +232,18 @@ class RowShards:
                     present = count.nonzero().flatten()
                     self._write(0, present + c0, part[present], add=False)
         self.reproject()
+
+    def _add_segment_rows(
+        self, labels: torch.Tensor, rows: torch.Tensor, first: int, count: torch.Tensor, part: torch.Tensor
+    ) -> None:
+        """Add the ``rows`` labelled first..first+len(part)-1 into ``part`` (in row order, a block at a time)
+        and count them into ``count``."""
+        last = first + part.shape[0]
+        for s0 in range(0, labels.numel(), self.block_rows):
+            lab = labels[s0 : s0 + self.block_rows]
+            sel = (lab >= first) & (lab < last)
+            part.index_add_(0, lab[sel] - first, rows[s0 : s0 + self.block_rows][sel].float())
+            count += torch.bincount(lab[sel] - first, minlength=part.shape[0])
 
     # ------------------------------------------------------------------ similarity
     def query_rows(self, ids: torch.Tensor) -> torch.Tensor:

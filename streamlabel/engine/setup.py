@@ -38,9 +38,6 @@ def build_target_policy(cfg: dict, num_samples: int, feat_dim: int, device: torc
     """The bank update policy of ``cfg["policy"]`` for the target set; bad parameters are ConfigErrors."""
     params = dict(cfg["policy"])
     name = params.pop("name")
-    if params.get("bank") == "sharded":
-        raise ConfigError("'policy.bank: sharded' is not wired into training: checkpoints are written by the main "
-                          "process only and the rank checks hash the whole bank; use the policy API (docs/scaling.md)")
     try:
         check_fits_samples(name, params, num_samples)
         return build_policy(name, num_samples=num_samples, feat_dim=feat_dim, device=device, **params)

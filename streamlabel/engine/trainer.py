@@ -33,6 +33,7 @@ from streamlabel.engine.setup import (
     eval_loader,
     identity_batches,
 )
+from streamlabel.engine.shard_checkpoint import load_policy_shard, save_policy_shard
 from streamlabel.evaluation import extract_features, label_quality_report
 from streamlabel.launch.config import config_fingerprint
 from streamlabel.losses import LossBatch, LossTerms
@@ -111,6 +112,11 @@ class Trainer:
                   f"target {self.target.summary()}")
         self._log(f"each BatchNorm sees {per_bn} images per step ({bn_note}); global batch {global_batch}")
 
+    @property
+    def _sharded(self) -> bool:
+        """Whether the policy's bank rows are split over the processes (``policy.bank: sharded``)."""
+        return bool(getattr(self.policy, "sharded", False))
+
     def _new_optimizer(self) -> None:
         model = self.model.module if hasattr(self.model, "module") else self.model
         optimizer, self.scheduler = build_optimizer(model, self.cfg)
@@ -153,7 +159,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "memory": self.memory.state_dict(),
             "loss_terms": self.loss_terms.state_dict(),
-            "policy": self.policy.state_dict() if phase == "adapt" else None,
+            "policy": self.policy.state_dict() if phase == "adapt" and not self._sharded else None,
+            "policy_shards": self.world if phase == "adapt" and self._sharded else 0,  # per-process files
             "rng": capture_rng_state(),
             "results": dict(self.results),
             "history": list(self.history),
@@ -165,19 +172,24 @@ class Trainer:
         every = self.cfg["train"]["checkpoint_every_epochs"]
         if every <= 0:
             return
+        path = self.out_dir / "checkpoints" / f"{phase}_epoch{epoch:04d}.pt"
+        if phase == "adapt" and self._sharded:  # every process its rows first, then the main checkpoint
+            save_policy_shard(path, self.policy.state_dict(), rank=self.acc.process_index, world=self.world,
+                              fingerprint=self.fingerprint)
+            self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            save_checkpoint(self.out_dir / "checkpoints" / f"{phase}_epoch{epoch:04d}.pt", self._state(phase, epoch),
-                            fingerprint=self.fingerprint)
+            save_checkpoint(path, self._state(phase, epoch), fingerprint=self.fingerprint)
         self.acc.wait_for_everyone()
 
     def _restore(self) -> tuple[str, int] | None:
         """Load the latest checkpoint of this output_dir; returns (phase, next epoch) or None."""
         ckpt_dir = self.out_dir / "checkpoints"
-        if not self.resume or find_latest(ckpt_dir) is None:
+        latest = find_latest(ckpt_dir) if self.resume else None
+        if latest is None:
             if self.resume:
                 self._log(f"--resume: no checkpoint in {ckpt_dir}, starting from scratch")
             return None
-        state = load_checkpoint(ckpt_dir, fingerprint=self.fingerprint, config=self.cfg, map_location="cpu")
+        state = load_checkpoint(latest, fingerprint=self.fingerprint, config=self.cfg, map_location="cpu")
         phase, epoch = state["phase"], int(state["epoch"])
         if phase == "adapt":
             self._new_optimizer()
@@ -186,7 +198,11 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.memory.load_state_dict(state["memory"])
         self.loss_terms.load_state_dict(state["loss_terms"])
-        if state["policy"] is not None:
+        if state.get("policy_shards"):
+            self.policy.load_state_dict(load_policy_shard(
+                latest, rank=self.acc.process_index, world=self.world, saved_world=int(state["policy_shards"]),
+                fingerprint=self.fingerprint))
+        elif state["policy"] is not None:
             self.policy.load_state_dict(state["policy"])
         restore_rng_state(state["rng"])
         self.results, self.history = dict(state["results"]), list(state["history"])
@@ -243,13 +259,19 @@ class Trainer:
             self.acc.end_training()
         return self.results
 
-    def _bank_fingerprint(self) -> dict:
-        """Hashes of the labels and bank rows: equal on every rank, and comparable between runs."""
+    def _bank_fingerprint(self, block: int = 65536) -> dict:
+        """Hashes of the labels and bank rows: equal on every rank, and comparable between runs (replicated
+        or sharded: rows are read a block at a time, so a sharded bank is never gathered whole)."""
         labels = self.policy.labels().cpu().numpy()
-        bank = self.policy.bank.features.detach().cpu().float().numpy()
+        features = self.policy.bank.features
+        digest, total = hashlib.sha256(), 0.0
+        for start in range(0, self.policy.num_samples, block):
+            rows = torch.arange(start, min(start + block, self.policy.num_samples), device=self.device)
+            part = features[rows].detach().float().cpu().numpy()
+            digest.update(part.tobytes())
+            total += float(part.astype("float64").sum())
         return {"labels_sha": hashlib.sha256(labels.tobytes()).hexdigest()[:16],
-                "bank_sha": hashlib.sha256(bank.tobytes()).hexdigest()[:16],
-                "bank_sum": float(bank.astype("float64").sum())}
+                "bank_sha": digest.hexdigest()[:16], "bank_sum": total}
 
     def _check_ranks_agree(self) -> None:
         """Stop with a clear error if the banks or labels differ between processes (they must not)."""
@@ -257,7 +279,10 @@ class Trainer:
             return
         labels = self.policy.labels()
         weights = torch.arange(1, labels.numel() + 1, device=labels.device, dtype=torch.float64)
-        local = torch.stack([(labels.double() * weights).sum(), self.policy.bank.features.double().sum()])
+        checks = [(labels.double() * weights).sum()]
+        if not self._sharded:  # sharded rows live on one process each: nothing to compare
+            checks.append(self.policy.bank.features.double().sum())
+        local = torch.stack(checks)
         everyone = self.acc.gather(local.unsqueeze(0).to(self.device))
         if not bool((everyone == everyone[0]).all()):
             raise RuntimeError(f"banks or labels differ between processes: {everyone.tolist()}")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from streamlabel.banks.distributed import all_gather_rows
 from streamlabel.banks.feature_bank import segment_means
+from streamlabel.banks.row_shards import RowShards
 from streamlabel.losses.base import LossBatch, LossTerm, register_loss
 
 __all__ = ["CentreContrastiveLoss", "halving_update"]
@@ -76,6 +77,8 @@ class CentreContrastiveLoss(LossTerm):
         if bank is None:
             raise ValueError(f"centre_contrastive needs a policy with a feature bank (policy.bank.features); "
                              f"{type(policy).__name__} has none")
+        if isinstance(bank, RowShards):  # a sharded bank: every process reads all rows (O(N x D) per rebuild)
+            bank = bank[torch.arange(bank.shape[0], device=bank.device)]
         labels = policy.labels()
         round_id = int(getattr(policy, "rounds", 0))
         if (round_id != int(self.built_round) or labels.shape != self.built_labels.shape

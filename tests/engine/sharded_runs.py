@@ -27,7 +27,9 @@ def stream_run(params: dict, steps: int = 12, batch_size: int = 16) -> dict:
     policy.initialize(feats)
     memory = HybridMemory(0, DIM)
     losses = []
-    for _ in range(steps):
+    for step in range(steps):
+        if step == steps // 2:  # the exact recompute of the cluster sums (summed in rank order when sharded)
+            policy.epoch_end(0)
         rows = torch.randperm(n, generator=g)[:batch_size]
         f = F.normalize(centres[ids[rows]] + 0.3 * torch.randn(rows.numel(), DIM, generator=g), dim=1)
         entries, positive = policy.memory_entries()

@@ -165,15 +165,6 @@ def test_two_gloo_processes_give_the_labels_and_losses_of_one(tmp_path: Path):
             assert torch.equal(result["graph0"], one["graph0"])
 
 
-def test_training_refuses_a_sharded_bank_with_a_clear_message():
-    from streamlabel.engine.setup import build_target_policy
-    from streamlabel.launch.config import ConfigError
-
-    with pytest.raises(ConfigError, match="scaling.md"):
-        build_target_policy({"policy": {"name": "hcd", "bank": "sharded"}}, 10, 16, torch.device("cpu"))
-    assert build_target_policy({"policy": {"name": "hcd", "bank": "replicated"}}, 10, 16, torch.device("cpu"))
-
-
 def test_sharded_bank_initialize_checks_like_the_feature_bank():
     from streamlabel.banks.sharded_feature_bank import ShardedFeatureBank
 
