@@ -181,17 +181,21 @@ class CostHooks:
                 return fn(self, rows, alive)
             return wrapped
 
-        def refresh(fn):  # the replicated path: one [R, N] product of the centre matrix + merge into all lists
-            def wrapped(self, rows, centres, alive):
-                if isinstance(centres, torch.Tensor) and torch.unique(rows).numel() * 4 <= int(alive.sum()):
-                    live = int(alive[torch.unique(rows)].sum())
-                    hooks.bytes += centres.numel() * centres.element_size()
-                    hooks.bytes += self.capacity * (self.width + live) * 12 * 2
-                    hooks.flops += 2 * live * centres.numel()
-                return fn(self, rows, centres, alive)
+        def refresh(fn):  # the replicated path: one [R, C] product against the alive units, a pass over lists
+            def wrapped(self, rows, centres, alive, norms=None):
+                moved = torch.unique(rows)
+                units = int(alive.sum())
+                if isinstance(centres, torch.Tensor) and moved.numel() * 4 <= units:
+                    live = int(alive[moved].sum())
+                    cols = units if units * 2 <= self.capacity else self.capacity  # compacted when few alive
+                    hooks.bytes += cols * centres.shape[1] * centres.element_size()
+                    hooks.bytes += cols * self.width * 12 * 2  # ids + sims: rescored entries, weakest entry
+                    hooks.bytes += live * cols * 4 * 3  # the [R, C] scores: written, column max, list top-k
+                    hooks.flops += 2 * live * cols * centres.shape[1]
+                return fn(self, rows, centres, alive, norms)
             return wrapped
 
-        def centres(fn):  # replicated: normalising the whole [N, D] sums reads and writes them
+        def centres(fn):  # replicated (rebuilds only): normalising the whole [N, D] sums reads and writes them
             def wrapped(self, level):
                 if not self.sharded:
                     hooks.bytes += 2 * self.sums[level].numel() * self.sums[level].element_size()

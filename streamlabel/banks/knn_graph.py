@@ -114,15 +114,16 @@ class KnnGraph:
         position = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
         position[live_rows] = torch.arange(live_rows.numel(), device=device)
         rescored, listed = self._rescore_entries(changed, position, scores, cols, compact)
-        if live_rows.numel() == 0:
-            return
-        fresh_sims, fresh_pos = torch.topk(scores, min(self.width, cols.numel()), dim=1)
-        self.idx[live_rows, : fresh_pos.shape[1]] = cols[fresh_pos].masked_fill_(torch.isinf(fresh_sims), -1)
-        self.sims[live_rows, : fresh_sims.shape[1]] = fresh_sims
-        other = (alive & ~changed)[cols]
         weakest = (self.sims[cols] if compact else self.sims).min(dim=1).values
-        touched = scores.amax(dim=0) >= weakest  # some moved unit can enter the list
-        touched[rescored] = True  # lists with a new similarity in place are sorted again
+        if live_rows.numel():
+            fresh_sims, fresh_pos = torch.topk(scores, min(self.width, cols.numel()), dim=1)
+            self.idx[live_rows, : fresh_pos.shape[1]] = cols[fresh_pos].masked_fill_(torch.isinf(fresh_sims), -1)
+            self.sims[live_rows, : fresh_sims.shape[1]] = fresh_sims
+            touched = scores.amax(dim=0) >= weakest  # some moved unit can enter the list
+        else:  # only deaths: nothing enters, the lists that lost entries are compacted below
+            touched = torch.zeros(cols.numel(), dtype=torch.bool, device=device)
+        touched[rescored] = True  # lists with new similarities or dropped entries are sorted again
+        other = (alive & ~changed)[cols]
         group = (touched & other).nonzero().flatten()
         if group.numel() == 0:
             return

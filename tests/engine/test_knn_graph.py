@@ -157,3 +157,19 @@ def test_refresh_with_norms_equals_normalised_centres():
     scaled.refresh(rows, sums, alive, norms=sums.norm(dim=1))
     assert torch.equal(plain.idx, scaled.idx)
     torch.testing.assert_close(plain.sims, scaled.sims)
+
+
+def test_refresh_with_deaths_only_compacts_the_lists():
+    """Units that only die: entries pointing at them go, and every list stays sorted with no hole before
+    its last entry (``neighbors(rows, k)`` reads the first k)."""
+    centres = unit_rows(50, 5, seed=10)
+    alive = torch.ones(50, dtype=torch.bool)
+    graph = KnnGraph(50, 4, slack=3)
+    graph.rebuild(centres, alive)
+    alive = alive.clone()
+    dead = graph.idx[0, :3].clone()  # the three nearest neighbours of unit 0 die
+    alive[dead] = False
+    graph.refresh(dead, centres, alive)
+    assert not torch.isin(graph.idx, dead).any()
+    _check_lists_consistent(graph, centres, alive)
+    assert (graph.idx[0, : graph.width - 3] >= 0).all()
