@@ -62,17 +62,21 @@ def eval_loader(samples: list, cfg: dict) -> DataLoader:
 
 
 class _SlotSeededBatches:
-    """Batch sampler wrapper: yields (index, slot) pairs, slot = position of the image in the global batch."""
+    """Batch sampler wrapper: yields (index, slot) pairs, slot = position of the image in the global batch;
+    the first ``skip`` batches are drawn (so slots stay where they were) but not yielded, nor loaded."""
 
-    def __init__(self, sampler: IdentityBatchSampler) -> None:
+    def __init__(self, sampler: IdentityBatchSampler, skip: int = 0) -> None:
         self.sampler = sampler
+        self.skip = skip
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return max(0, len(self.sampler) - self.skip)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         local = self.sampler.batch_size // self.sampler.num_replicas
         for number, batch in enumerate(self.sampler):
+            if number < self.skip:
+                continue
             first = number * self.sampler.batch_size + self.sampler.rank * local
             yield [(int(index), first + j) for j, index in enumerate(batch)]
 
@@ -100,12 +104,13 @@ class _SlotSeededDataset(torch.utils.data.Dataset):
 
 def identity_batches(
     samples: list, labels: torch.Tensor, cfg: dict, *, batch_size: int, epoch: int, num_batches: int,
-    num_replicas: int, rank: int, outliers: str,
+    num_replicas: int, rank: int, outliers: str, skip: int = 0,
 ) -> Iterator[dict]:
-    """Exactly ``num_batches`` P x K batches of this rank for ``epoch``, cycling the sampler if needed.
+    """The P x K batches ``skip``..``num_batches - 1`` of this rank for ``epoch``, cycling the sampler if needed.
 
-    Everything random is seeded from (seed, epoch, round, global slot), so resuming at an epoch boundary
-    replays the same batches and the world size does not change what a global batch holds.
+    Everything random is seeded from (seed, epoch, round, global slot), so a resume (at an epoch boundary,
+    or mid-epoch with ``skip`` = batches already done, which are neither yielded nor loaded) replays the same
+    batches, and the world size does not change what a global batch holds.
     """
     sampler = IdentityBatchSampler(labels, batch_size=batch_size, num_instances=cfg["data"]["num_instances"],
                                    outliers=outliers, seed=cfg["seed"], num_replicas=num_replicas, rank=rank)
@@ -114,8 +119,14 @@ def identity_batches(
         sampler.set_epoch(epoch * 1000 + round_index)
         dataset = _SlotSeededDataset(ReidImageDataset(samples, train_transform(cfg)),
                                      seed=cfg["seed"] * 7919 + epoch * 1000 + round_index)
-        loader = DataLoader(dataset, batch_sampler=_SlotSeededBatches(sampler), num_workers=cfg["data"]["num_workers"])
-        empty = True
+        skipped = min(skip - produced, len(sampler)) if produced < skip else 0
+        produced += skipped
+        # a generator of its own: making the loader's iterator must not draw from the global RNG, whose
+        # state a mid-epoch checkpoint saves after this point
+        loader = DataLoader(dataset, batch_sampler=_SlotSeededBatches(sampler, skipped),
+                            num_workers=cfg["data"]["num_workers"],
+                            generator=torch.Generator().manual_seed(cfg["seed"] + epoch * 1000 + round_index))
+        empty = skipped == 0
         for batch in loader:
             empty = False
             yield batch

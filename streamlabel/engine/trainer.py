@@ -80,6 +80,8 @@ class Trainer:
         self.history: list[dict] = []
         self.skipped_steps = 0
         self.loss_trace: list[float] = []  # global mean loss of the first iterations, for run-to-run checks
+        self._epoch_labels: torch.Tensor | None = None  # target labels the current epoch's sampler was drawn from
+        self._resume_at: tuple[int, torch.Tensor | None] | None = None  # (iteration, epoch labels) after a resume
 
     # ------------------------------------------------------------------ setup
     def _log(self, message: str) -> None:
@@ -149,11 +151,13 @@ class Trainer:
         self.policy.initialize(feats["feats"].to(self.device), cameras=self.target_cams.to(self.device), **extra)
 
     # ------------------------------------------------------------------ checkpoints
-    def _state(self, phase: str, epoch: int) -> dict:
+    def _state(self, phase: str, epoch: int, iteration: int = 0) -> dict:
         return {
             "config": self.cfg,
             "phase": phase,
             "epoch": epoch,
+            "iteration": iteration,  # > 0: a mid-epoch checkpoint, that many batches of ``epoch`` done
+            "epoch_labels": self._epoch_labels if iteration and phase == "adapt" else None,  # the epoch's sampler
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -168,21 +172,23 @@ class Trainer:
             "loss_trace": list(self.loss_trace),
         }
 
-    def _save(self, phase: str, epoch: int) -> None:
-        every = self.cfg["train"]["checkpoint_every_epochs"]
-        if every <= 0:
+    def _save(self, phase: str, epoch: int, iteration: int = 0) -> None:
+        """Checkpoint at the end of ``epoch`` or, with ``iteration`` > 0, after that many of its batches."""
+        if self.cfg["train"]["checkpoint_every_iters" if iteration else "checkpoint_every_epochs"] <= 0:
             return
-        path = self.out_dir / "checkpoints" / f"{phase}_epoch{epoch:04d}.pt"
+        suffix = f"_iter{iteration:06d}" if iteration else ""
+        path = self.out_dir / "checkpoints" / f"{phase}_epoch{epoch:04d}{suffix}.pt"
         if phase == "adapt" and self._sharded:  # every process its rows first, then the main checkpoint
             save_policy_shard(path, self.policy.state_dict(), rank=self.acc.process_index, world=self.world,
                               fingerprint=self.fingerprint)
             self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            save_checkpoint(path, self._state(phase, epoch), fingerprint=self.fingerprint)
+            save_checkpoint(path, self._state(phase, epoch, iteration), fingerprint=self.fingerprint)
         self.acc.wait_for_everyone()
 
     def _restore(self) -> tuple[str, int] | None:
-        """Load the latest checkpoint of this output_dir; returns (phase, next epoch) or None."""
+        """Load the latest checkpoint of this output_dir; returns (phase, epoch to run next) or None. A
+        mid-epoch checkpoint returns its own epoch and leaves where to go on in ``self._resume_at``."""
         ckpt_dir = self.out_dir / "checkpoints"
         latest = find_latest(ckpt_dir) if self.resume else None
         if latest is None:
@@ -208,7 +214,12 @@ class Trainer:
         self.results, self.history = dict(state["results"]), list(state["history"])
         self.skipped_steps = int(state["skipped_steps"])
         self.loss_trace = list(state["loss_trace"])
-        self._log(f"resumed from {phase} epoch {epoch} ({ckpt_dir})")
+        iteration = int(state.get("iteration", 0))
+        if iteration:
+            self._resume_at = (iteration, state["epoch_labels"])
+            self._log(f"resumed from {phase} epoch {epoch}, iteration {iteration} ({latest})")
+            return phase, epoch
+        self._log(f"resumed from {phase} epoch {epoch} ({latest})")
         return phase, epoch + 1
 
     # ------------------------------------------------------------------ training
@@ -220,7 +231,7 @@ class Trainer:
         if self.acc.is_main_process and self.cfg["log"]["tensorboard"]:
             self.acc.init_trackers("streamlabel")
         if phase == "pretrain":
-            if first_epoch == 0:
+            if restored is None:
                 self._init_source_memory()
             for epoch in range(first_epoch, self.pretrain_epochs):
                 self._epoch(epoch, phase="pretrain")
@@ -314,31 +325,47 @@ class Trainer:
         split = self.target if self.cfg["eval"]["split"] == "target" else self.source
         return evaluate_model(self.net, split, self.cfg, device=self.device, progress=self.progress)
 
-    def _batches(self, epoch: int, phase: str):
+    def _epoch_length(self, epoch: int, phase: str) -> int:
+        """Batches in ``epoch`` of ``phase`` (the last epoch takes what is left of the iterations)."""
         train = self.cfg["train"]
         total_epochs = self.pretrain_epochs if phase == "pretrain" else self.adapt_epochs
         total_iters = train["pretrain_iterations"] if phase == "pretrain" else train["iterations"]
-        count = min(self.ipe, total_iters - epoch * self.ipe) if epoch == total_epochs - 1 else self.ipe
+        return min(self.ipe, total_iters - epoch * self.ipe) if epoch == total_epochs - 1 else self.ipe
+
+    def _batches(self, epoch: int, phase: str, skip: int = 0):
+        """(source, target) batches ``skip``.. of ``epoch``; the target sampler uses the epoch's labels."""
+        train = self.cfg["train"]
+        count = self._epoch_length(epoch, phase)
         seed_epoch = epoch if phase == "pretrain" else self.pretrain_epochs + epoch
         common = {"epoch": seed_epoch, "num_batches": count, "num_replicas": self.world,
-                  "rank": self.acc.process_index}
+                  "rank": self.acc.process_index, "skip": skip}
         source = None
         if self.source is not None and train["source_batch"] > 0:
             source = identity_batches(self.source.train, torch.tensor([s.pid for s in self.source.train]), self.cfg,
                                       batch_size=train["source_batch"], outliers="exclude", **common)
         target = None
         if phase == "adapt":
-            target = identity_batches(self.target.train, self.policy.labels().cpu(), self.cfg,
+            target = identity_batches(self.target.train, self._epoch_labels, self.cfg,
                                       batch_size=train["target_batch"], outliers="singleton", **common)
-        for _ in range(count):
+        for _ in range(count - skip):
             yield (next(source) if source is not None else None), (next(target) if target is not None else None)
 
     def _epoch(self, epoch: int, phase: str) -> None:
+        """One epoch (from where a mid-epoch checkpoint stopped, after a resume), with the mid-epoch
+        checkpoints of ``train.checkpoint_every_iters``."""
         self.model.train()
-        bar = tqdm(self._batches(epoch, phase), total=None, desc=f"{phase} epoch {epoch}", disable=not self.progress,
-                   leave=False)
-        for step_index, (src, tgt) in enumerate(bar):
+        start, labels = self._resume_at or (0, None)
+        self._resume_at = None
+        if phase == "adapt":  # the target sampler is drawn from the labels at the start of the epoch
+            self._epoch_labels = labels if labels is not None else self.policy.labels().cpu()
+        count, every = self._epoch_length(epoch, phase), self.cfg["train"]["checkpoint_every_iters"]
+        bar = tqdm(self._batches(epoch, phase, skip=start), total=count, initial=start, desc=f"{phase} epoch {epoch}",
+                   disable=not self.progress, leave=False)
+        for step_index, (src, tgt) in enumerate(bar, start=start):
             loss = self._iteration(src, tgt, phase)
+            done = step_index + 1
+            if every > 0 and done % every == 0 and done < count:
+                self._save(phase, epoch, done)
             if loss is not None and step_index % self.cfg["train"]["log_every"] == 0:
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
                 self._tracker_log({f"{phase}/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]},

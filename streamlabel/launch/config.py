@@ -58,6 +58,7 @@ FINGERPRINT_EXCLUDE = (
     "log",
     "eval",
     "train.checkpoint_every_epochs",
+    "train.checkpoint_every_iters",
     "train.eval_every_epochs",
     "train.log_every",
 )
@@ -70,6 +71,7 @@ _EXTRA_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "train.log_every": (1, None, True),
     "train.eval_every_epochs": (0, None, True),
     "train.checkpoint_every_epochs": (0, None, True),
+    "train.checkpoint_every_iters": (0, None, True),
 }
 _BUILDER_NODES = ("data.source", "data.target", "model", "policy")
 _REQUIRED = {"data.source": ("name", "root"), "data.target": ("name", "root"), "model": ("name",), "policy": ("name",)}

@@ -55,6 +55,7 @@ DEFAULTS: dict = {
         "log_every": 20,
         "eval_every_epochs": 1,
         "checkpoint_every_epochs": 1,
+        "checkpoint_every_iters": 0,
         "grad_clip": 0.0,
         "on_nonfinite": "skip",  # skip | stop: a NaN/Inf loss or feature
     },

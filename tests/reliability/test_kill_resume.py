@@ -45,9 +45,9 @@ def _train(args: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _kill_mid_epoch(args: list[str]) -> str:
-    """Start a run, wait for it to pause after KILL_AFTER adaptation iterations, SIGKILL it; its output."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "kill_target.py"), str(KILL_AFTER), *args], env=_env(),
+def _kill_mid_epoch(args: list[str], kill_after: int = KILL_AFTER) -> str:
+    """Start a run, wait for it to pause after ``kill_after`` adaptation iterations, SIGKILL it; its output."""
+    proc = subprocess.Popen([sys.executable, str(HERE / "kill_target.py"), str(kill_after), *args], env=_env(),
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     deadline = time.monotonic() + 300
@@ -94,5 +94,29 @@ def test_kill_9_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path: Pa
     weights_full, labels_full, where_full = _final(tmp_path / "full")
     weights_resumed, labels_resumed, where_resumed = _final(crashed_out)
     assert where_full == where_resumed == {"phase": "adapt", "epoch": 1}
+    assert weights_resumed == weights_full
+    assert torch.equal(labels_resumed, labels_full)
+
+
+@pytest.mark.slow
+def test_kill_9_after_a_mid_epoch_checkpoint_resumes_inside_the_epoch(tmp_path: Path) -> None:
+    """``train.checkpoint_every_iters=1``: killed during adaptation iteration 2 of epoch 1, the run resumes from
+    the checkpoint taken after iteration 1 of that epoch (not from the epoch start) and still ends exactly as
+    the uninterrupted run: the checkpoint holds the epoch's sampler labels and the batches already done are
+    skipped without being loaded."""
+    data = tmp_path / "data"
+    every = ("train.checkpoint_every_iters=1",)
+    full = _train([*_train_args(tmp_path / "full", data), *every])
+    crashed_out = tmp_path / "crashed"
+    _kill_mid_epoch([*_train_args(crashed_out, data), *every])
+    latest = find_latest(crashed_out / "checkpoints")
+    assert latest is not None and latest.name == "adapt_epoch0001_iter000001.pt", latest
+    state = load_checkpoint(latest, fingerprint=None)
+    assert state["iteration"] == 1 and state["epoch_labels"] is not None
+    resumed = _train([*_train_args(crashed_out, data), *every, "--resume"])
+    for key in ("labels_sha", "bank_sha", "bank_sum", "adapted_mAP", "adapted_rank1", "bcubed_f", "loss_trace"):
+        assert resumed[key] == full[key], key
+    weights_full, labels_full, _ = _final(tmp_path / "full")
+    weights_resumed, labels_resumed, _ = _final(crashed_out)
     assert weights_resumed == weights_full
     assert torch.equal(labels_resumed, labels_full)
