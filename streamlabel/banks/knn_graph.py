@@ -131,7 +131,9 @@ class KnnGraph:
         enters = sub >= weakest[group].unsqueeze(0)
         slot_of = torch.full((cols.numel(),), -1, dtype=torch.long, device=device)
         slot_of[group] = torch.arange(group.numel(), device=device)
-        enters[listed[0], slot_of[listed[1]]] = False  # already listed, at its new similarity
+        listed_slot = slot_of[listed[1]]
+        keep = listed_slot >= 0  # (always, as lists of dead or moved units hold no entries)
+        enters[listed[0][keep], listed_slot[keep]] = False  # already listed, at its new similarity
         full = torch.isfinite(weakest[group])
         for part, sparse in ((full, True), (~full, False)):
             if bool(part.any()):
