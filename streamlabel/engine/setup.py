@@ -119,13 +119,14 @@ def identity_batches(
         sampler.set_epoch(epoch * 1000 + round_index)
         dataset = _SlotSeededDataset(ReidImageDataset(samples, train_transform(cfg)),
                                      seed=cfg["seed"] * 7919 + epoch * 1000 + round_index)
-        skipped = min(skip - produced, len(sampler)) if produced < skip else 0
+        resumed_round = produced < skip  # this round's loader was made before the checkpoint being resumed
+        skipped = min(skip - produced, len(sampler)) if resumed_round else 0
         produced += skipped
-        # a generator of its own: making the loader's iterator must not draw from the global RNG, whose
-        # state a mid-epoch checkpoint saves after this point
+        # making a loader's iterator draws once from the global RNG; a round begun before a mid-epoch
+        # checkpoint drew before that checkpoint saved the RNG, so on resume it draws from a private generator
         loader = DataLoader(dataset, batch_sampler=_SlotSeededBatches(sampler, skipped),
                             num_workers=cfg["data"]["num_workers"],
-                            generator=torch.Generator().manual_seed(cfg["seed"] + epoch * 1000 + round_index))
+                            generator=torch.Generator().manual_seed(0) if resumed_round else None)
         empty = skipped == 0
         for batch in loader:
             empty = False
