@@ -1,10 +1,11 @@
 """KnnGraph: the k nearest neighbours of every unit (sample or cluster centre), kept up to date.
 
-Memory is O(C * k). A step that moves R centres costs one R x C product: the moved units get exact
-fresh lists, and every other unit merges the moved units' new similarities into its list. Lists carry
-``slack`` spare entries so that a neighbour moving away can be replaced without a full rebuild;
-``rebuild`` recomputes every list exactly (blocked, never C x C in memory). When the centres are
-RowShards (sharded banks) both go through ``banks/sharded_graph.py``.
+Memory is O(C * k). A step that moves R centres costs one R x C product against the alive units: the
+moved units get exact fresh lists, entries pointing at them elsewhere take their new similarity, and
+a moved unit enters another list only where it beats that list's weakest entry. Lists carry ``slack``
+spare entries so that a neighbour moving away can be replaced without a full rebuild; ``rebuild``
+recomputes every list exactly (blocked, never C x C in memory). When the centres are RowShards
+(sharded banks) both go through ``banks/sharded_graph.py``.
 """
 
 from __future__ import annotations
