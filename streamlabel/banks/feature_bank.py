@@ -114,6 +114,9 @@ class FeatureBank:
 
     def momentum_rows(self, indices: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows a momentum update would write, without writing them: (unique indices, new rows)."""
+        if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+            raise ValueError(f"indices must be an integer tensor of bank rows, got dtype {indices.dtype} "
+                             "(a float index would be truncated, a bool one read as 0/1)")
         indices = indices.to(self.device).long()
         self._check(indices, features)
         indices, features = dedupe_rows(indices, features.to(self.device, torch.float32))

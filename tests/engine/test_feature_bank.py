@@ -110,6 +110,11 @@ def test_wrong_shapes_and_ranges():
         bank.update(torch.tensor([4]), torch.ones(1, 2))
     with pytest.raises(ValueError):
         bank.update(torch.tensor([-1]), torch.ones(1, 2))
+    before = bank.features.clone()
+    for bad in (torch.tensor([1.7]), torch.tensor([True])):  # not truncated / read as 0-1: refused, nothing written
+        with pytest.raises(ValueError, match="integer tensor"):
+            bank.update(bad, torch.ones(1, 2))
+    assert torch.equal(bank.features, before)
     with pytest.raises(ValueError):
         bank.initialize(torch.ones(3, 2))
     with pytest.raises(ValueError):
