@@ -34,9 +34,12 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("synthetic")
 
 
-def crash_then_resume(make_args: Callable[[Path, bool], argparse.Namespace], tmp: Path) -> tuple[dict, dict]:
-    """Results of an uninterrupted run (``tmp/full``) and of a run that crashes right after its first
-    adaptation checkpoint and is resumed (``tmp/crashed``); ``make_args(out_dir, resume)`` builds the args."""
+def crash_then_resume(
+    make_args: Callable[[Path, bool], argparse.Namespace], tmp: Path, at: tuple[str, int, int] = ("adapt", 0, 0)
+) -> tuple[dict, dict]:
+    """Results of an uninterrupted run (``tmp/full``) and of a run that crashes right after the checkpoint
+    ``at`` = (phase, epoch, iteration; 0 = the epoch-end one) and is resumed (``tmp/crashed``);
+    ``make_args(out_dir, resume)`` builds the args."""
     full = train_entry.run(make_args(tmp / "full", False))
 
     class Crash(RuntimeError):
@@ -44,10 +47,10 @@ def crash_then_resume(make_args: Callable[[Path, bool], argparse.Namespace], tmp
 
     original_save = Trainer._save
 
-    def crashing_save(self: Trainer, phase: str, epoch: int) -> None:
-        original_save(self, phase, epoch)
-        if phase == "adapt" and epoch == 0:
-            raise Crash("simulated crash after the first adaptation epoch")
+    def crashing_save(self: Trainer, phase: str, epoch: int, iteration: int = 0) -> None:
+        original_save(self, phase, epoch, iteration)
+        if (phase, epoch, iteration) == at:
+            raise Crash(f"simulated crash after the checkpoint {at}")
 
     Trainer._save = crashing_save
     try:

@@ -100,29 +100,9 @@ def test_tensorboard_events_written(tmp_path: Path, synthetic_root: Path) -> Non
 def test_resume_from_a_mid_epoch_pretrain_checkpoint_is_exact(tmp_path: Path, synthetic_root: Path) -> None:
     """``train.checkpoint_every_iters=1``: a crash right after the checkpoint taken inside the source warm-up
     epoch resumes there (the source memory is restored, not rebuilt) and ends as the uninterrupted run."""
-    def args(out: Path, resume: bool = False) -> argparse.Namespace:
+    def make_args(out: Path, resume: bool) -> argparse.Namespace:
         return _args([*tiny_overrides(out, synthetic_root), "train.checkpoint_every_iters=1"], resume)
 
-    full = train_entry.run(args(tmp_path / "full"))
-
-    class Crash(RuntimeError):
-        pass
-
-    original_save = Trainer._save
-
-    def crashing_save(self: Trainer, phase: str, epoch: int, iteration: int = 0) -> None:
-        original_save(self, phase, epoch, iteration)
-        if (phase, epoch, iteration) == ("pretrain", 0, 1):
-            raise Crash("simulated crash inside the warm-up epoch")
-
-    Trainer._save = crashing_save
-    try:
-        with pytest.raises(Crash):
-            train_entry.run(args(tmp_path / "crashed"))
-    finally:
-        Trainer._save = original_save
-    state = load_checkpoint(tmp_path / "crashed" / "checkpoints", fingerprint=None)
-    assert (state["phase"], state["epoch"], state["iteration"]) == ("pretrain", 0, 1)
-    resumed = train_entry.run(args(tmp_path / "crashed", resume=True))
+    full, resumed = crash_then_resume(make_args, tmp_path, at=("pretrain", 0, 1))
     for key in ("loss_trace", "labels_sha", "bank_sha", "source_mAP", "adapted_mAP", "bcubed_f"):
         assert resumed[key] == full[key], key
