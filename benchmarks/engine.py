@@ -10,7 +10,8 @@ runs in its own subprocess so that peak RSS is per size.
 Timing hooks (benchmark only, the engine is not changed): ``KnnGraph.refresh`` / ``KnnGraph.rebuild``
 count as k-NN, ``split_blocks`` / ``merge_scores`` as they are imported in ``streamlabel.methods.hcd``
 count as label propagation (LP), everything else of a step is bookkeeping; the share of bookkeeping
-spent normalising full N x D centre matrices (``HierarchicalLabelBank.centres``) is shown as well.
+spent normalising full N x D centre matrices (``HierarchicalLabelBank.centres``) is shown as well (0
+since the level graphs use the kept norms of the sums; rebuilds still normalise).
 Nested hooks count once (outermost). CUDA is synchronised before every clock read.
 
 Memory: on CPU the growth of the peak RSS over each phase (VmHWM reset through /proc/self/clear_refs,
@@ -20,10 +21,10 @@ falling back to ru_maxrss), and the bytes of every tensor the policy holds; on C
     python benchmarks/engine.py [--sizes 12936,32621,100000] [--steps 20] [--warmup 3]
                                 [--device cpu|cuda] [--out benchmarks/results] [--no-refresh-above N]
 
-Defaults are the three sizes. On the 2-core development CPU (shared, load ~5) the committed results
-hold N = 12,936 and 32,621 only (``--sizes 12936,32621 --threads 1``, about 20 minutes): initialize
-and refresh there cost ~95 s and ~65 s at N = 12,936 and grow as N^2 D (exact k-NN of the bank and of
-every level's centres, rebuilt after each dynamics round), so N = 100,000 needs about an hour each.
+Defaults are the three sizes. On the 2-core development CPU, one thread: initialize and refresh cost
+34 s and 24 s at N = 12,936, 131 s and 74 s at N = 32,621, and grow as N^2 D (exact k-NN of the bank
+and of every level's centres, rebuilt after each dynamics round), so N = 100,000 takes about half an
+hour in all.
 ``--threads 1`` because with 2 OpenMP threads on the oversubscribed box the batched 31 x 31
 ``torch.linalg.solve`` calls were ~30x slower (spin-waiting), not because the engine wants it.
 ``--append`` adds sizes to an existing OUT/engine.json.
