@@ -77,12 +77,12 @@ class CentreContrastiveLoss(LossTerm):
         if bank is None:
             raise ValueError(f"centre_contrastive needs a policy with a feature bank (policy.bank.features); "
                              f"{type(policy).__name__} has none")
-        if isinstance(bank, RowShards):  # a sharded bank: every process reads all rows (O(N x D) per rebuild)
-            bank = bank[torch.arange(bank.shape[0], device=bank.device)]
         labels = policy.labels()
         round_id = int(getattr(policy, "rounds", 0))
         if (round_id != int(self.built_round) or labels.shape != self.built_labels.shape
                 or not torch.equal(labels, self.built_labels.to(labels.device))):
+            if isinstance(bank, RowShards):  # sharded: every process reads all rows, once per rebuild (the
+                bank = bank[torch.arange(bank.shape[0], device=bank.device)]  # labels, hence this branch, agree)
             self.rebuild(bank, labels, round_id)
 
     # ------------------------------------------------------------------ loss
