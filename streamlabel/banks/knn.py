@@ -29,11 +29,15 @@ def topk_inner_product(
     valid: torch.Tensor | None = None,
     block_size: int = 2048,
     backend: str = "torch",
+    query_tags: torch.Tensor | None = None,
+    bank_tags: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k bank rows by inner product for each query row: returns (similarities, indices), [Q, k].
 
     ``query_ids`` gives the bank row of each query (excluded from its own list, -1 = not in the bank);
-    ``valid`` masks bank rows that may be returned. Slots with no candidate hold index -1, sim -inf.
+    ``valid`` masks bank rows that may be returned; with ``query_tags`` / ``bank_tags`` (int64 bit masks, e.g.
+    the cameras of a cluster) a row is returned only if it shares no bit with the query. Slots with no
+    candidate hold index -1, sim -inf.
     """
     if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
         raise ValueError(f"queries {tuple(queries.shape)} and bank {tuple(bank.shape)} must be [Q, D] and [N, D]")
@@ -42,7 +46,8 @@ def topk_inner_product(
     num_bank = bank.shape[0]
     num_queries = queries.shape[0]
     k_eff = min(k, num_bank)
-    if backend == "faiss" and valid is None and bank.device.type == "cpu":
+    tagged = query_tags is not None and bank_tags is not None
+    if backend == "faiss" and valid is None and not tagged and bank.device.type == "cpu":
         sims, idx = _faiss_topk(queries, bank, k_eff + (1 if query_ids is not None else 0))
         if query_ids is not None:
             sims, idx = _drop_self(sims, idx, query_ids, k_eff)
@@ -57,6 +62,8 @@ def topk_inner_product(
         sims = (queries[start:stop].to(bank.dtype) @ bank_t).float()
         if valid is not None:
             sims.masked_fill_(~valid.unsqueeze(0), _NEG_INF)
+        if tagged:
+            sims.masked_fill_(shares_tag(query_tags[start:stop], bank_tags), _NEG_INF)
         if query_ids is not None:
             rows = query_ids[start:stop]
             own = rows >= 0
@@ -97,3 +104,8 @@ def _faiss_topk(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torc
     sims, idx = torch.from_numpy(sims), torch.from_numpy(idx).long()
     # faiss marks missing results with id -1 and sim -FLT_MAX; use -inf like the torch path
     return sims.masked_fill(idx < 0, _NEG_INF), idx
+
+
+def shares_tag(query_tags: torch.Tensor, bank_tags: torch.Tensor) -> torch.Tensor:
+    """[Q, N] True where a query and a bank row have a tag bit in common (they may not be neighbours)."""
+    return (query_tags.unsqueeze(1) & bank_tags.unsqueeze(0)) != 0

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from streamlabel.banks.knn import topk_inner_product
+from streamlabel.banks.indexing import rows_of
+from streamlabel.banks.knn import shares_tag, topk_inner_product
 from streamlabel.banks.row_shards import RowShards
 from streamlabel.banks.sharded_graph import rebuild_sharded, refresh_sharded
 
@@ -32,6 +33,7 @@ class KnnGraph:
         device: torch.device | str | None = None,
         backend: str = "torch",
         block_size: int = 2048,
+        kth: int | None = None,
     ) -> None:
         self.k = int(k)
         self.width = int(k + slack)
@@ -39,6 +41,28 @@ class KnnGraph:
         self.block_size = block_size
         self.idx = torch.full((capacity, self.width), -1, dtype=torch.long, device=device)
         self.sims = torch.full((capacity, self.width), _NEG_INF, dtype=torch.float32, device=device)
+        # optional: similarity of every unit to its kth neighbour (or its last one, when fewer exist), exact for
+        # the lists computed afresh (rebuild, moved units) and kept as it was for the others
+        self.kth = None if kth is None else int(kth)
+        self.kth_sims = None if kth is None else torch.full((capacity,), _NEG_INF, device=device)
+        # optional: int64 bit mask per unit (e.g. its cameras); units sharing a bit never list each other. Set
+        # by the caller before a rebuild/refresh; a unit whose tags change must be among the refreshed rows.
+        self.tags: torch.Tensor | None = None
+
+    @property
+    def depth(self) -> int:
+        """How many neighbours a fresh list search ranks: the list width, or the tracked kth if deeper."""
+        return max(self.width, self.kth or 0)
+
+    def _keep_fresh(self, rows: torch.Tensor, sims: torch.Tensor, idx: torch.Tensor) -> None:
+        """Store fresh search results [R, depth] of ``rows``: the first ``width`` as lists, and the kth."""
+        width = min(self.width, sims.shape[1])
+        self.idx[rows, :width] = idx[:, :width]
+        self.sims[rows, :width] = sims[:, :width]
+        if self.kth_sims is not None:
+            head = sims[:, : self.kth]
+            last = (torch.isfinite(head).sum(dim=1) - 1).clamp_min(0)
+            self.kth_sims[rows] = head.gather(1, last.unsqueeze(1)).squeeze(1)
 
     @property
     def capacity(self) -> int:
@@ -61,10 +85,10 @@ class KnnGraph:
         every = rows.numel() == self.capacity
         bank = centres if every else centres[rows]  # the alive units only: no pass over dead rows
         own = torch.arange(rows.numel(), device=rows.device)
-        sims, pos = topk_inner_product(bank, bank, self.width, query_ids=own, block_size=self.block_size,
-                                       backend=self.backend)
-        self.idx[rows] = pos if every else torch.where(pos >= 0, rows[pos.clamp_min(0)], pos)
-        self.sims[rows] = sims
+        tags = None if self.tags is None else (self.tags if every else rows_of(self.tags, rows))
+        sims, pos = topk_inner_product(bank, bank, self.depth, query_ids=own, block_size=self.block_size,
+                                       backend=self.backend, query_tags=tags, bank_tags=tags)
+        self._keep_fresh(rows, sims, pos if every else torch.where(pos >= 0, rows[pos.clamp_min(0)], pos))
 
     def forget(self, rows: torch.Tensor, alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Empty the lists of ``rows`` and drop entries pointing at them or at dead units;
@@ -112,19 +136,20 @@ class KnnGraph:
         compact = units.numel() * 2 <= self.capacity  # score against the alive units only
         cols = units if compact else torch.arange(self.capacity, device=device)
         scores = _moved_scores(live_rows, centres, norms, cols, None if compact else alive)  # [R, columns]
+        if self.tags is not None:
+            scores.masked_fill_(shares_tag(rows_of(self.tags, live_rows), rows_of(self.tags, cols)), _NEG_INF)
         position = torch.full((self.capacity,), -1, dtype=torch.long, device=device)
         position[live_rows] = torch.arange(live_rows.numel(), device=device)
         rescored, listed = self._rescore_entries(changed, position, scores, cols, compact)
-        weakest = (self.sims[cols] if compact else self.sims).min(dim=1).values
+        weakest = (rows_of(self.sims, cols) if compact else self.sims).min(dim=1).values
         if live_rows.numel():
-            fresh_sims, fresh_pos = torch.topk(scores, min(self.width, cols.numel()), dim=1)
-            self.idx[live_rows, : fresh_pos.shape[1]] = cols[fresh_pos].masked_fill_(torch.isinf(fresh_sims), -1)
-            self.sims[live_rows, : fresh_sims.shape[1]] = fresh_sims
+            fresh_sims, fresh_pos = torch.topk(scores, min(self.depth, cols.numel()), dim=1)
+            self._keep_fresh(live_rows, fresh_sims, cols[fresh_pos].masked_fill_(torch.isinf(fresh_sims), -1))
             touched = scores.amax(dim=0) >= weakest  # some moved unit can enter the list
         else:  # only deaths: nothing enters, the lists that lost entries are compacted below
             touched = torch.zeros(cols.numel(), dtype=torch.bool, device=device)
         touched[rescored] = True  # lists with new similarities or dropped entries are sorted again
-        other = (alive & ~changed)[cols]
+        other = rows_of(alive & ~changed, cols)
         group = (touched & other).nonzero().flatten()
         if group.numel() == 0:
             return
@@ -145,14 +170,14 @@ class KnnGraph:
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Entries pointing at a moved unit take its new score, entries pointing at a dead unit are dropped;
         returns the columns whose lists changed and the (moved unit, column) pairs still listed."""
-        idx = self.idx[cols] if compact else self.idx
-        hit = torch.cat([changed, changed.new_zeros(1)])[idx]  # an empty slot (-1) reads the appended False
+        idx = rows_of(self.idx, cols) if compact else self.idx
+        hit = rows_of(changed, idx.clamp_min(0)) & (idx >= 0)
         local = hit.any(dim=1).nonzero().flatten()
         if local.numel() == 0:
             return local, (local, local)
-        units = cols[local]
-        sub_idx, sub_sims, sub_hit = self.idx[units], self.sims[units], hit[local]
-        pos = position[sub_idx.clamp_min(0)]
+        units = rows_of(cols, local)
+        sub_idx, sub_sims, sub_hit = rows_of(self.idx, units), rows_of(self.sims, units), rows_of(hit, local)
+        pos = rows_of(position, sub_idx.clamp_min(0))
         live, dead = sub_hit & (pos >= 0), sub_hit & (pos < 0)
         column = local.unsqueeze(1).expand_as(pos)
         rescored = scores[pos.clamp_min(0), column] if scores.numel() else sub_sims
@@ -178,13 +203,16 @@ class KnnGraph:
         else:
             cand_sims = scores.t().masked_fill(~enters.t(), _NEG_INF)
             cand_idx = live_rows.unsqueeze(0).expand(units.numel(), -1)
-        top_sims, pos = torch.topk(torch.cat([self.sims[units], cand_sims], dim=1), self.width, dim=1)
-        top_idx = torch.cat([self.idx[units], cand_idx], dim=1).gather(1, pos)
+        top_sims, pos = torch.topk(torch.cat([rows_of(self.sims, units), cand_sims], dim=1), self.width, dim=1)
+        top_idx = torch.cat([rows_of(self.idx, units), cand_idx], dim=1).gather(1, pos)
         self.sims[units] = top_sims
         self.idx[units] = top_idx.masked_fill_(torch.isinf(top_sims), -1)
 
     def state_dict(self) -> dict:
-        return {"idx": self.idx.clone(), "sims": self.sims.clone(), "k": self.k}
+        state = {"idx": self.idx.clone(), "sims": self.sims.clone(), "k": self.k}
+        if self.kth_sims is not None:
+            state["kth_sims"] = self.kth_sims.clone()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if tuple(state["idx"].shape) != tuple(self.idx.shape) or int(state["k"]) != self.k:
@@ -194,6 +222,8 @@ class KnnGraph:
             )
         self.idx.copy_(state["idx"])
         self.sims.copy_(state["sims"])
+        if self.kth_sims is not None:
+            self.kth_sims.copy_(state["kth_sims"])
 
 
 def normalised_rows(rows: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
@@ -207,14 +237,14 @@ def _moved_scores(
 ) -> torch.Tensor:
     """[R, len(cols)] cosine scores of the moved units against the units ``cols``; -inf at a unit itself and,
     when ``alive`` is given (``cols`` = every unit), at dead units."""
-    keys = centres if alive is not None else centres[cols]
-    queries = centres[live_rows]
+    keys = centres if alive is not None else rows_of(centres, cols)
+    queries = rows_of(centres, live_rows)
     if norms is not None:
-        queries = normalised_rows(queries, norms[live_rows])
+        queries = normalised_rows(queries, rows_of(norms, live_rows))
     scores = (queries.to(keys.dtype) @ keys.t()).float()
     if norms is not None:
-        scores.div_(norms[cols].clamp_min(_EPS))
-    if alive is not None:
+        scores.div_(rows_of(norms, cols).clamp_min(_EPS))
+    if alive is not None and not bool(alive.all()):
         scores.masked_fill_(~alive.unsqueeze(0), _NEG_INF)
         own = live_rows
     else:

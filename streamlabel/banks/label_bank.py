@@ -75,10 +75,11 @@ class HierarchicalLabelBank:
         self.recompute(features)
         self.check_invariant()
 
-    def recompute(self, features: torch.Tensor | RowShards) -> None:
-        """Exact sizes and sums from the labels (clears any drift of the incremental updates)."""
+    def recompute(self, features: torch.Tensor | RowShards, levels: range | list[int] | None = None) -> None:
+        """Exact sizes and sums of ``levels`` (default all) from the labels (clears any drift of the
+        incremental updates)."""
         feats = None if isinstance(features, RowShards) else features.float()
-        for level in range(self.num_levels):
+        for level in range(self.num_levels) if levels is None else levels:
             lab = self.labels[level]
             self.sizes[level] = torch.bincount(lab, minlength=self.num_samples)
             if self.sharded:

@@ -1,9 +1,12 @@
 """Anchor selection for cluster split (HCD Sec. 4.2, Table 5): density peak, random, farthest point.
 
-How many anchors a cluster gets is decided the same way for every method: one per local density
-maximum of the mutual-kNN graph of its units (a unit with no denser graph neighbour), capped at
-``max_anchors``. A cluster whose units form one dense blob has one peak and is not split. Which units
-become anchors is what the methods differ in.
+How many anchors a cluster gets is decided the same way for every method: one per density peak, capped
+at ``max_anchors``. A peak is a local density maximum of the mutual-kNN graph of the units (a unit with
+no denser graph neighbour; the paper preset) or, with ``min_gap``, the densest unit and every unit whose
+distance to the nearest denser unit (Rodriguez & Laio's delta) is at least ``min_gap`` (the tracking
+preset: a gap in cosine distance, so a cluster made of two groups splits however its graph is wired).
+A cluster whose units form one dense blob has one peak and is not split. Which units become anchors is
+what the methods differ in.
 """
 
 from __future__ import annotations
@@ -28,17 +31,23 @@ def _denser(rho: torch.Tensor) -> torch.Tensor:
 
 
 def density_peak_scores(
-    affinity: torch.Tensor, cosine: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor
+    affinity: torch.Tensor, cosine: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor,
+    min_gap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rho, delta, is_peak): density, distance to the nearest denser unit, local-maximum flag."""
+    """(rho, delta, is_peak): density, distance to the nearest denser unit, peak flag (a local maximum of the
+    graph, or with ``min_gap`` the densest unit and every unit with delta >= ``min_gap``)."""
     rho = unit_density(affinity, weights).masked_fill(~valid, float("-inf"))
     denser = _denser(rho) & valid.unsqueeze(1)
     distance = (1.0 - cosine).clamp_min(0.0)
     inf = torch.full_like(distance, float("inf"))
     delta = torch.where(denser, distance, inf).min(dim=2).values
     farthest = torch.where(valid.unsqueeze(1), distance, torch.zeros_like(distance)).max(dim=2).values
-    delta = torch.where(torch.isinf(delta), farthest, delta)
-    is_peak = valid & ~(denser & (affinity > 0)).any(dim=2)
+    densest = torch.isinf(delta)
+    delta = torch.where(densest, farthest, delta)
+    if min_gap is None:
+        is_peak = valid & ~(denser & (affinity > 0)).any(dim=2)
+    else:
+        is_peak = valid & (densest | (delta >= min_gap))
     return rho.masked_fill(~valid, 0.0), delta.masked_fill(~valid, 0.0), is_peak
 
 
@@ -51,6 +60,7 @@ def select_anchors(
     max_anchors: int = 8,
     method: str = "density_peak",
     generator: torch.Generator | None = None,
+    min_gap: float | None = None,
 ) -> torch.Tensor:
     """Local indices of the anchors of every block, [G, max_anchors], -1 where a block has fewer.
 
@@ -58,7 +68,7 @@ def select_anchors(
     """
     if method not in ANCHOR_METHODS:
         raise ValueError(f"unknown anchor method {method!r}; choose from {ANCHOR_METHODS}")
-    rho, delta, is_peak = density_peak_scores(affinity, cosine, weights, valid)
+    rho, delta, is_peak = density_peak_scores(affinity, cosine, weights, valid, min_gap)
     count = is_peak.sum(dim=1).clamp(max=max_anchors)
     k = min(max_anchors, valid.shape[1])
     if method == "density_peak":

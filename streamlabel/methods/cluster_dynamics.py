@@ -56,8 +56,15 @@ def split_blocks(
     max_anchors: int = 8,
     anchor_method: str = "density_peak",
     generator: torch.Generator | None = None,
+    min_gap: float | None = None,
+    linkage: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Piece index of every unit ([G, n], -1 on padding) after splitting each block (Eq. 2-4).
+
+    ``min_gap`` selects the anchor-count rule (see methods/anchors.py): None = local density maxima of the
+    graph (paper), a number = units at least that far (cosine distance) from every denser unit.
+    ``linkage`` [G, n, n] (ablation "without LP"): each unit joins the anchor it is most similar to by this
+    matrix (e.g. average pairwise cosine) instead of the label propagation argmax.
 
     Pieces 0..max_anchors-1 belong to the anchors; a unit no anchor's label reaches (P* row all zero:
     no mutual-kNN path to any anchor) becomes a piece of its own, max_anchors + its slot.
@@ -67,11 +74,15 @@ def split_blocks(
     cosine = torch.bmm(centres.float(), centres.float().transpose(1, 2))
     anchors = select_anchors(
         affinity, cosine, weights.float() * valid, valid,
-        max_anchors=max_anchors, method=anchor_method, generator=generator,
+        max_anchors=max_anchors, method=anchor_method, generator=generator, min_gap=min_gap,
     )
     num_blocks, n = ids.shape
-    initial = torch.zeros(num_blocks, n, max_anchors, dtype=torch.float64, device=ids.device)
     has = anchors >= 0
+    if linkage is not None:
+        to_anchor = linkage.gather(2, anchors.clamp_min(0).unsqueeze(1).expand(-1, n, -1))
+        piece = to_anchor.masked_fill(~has.unsqueeze(1), float("-inf")).argmax(dim=2)
+        return torch.where(valid, piece, torch.full_like(piece, -1))
+    initial = torch.zeros(num_blocks, n, max_anchors, dtype=torch.float64, device=ids.device)
     block, slot = has.nonzero(as_tuple=True)
     initial[block, anchors[block, slot], slot] = 1.0
     spread = propagate(normalize_affinity(affinity.double()), initial, alpha)
