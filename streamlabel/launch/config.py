@@ -381,7 +381,8 @@ class _Checker:
                 out[key] = copy.deepcopy(default)
         problem = dry_run_error(name, {k: v for k, v in out.items() if k != "name"})
         if problem:  # a value out of range, found now rather than after the datasets are read
-            key = next((k for k in out if k != "name" and re.search(rf"\b{re.escape(k)}\b", problem)), None)
+            found = [(m.start(), k) for k in out if k != "name" and (m := re.search(rf"\b{re.escape(k)}\b", problem))]
+            key = min(found)[1] if found else None  # the key the message names first
             path = f"policy.{key}" if key else "policy"
             raise ConfigError(f"'{path}' (policy {name!r}) in {self.where(path)}: {problem}")
         return out

@@ -19,12 +19,13 @@ MERGE_NORMS = ("self", "row", "sym")
 
 
 def padded_groups(
-    group: torch.Tensor, members: torch.Tensor, *, budget: int = 1 << 22
+    group: torch.Tensor, members: torch.Tensor, *, budget: int = 1 << 22, min_width: int = 1
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (ids [G, n] padded with -1, group id [G]) for the members of every group.
 
-    Groups are bucketed by size (powers of two) and chunked so G * n * n stays under ``budget``,
-    so one huge group does not inflate the padding of all the others.
+    Groups are bucketed by size (powers of two; all groups of at most ``min_width`` members share one
+    bucket, fewer calls for many small groups) and chunked so G * n * n stays under ``budget``, so one
+    huge group does not inflate the padding of all the others.
     """
     if members.numel() == 0:
         return
@@ -32,7 +33,7 @@ def padded_groups(
     sorted_group, sorted_members = group[order], members[order]
     uniq, counts = torch.unique_consecutive(sorted_group, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
-    bucket = torch.ceil(torch.log2(counts.float())).long()
+    bucket = torch.ceil(torch.log2(counts.clamp_min(min_width).float())).long()
     for b in torch.unique(bucket).tolist():
         sel = (bucket == b).nonzero().flatten()
         n = int(counts[sel].max())

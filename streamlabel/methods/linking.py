@@ -84,7 +84,7 @@ def split_components(
         return out
     position = torch.full((int(nodes.max()) + 1,), -1, dtype=torch.long, device=nodes.device)
     position[nodes] = torch.arange(nodes.numel(), device=nodes.device)
-    for ids, _ in padded_groups(roots[several], nodes[several]):
+    for ids, _ in padded_groups(roots[several], nodes[several], min_width=32):
         valid = ids >= 0
         safe = ids.clamp_min(0)
         neighbors = torch.where(valid.unsqueeze(-1), lists[safe, :k0], torch.full_like(lists[safe, :k0], -1))

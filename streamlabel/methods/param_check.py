@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 # parameters that count neighbours of a sample among the N samples of the bank
-NEIGHBOUR_COUNTS = ("k", "init_k", "k1", "k2")
+NEIGHBOUR_COUNTS = ("k", "link_k", "k1", "k2")
 
 
 def parameter_type_error(name: str, key: str, value: object, default: object) -> str | None:

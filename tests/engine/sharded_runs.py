@@ -16,7 +16,7 @@ from streamlabel.banks.hybrid_memory import HybridMemory
 from streamlabel.methods import build_policy
 
 DIM = 32
-SMALL = {"k": 6, "init_k": 2, "num_levels": 3, "knn_slack": 4}
+SMALL = {"k": 6, "link_k": 2, "num_levels": 3, "knn_slack": 4, "dynamics": "paper"}  # sharded: paper rules
 
 
 def stream_run(params: dict, steps: int = 12, batch_size: int = 16) -> dict:

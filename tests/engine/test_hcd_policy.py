@@ -1,4 +1,4 @@
-"""HCDPolicy (methods/hcd.py): invariants after random steps, recovery of a Gaussian mixture,
+"""HCDPolicy (methods/hcd.py), both rule sets: invariants after random steps, recovery of a Gaussian mixture,
 determinism, exact resume, offline mode and bad input."""
 
 from __future__ import annotations
@@ -17,13 +17,19 @@ from streamlabel.methods import build_policy
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SMALL = {"k": 6, "init_k": 2, "num_levels": 3, "knn_slack": 4}
+SMALL = {"k": 6, "num_levels": 3, "knn_slack": 4}
+PRESETS = {"tracking": {"dynamics": "tracking", "link_k": 3}, "paper": {"dynamics": "paper", "link_k": 2}}
 
 
-def _small_policy(n: int, d: int, **params):
-    cfg = dict(SMALL)
+def _small_policy(n: int, d: int, preset: str = "tracking", **params):
+    cfg = {**SMALL, **PRESETS[preset]}
     cfg.update(params)
     return build_policy("hcd", num_samples=n, feat_dim=d, **cfg)
+
+
+@pytest.fixture(params=sorted(PRESETS))
+def preset(request) -> str:
+    return request.param
 
 
 def _stream(policy, feats, ids, centres, g, *, batches: int, batch_size: int = 16, noise: float = 0.05):
@@ -89,14 +95,15 @@ def check_policy_invariants(policy, rows: torch.Tensor | None = None) -> None:
         min_size=1, max_size=6,
     ),
     anchor_method=st.sampled_from(["density_peak", "random", "farthest_point"]),
+    preset=st.sampled_from(sorted(PRESETS)),
 )
-def test_invariants_after_random_steps(seed, num_levels, steps, anchor_method):
+def test_invariants_after_random_steps(seed, num_levels, steps, anchor_method, preset):
     feats, ids, centres, _ = gaussian_mixture(6, 8, 6, 12, 0.15, seed=seed)
     n = 60
     feats = feats[:n] if feats.shape[0] >= n else torch.cat([feats, feats[: n - feats.shape[0]].flip(1)])
     ids = ids[:n] if ids.shape[0] >= n else torch.cat([ids, ids[: n - ids.shape[0]] + 100])
-    policy = _small_policy(n, 8, num_levels=num_levels, anchor_method=anchor_method, seed=seed)
-    policy.initialize(feats)
+    policy = _small_policy(n, 8, preset, num_levels=num_levels, anchor_method=anchor_method, seed=seed)
+    policy.initialize(feats, torch.arange(n) % 3)
     check_policy_invariants(policy)
     for epoch, (rows, noise, draw) in enumerate(steps):
         g = torch.Generator().manual_seed(draw)
@@ -112,9 +119,9 @@ def test_invariants_after_random_steps(seed, num_levels, steps, anchor_method):
             check_policy_invariants(policy)
 
 
-def test_invariants_after_offline_refresh():
+def test_invariants_after_offline_refresh(preset):
     feats, ids, centres, g = gaussian_mixture(8, 16, 6, 10, 0.1, seed=3)
-    policy = _small_policy(feats.shape[0], 16, refresh_every=1)
+    policy = _small_policy(feats.shape[0], 16, preset, refresh_every=1)
     policy.initialize(feats)
     _stream(policy, feats, ids, centres, g, batches=4)
     check_policy_invariants(policy)
@@ -123,24 +130,25 @@ def test_invariants_after_offline_refresh():
 
 
 @pytest.mark.parametrize("bank_dtype", ["float16", "bfloat16"])
-def test_low_precision_bank_keeps_sums_consistent(bank_dtype):
+def test_low_precision_bank_keeps_sums_consistent(bank_dtype, preset):
     # the incremental cluster sums must follow the rows as stored (rounded), not the fp32 update
     feats, ids, centres, g = gaussian_mixture(6, 8, 10, 12, 0.15, seed=1)
-    policy = _small_policy(feats.shape[0], 8, bank_dtype=bank_dtype)
+    policy = _small_policy(feats.shape[0], 8, preset, bank_dtype=bank_dtype)
     policy.initialize(feats)
     for rows in _stream(policy, feats, ids, centres, g, batches=10, noise=0.3):
         check_policy_invariants(policy, rows)
 
 
 # ----------------------------------------------------------------------------- mixture recovery
-def test_gaussian_mixture_recovered_and_kept_while_streaming():
+@pytest.mark.parametrize("dynamics", ["tracking", "paper"])
+def test_gaussian_mixture_recovered_and_kept_while_streaming(dynamics):
     # 40 well separated unit-norm centres in D = 32, 8-15 points each, small noise (~0.11 in norm)
     feats, ids, centres, g = gaussian_mixture(40, 32, 8, 15, 0.02, seed=0)
     n = feats.shape[0]
-    # init_k = 3: the bootstrap links mutual 3-NN samples. (With the default init_k = 2 the bootstrap
-    # leaves ~2-sample fragments whose k=30 ego-nets are so large that p_uv ~ 1/|ego| < sigma and the
-    # first labels only reach BCubed F ~ 0.77; streaming then brings them above 0.9.)
-    policy = build_policy("hcd", num_samples=n, feat_dim=32, init_k=3)
+    # link_k = 3: level 0 links mutual 3-NN samples. (With link_k = 2 the paper's bootstrap leaves ~2-sample
+    # fragments whose k=30 ego-nets are so large that p_uv ~ 1/|ego| < sigma and the first labels only reach
+    # BCubed F ~ 0.77; streaming then brings them above 0.9.)
+    policy = build_policy("hcd", num_samples=n, feat_dim=32, link_k=3, dynamics=dynamics)
     policy.initialize(feats)
     _, _, f_init = bcubed(policy.labels(), ids)
     assert f_init > 0.9, f_init
@@ -157,17 +165,17 @@ def test_gaussian_mixture_recovered_and_kept_while_streaming():
 
 
 # -------------------------------------------------------------------------------- determinism
-def _run(anchor_method: str, steps: int = 6):
+def _run(anchor_method: str, preset: str, steps: int = 6):
     feats, ids, centres, g = gaussian_mixture(10, 16, 6, 12, 0.1, seed=11)
-    policy = _small_policy(feats.shape[0], 16, anchor_method=anchor_method, seed=5)
+    policy = _small_policy(feats.shape[0], 16, preset, anchor_method=anchor_method, seed=5)
     policy.initialize(feats)
     _stream(policy, feats, ids, centres, g, batches=steps, noise=0.2)
     return policy
 
 
 @pytest.mark.parametrize("anchor_method", ["density_peak", "random"])
-def test_two_identical_runs_are_identical(anchor_method):
-    a, b = _run(anchor_method), _run(anchor_method)
+def test_two_identical_runs_are_identical(anchor_method, preset):
+    a, b = _run(anchor_method, preset), _run(anchor_method, preset)
     assert torch.equal(a.label_bank.labels, b.label_bank.labels)
     assert torch.equal(a.bank.features, b.bank.features)
     for ga, gb in zip(a.graphs, b.graphs, strict=True):
@@ -178,17 +186,17 @@ def test_two_identical_runs_are_identical(anchor_method):
 
 # ------------------------------------------------------------------------------------- resume
 @pytest.mark.parametrize("anchor_method", ["density_peak", "random"])
-def test_state_dict_round_trip_gives_identical_labels(anchor_method):
+def test_state_dict_round_trip_gives_identical_labels(anchor_method, preset):
     feats, ids, centres, g = gaussian_mixture(10, 16, 6, 12, 0.1, seed=21)
     n = feats.shape[0]
-    run_a = _small_policy(n, 16, anchor_method=anchor_method, seed=1)
-    run_a.initialize(feats)
+    run_a = _small_policy(n, 16, preset, anchor_method=anchor_method, seed=1)
+    run_a.initialize(feats, torch.arange(n) % 2)
     _stream(run_a, feats, ids, centres, g, batches=5, noise=0.2)
     state = copy.deepcopy(run_a.state_dict())
     g_state = g.get_state()
     _stream(run_a, feats, ids, centres, g, batches=5, noise=0.2)
 
-    run_b = _small_policy(n, 16, anchor_method=anchor_method, seed=1)
+    run_b = _small_policy(n, 16, preset, anchor_method=anchor_method, seed=1)
     run_b.load_state_dict(state)
     g.set_state(g_state)
     _stream(run_b, feats, ids, centres, g, batches=5, noise=0.2)
@@ -198,21 +206,26 @@ def test_state_dict_round_trip_gives_identical_labels(anchor_method):
     assert torch.equal(run_a.label_bank.sums, run_b.label_bank.sums)
 
 
-@pytest.mark.parametrize("key, value", [("sigma", 0.3), ("k", 5), ("num_levels", 2), ("anchor_method", "random")])
-def test_state_from_other_config_is_refused(key, value):
+@pytest.mark.parametrize("preset, key, value", [
+    ("paper", "sigma", 0.3), ("tracking", "split_gap", 3.0), ("tracking", "k", 5), ("paper", "num_levels", 2),
+    ("tracking", "anchor_method", "random"), ("tracking", "dynamics", "paper")])
+def test_state_from_other_config_is_refused(preset, key, value):
     feats, *_ = gaussian_mixture(4, 8, 5, 6, 0.1)
-    a = _small_policy(feats.shape[0], 8)
+    a = _small_policy(feats.shape[0], 8, preset)
     a.initialize(feats)
-    b = _small_policy(feats.shape[0], 8, **{key: value})
+    changed = {**PRESETS[preset], key: value}
+    if key == "dynamics":
+        changed = PRESETS["paper"]
+    b = build_policy("hcd", num_samples=feats.shape[0], feat_dim=8, **{**SMALL, **changed})
     with pytest.raises(ValueError, match=key):
         b.load_state_dict(a.state_dict())
 
 
 # ---------------------------------------------------------------------------------- offline mode
-def test_offline_mode_steps_keep_labels_and_epoch_end_refreshes():
+def test_offline_mode_steps_keep_labels_and_epoch_end_refreshes(preset):
     feats, ids, centres, g = gaussian_mixture(8, 16, 8, 12, 0.05, seed=4)
     n = feats.shape[0]
-    policy = _small_policy(n, 16, refresh_every=1, momentum=0.0)
+    policy = _small_policy(n, 16, preset, refresh_every=1, momentum=0.0)
     policy.initialize(feats)
     before = policy.label_bank.labels.clone()
     top = policy.labels()
@@ -232,23 +245,27 @@ def test_offline_mode_steps_keep_labels_and_epoch_end_refreshes():
     shared = (after[moved].unsqueeze(1) == after[stayed].unsqueeze(0)) & (after[moved] >= 0).unsqueeze(1)
     assert not shared.any()
     check_policy_invariants(policy)
+    # and it is a clustering from scratch: the labels of a fresh initialize on the same bank
+    fresh = _small_policy(n, 16, preset, refresh_every=1, momentum=0.0)
+    fresh.initialize(policy.bank.features.clone())
+    assert torch.equal(fresh.labels(), policy.labels())
 
 
-def test_epoch_end_schedule():
+def test_epoch_end_schedule(preset):
     feats, *_ = gaussian_mixture(4, 8, 5, 6, 0.1)
-    online = _small_policy(feats.shape[0], 8)
+    online = _small_policy(feats.shape[0], 8, preset)
     online.initialize(feats)
     assert online.epoch_end(0) is False
-    every2 = _small_policy(feats.shape[0], 8, refresh_every=2)
+    every2 = _small_policy(feats.shape[0], 8, preset, refresh_every=2)
     every2.initialize(feats)
     assert every2.epoch_end(0) is False and every2.epoch_end(1) is True
 
 
 # ----------------------------------------------------------------------------------- bad input
 @pytest.fixture
-def ready():
+def ready(preset):
     feats, *_ = gaussian_mixture(4, 8, 5, 6, 0.1)
-    policy = _small_policy(feats.shape[0], 8)
+    policy = _small_policy(feats.shape[0], 8, preset)
     policy.initialize(feats)
     return policy
 
@@ -297,7 +314,7 @@ def test_step_before_initialize():
 
 def test_unknown_parameter_names_nearest_key():
     with pytest.raises(KeyError, match="sigma"):
-        build_policy("hcd", num_samples=10, feat_dim=4, simga=0.2)
+        build_policy("hcd", num_samples=10, feat_dim=4, dynamics="paper", simga=0.2)
     with pytest.raises(KeyError, match="anchor_method"):
         build_policy("hcd", num_samples=10, feat_dim=4, anchor_methd="random")
 
@@ -306,18 +323,26 @@ def test_unknown_parameter_names_nearest_key():
     "params, key",
     [
         ({"alpha_split": 1.0}, "alpha_split"),
-        ({"alpha_merge": 1.0}, "alpha_merge"),
-        ({"alpha_merge": -0.1}, "alpha_merge"),
-        ({"sigma": 0.0}, "sigma"),
-        ({"sigma": 1.0}, "sigma"),
+        ({"dynamics": "paper", "alpha_merge": 1.0}, "alpha_merge"),
+        ({"dynamics": "paper", "alpha_merge": -0.1}, "alpha_merge"),
+        ({"dynamics": "paper", "sigma": 0.0}, "sigma"),
+        ({"dynamics": "paper", "sigma": 1.0}, "sigma"),
+        ({"dynamics": "paper", "assign": "random"}, "assign"),
+        ({"dynamics": "paper", "criterion": "centroid"}, "criterion"),
+        ({"criterion": "lp"}, "criterion"),
+        ({"split_gap": 0.0}, "split_gap"),
+        ({"merge_floor": 1.5}, "merge_floor"),
+        ({"cross_camera_from": 0}, "cross_camera_from"),
+        ({"dynamics": "online"}, "dynamics"),
+        ({"bank": "sharded"}, "sharded"),
         ({"k": 0}, "k"),
-        ({"k": 4, "init_k": 5}, "init_k"),
+        ({"k": 4, "link_k": 5}, "link_k"),
         ({"num_levels": 0}, "num_levels"),
         ({"max_anchors": 0}, "max_anchors"),
         ({"momentum": 1.0}, "momentum"),
         ({"refresh_every": -1}, "refresh_every"),
         ({"anchor_method": "kmeans"}, "anchor_method"),
-        ({"merge_norm": "l2"}, "merge_norm"),
+        ({"dynamics": "paper", "merge_norm": "l2"}, "merge_norm"),
         ({"bank_dtype": "float64"}, "bank_dtype"),
     ],
 )
@@ -329,7 +354,7 @@ def test_out_of_range_parameters(params, key):
 def test_graph_k_larger_than_samples_pads():
     # k = 30 with only 12 samples: lists hold the 11 other samples, then -1
     feats, *_ = gaussian_mixture(3, 8, 4, 4, 0.1)
-    policy = build_policy("hcd", num_samples=12, feat_dim=8)
+    policy = build_policy("hcd", num_samples=12, feat_dim=8, dynamics="paper")
     policy.initialize(feats)
     lists = policy.graphs[0].neighbors(torch.arange(12))
     assert (lists[:, :11] >= 0).all() and (lists[:, 11:] == -1).all()

@@ -272,12 +272,13 @@ def test_hcd_fast_entries_equal_default_on_a_set_hierarchy(singletons_as_outlier
         assert (policy.labels() < 0).sum() >= 2
 
 
-def test_hcd_fast_entries_equal_default_online():
+@pytest.mark.parametrize("preset", [{"dynamics": "tracking"}, {"dynamics": "paper", "init_rounds": 1}])
+def test_hcd_fast_entries_equal_default_online(preset):
     g = torch.Generator().manual_seed(0)
     means = F.normalize(torch.randn(5, 16, generator=g), dim=1)
     blobs = means.repeat_interleave(8, 0) + 0.03 * torch.randn(40, 16, generator=g)
     feats = F.normalize(torch.cat([blobs, torch.randn(6, 16, generator=g)]), dim=1)
-    policy = build_policy("hcd", num_samples=46, feat_dim=16, k=6, init_rounds=1)
+    policy = build_policy("hcd", num_samples=46, feat_dim=16, k=6, **preset)
     policy.initialize(feats)
     idx = torch.randperm(46, generator=g)[:12]
     policy.step(idx, feats[idx] + 0.01 * torch.randn(12, 16, generator=g))

@@ -230,10 +230,12 @@ def test_unknown_policy_parameter(tmp_path):
 
 
 def test_policy_parameters_are_filled_and_values_left_to_the_policy():
-    cfg = load_config(None, ["policy.sigma=0.3"])
+    cfg = load_config(None, ["policy.dynamics=paper", "policy.sigma=0.3"])
     assert cfg["policy"]["sigma"] == 0.3 and cfg["policy"]["k"] == 30 and cfg["policy"]["refresh_every"] == 0
     with pytest.raises(ConfigError, match=r"'policy.sigma' \(policy 'hcd'\) in command line: sigma must be in"):
-        load_config(None, ["policy.sigma=7"])  # the policy's own range check, run when the config is loaded
+        load_config(None, ["policy.dynamics=paper", "policy.sigma=7"])  # the policy's own range check, at load
+    with pytest.raises(ConfigError, match=r"sigma belong\(s\) to dynamics: paper"):
+        load_config(None, ["policy.sigma=0.3"])  # a paper parameter with the default (tracking) dynamics
 
 
 def test_free_maps_take_any_key():

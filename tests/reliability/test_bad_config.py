@@ -39,7 +39,7 @@ BAD_FILES = [
     ("sigma 0", "policy:\n  name: hcd\n  sigma: 0\n", r"'policy.sigma' \(policy 'hcd'\) in FILE: sigma must be in "
      r"\(0, 1\), got 0"),
     ("k = 0", "policy:\n  name: hcd\n  k: 0\n", r"'policy.k' \(policy 'hcd'\) in FILE: k must be >= 1, got 0"),
-    ("init_k above k", "policy:\n  name: hcd\n  k: 5\n  init_k: 9\n", r"'policy.init_k' .* in FILE: init_k must be "
+    ("link_k above k", "policy:\n  name: hcd\n  k: 5\n  link_k: 9\n", r"'policy.link_k' .* in FILE: link_k must be "
      r">= 1 and <= 5, got 9"),
     ("alpha 1", "policy:\n  name: hcd\n  alpha_split: 1.0\n", r"'policy.alpha_split' .* alpha_split must be in "
      r"\[0, 1\)"),

@@ -19,8 +19,9 @@ COMPARED = ("loss_trace", "labels_sha", "bank_sha", "bank_sum", "adapted_mAP", "
 
 
 def _args(overrides: list[str], resume: bool = False) -> argparse.Namespace:
-    return argparse.Namespace(config=REPO / "configs" / "demo.yaml", overrides=overrides, resume=resume, cpu=True,
-                              quiet=True)
+    """Both sides of every comparison use the paper rules, the ones the sharded bank implements."""
+    return argparse.Namespace(config=REPO / "configs" / "demo.yaml", overrides=[*overrides, "policy.dynamics=paper"],
+                              resume=resume, cpu=True, quiet=True)
 
 
 def test_sharded_bank_trains_exactly_like_the_replicated_one(tmp_path: Path, synthetic_root: Path) -> None:
@@ -75,7 +76,7 @@ def test_missing_shard_or_other_world_is_refused(tmp_path: Path) -> None:
 def test_two_processes_sharded_equal_two_processes_replicated(tmp_path: Path, synthetic_root: Path) -> None:
     """2 gloo processes, each holding half the bank rows: the same losses, labels and bank bit for bit as the
     2-process replicated run (the trainer also checks after every epoch that both ranks hold the same labels)."""
-    extra = ("train.pretrain_iterations=0",)
+    extra = ("train.pretrain_iterations=0", "policy.dynamics=paper")
     replicated = _launch(2, tmp_path / "replicated", synthetic_root, extra)
     sharded = _launch(2, tmp_path / "sharded", synthetic_root, (*extra, "policy.bank=sharded"))
     assert sharded["processes"] == 2

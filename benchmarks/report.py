@@ -1,0 +1,59 @@
+"""What every benchmark records beside its numbers: the commit, the machine, the command; and the writing of
+``<name>.json`` + ``<name>.md`` into an output folder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+EMBEDDINGS = SHARED / "embeddings"
+CUHK03_FILES = (EMBEDDINGS / "cuhk03p1_train_osnet_x0_25_msmt17.npz", EMBEDDINGS / "cuhk03p1_val_osnet_x0_25_msmt17.npz")
+
+
+def commit() -> str:
+    """The checked-out commit, with "+dirty" when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    head = git("rev-parse", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> dict:
+    """CPU model, cores, memory, torch version and threads, load average at the start."""
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0],
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def machine_line(info: dict) -> str:
+    return (f"{info['cpu']} ({info['cpu_count']} cores, {info['memory_gib']} GiB), torch {info['torch']} with "
+            f"{info['torch_threads']} thread(s), load average {info['load_average_at_start']:.1f} at the start")
+
+
+def command_line() -> str:
+    return " ".join(["python", *[arg if " " not in arg else repr(arg) for arg in sys.argv]])
+
+
+def write(out_dir: Path, name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
+    """Write ``name``.json and ``name``.md into ``out_dir`` (created); returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    json_path.write_text(json.dumps(payload, indent=1) + "\n")
+    md_path.write_text(markdown)
+    return json_path, md_path
