@@ -88,11 +88,13 @@ def check_invariants(policy, max_sum_error: float = 1e-3) -> dict[str, float]:
             "outlier_frac": float((labels < 0).float().mean())}
 
 
-def soak(n: int, dim: int, batch: int, steps: int, every: int, *, seed: int = 0, init_rounds: int = 1,
-         noise: float = 0.15, log=print) -> dict:
-    """Initialise ``hcd`` on a mixture, stream ``steps`` batches, record and check every ``every`` steps."""
+def soak(n: int, dim: int, batch: int, steps: int, every: int, *, seed: int = 0, dynamics: str = "tracking",
+         init_rounds: int = 1, noise: float = 0.15, log=print) -> dict:
+    """Initialise ``hcd`` on a mixture, stream ``steps`` batches, record and check every ``every`` steps
+    (``init_rounds``: the paper dynamics' rounds at init)."""
     feats = identity_mixture(n, dim, seed)
-    policy = build_policy("hcd", num_samples=n, feat_dim=dim, init_rounds=init_rounds, seed=seed)
+    params = {"init_rounds": init_rounds} if dynamics == "paper" else {}
+    policy = build_policy("hcd", num_samples=n, feat_dim=dim, dynamics=dynamics, seed=seed, **params)
     start = time.perf_counter()
     policy.initialize(feats)
     init_seconds = time.perf_counter() - start
@@ -157,8 +159,9 @@ def write_markdown(result: dict, path: Path, points: int = 12) -> None:
         "",
         f"Machine: {result['machine']}; torch {result['torch']}, {a['threads']} thread(s), CPU.",
         f"N = {a['n']:,}, D = {a['dim']}, B = {a['batch']} rows per step, {a['steps']:,} steps = "
-        f"{a['steps'] * a['batch']:,} rows ({result['passes']} passes over the bank), init_rounds = "
-        f"{a['init_rounds']}, noise {a['noise']}; checks every {a['every']} steps. "
+        f"{a['steps'] * a['batch']:,} rows ({result['passes']} passes over the bank), dynamics "
+        f"{a['dynamics']}" + (f" (init_rounds = {a['init_rounds']})" if a["dynamics"] == "paper" else "")
+        + f", noise {a['noise']}; checks every {a['every']} steps. "
         f"Command: `{result['command']}`.",
         "",
         f"- init {result['init_seconds']:.0f} s, stream {result['stream_seconds']:.0f} s "
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to stream in all (steps = rows / B)")
     parser.add_argument("--steps", type=int, default=None, help="number of steps (overrides --rows)")
     parser.add_argument("--every", type=int, default=100, help="record and check every this many steps")
-    parser.add_argument("--init-rounds", type=int, default=1, help="hcd init_rounds (dynamics rounds at init)")
+    parser.add_argument("--dynamics", default="tracking", choices=("tracking", "paper"), help="hcd rule set")
+    parser.add_argument("--init-rounds", type=int, default=1, help="paper dynamics: rounds at init")
     parser.add_argument("--noise", type=float, default=0.15, help="noise added to a row each time it is streamed")
     parser.add_argument("--max-growth-mib", type=float, default=64.0, help="allowed RSS growth after one pass")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -208,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                     "torch": torch.__version__, "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
                     "args": {**{k: v for k, v in vars(args).items() if k != "out"}, "steps": steps}}
     try:
-        run = soak(args.n, args.dim, args.batch, steps, args.every, seed=args.seed, init_rounds=args.init_rounds,
-                   noise=args.noise)
+        run = soak(args.n, args.dim, args.batch, steps, args.every, seed=args.seed, dynamics=args.dynamics,
+                   init_rounds=args.init_rounds, noise=args.noise)
         result.update(run, invariants_ok=True, failure="")
     except AssertionError as err:  # the label bank's InvariantError is one too
         result.update(invariants_ok=False, failure=str(err), curve=[], passes=0, init_seconds=0, stream_seconds=0)

@@ -135,7 +135,7 @@ class TrackingDynamics:
         """Level-0 ids of the samples ``region`` (whole components, sorted) from their current links."""
         p = self.policy
         lists = p.graphs[0].idx
-        a, b = mutual_knn_pairs(region, lists, p.link_k)
+        a, b = mutual_knn_pairs(region, lists, p.graphs[0].sims, p.link_k)
         if p.merge_only and not fresh:  # keep every existing co-membership: clusters only grow
             a, b = torch.cat([a, region]), torch.cat([b, rows_of(p.label_bank.labels[0], region)])
         roots = components_within(region, a, b)
@@ -155,7 +155,7 @@ class TrackingDynamics:
         units = lb.alive[level - 1].nonzero().flatten()
         graph = p.graphs[level]
         nearest = rows_of(graph.idx[:, 0], units)  # lists hold eligible units only, nearest first
-        partner = torch.where(rows_of(graph.sims[:, 0], units) >= self.floor, nearest, torch.full_like(nearest, -1))
+        partner = torch.where(rows_of(graph.sims[:, 0], units) > self.floor, nearest, torch.full_like(nearest, -1))
         parent = mutual_parents(units, partner, p.num_samples)
         if not p.merge_only or fresh:
             return parent
@@ -251,7 +251,8 @@ def _scaled(sums: torch.Tensor, divisor: torch.Tensor) -> torch.Tensor:
 
 
 def _changed_link_ends(nodes: torch.Tensor, lists: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Both ends of the links of ``nodes`` (mutual first-k entries) under ``lists`` that ``other`` lacks."""
+    """Both ends of the links of ``nodes`` (mutual first-k entries) under ``lists`` that ``other`` lacks (a link
+    whose similarity changed sign has a moved end, which the caller re-derives anyway)."""
     near = rows_of(lists, nodes)
     safe = near.clamp_min(0)
     is_link = (near >= 0) & (rows_of(lists, safe) == nodes.view(-1, 1, 1)).any(dim=-1)

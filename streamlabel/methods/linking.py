@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import torch
 
+from streamlabel.banks.indexing import rows_of
 from streamlabel.banks.knn_graph import KnnGraph
 from streamlabel.methods.cluster_dynamics import connected_components, padded_groups, split_blocks
 
 
-def mutual_knn_pairs(nodes: torch.Tensor, lists: torch.Tensor, k0: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a, b): the pairs in which node a and its list entry b are in each other's first ``k0`` entries.
+def mutual_knn_pairs(
+    nodes: torch.Tensor, lists: torch.Tensor, sims: torch.Tensor, k0: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b): the pairs in which node a and its list entry b are in each other's first ``k0`` entries with a
+    positive similarity (Eq. 3: the affinity of a mutual pair is its cosine; 0 or less is no edge).
 
-    ``lists`` [N, W] are the k-NN lists of every unit (-1 = empty); ``nodes`` the units whose links are wanted.
+    ``lists`` / ``sims`` [N, W] are the k-NN lists of every unit (-1 = empty); ``nodes`` the units wanted.
     """
-    near = lists[nodes, :k0]
-    back = lists[near.clamp_min(0), :k0]
-    mutual = (near >= 0) & (back == nodes.view(-1, 1, 1)).any(dim=-1)
+    near = rows_of(lists, nodes)[:, :k0]
+    back = rows_of(lists, near.clamp_min(0))[..., :k0]
+    mutual = (near >= 0) & (back == nodes.view(-1, 1, 1)).any(dim=-1) & (rows_of(sims, nodes)[:, :k0] > 0)
     row, col = mutual.nonzero(as_tuple=True)
     return nodes[row], near[row, col]
 

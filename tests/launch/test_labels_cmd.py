@@ -26,7 +26,7 @@ def _dump(tmp_path: Path, **overrides: np.ndarray) -> Path:
 
 def test_report_passes_and_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "labels.npy"
-    code = main(["labels", "--features", str(_dump(tmp_path)), "sigma=2.5e-1", "--passes", "2",
+    code = main(["labels", "--features", str(_dump(tmp_path)), "split_gap=2.5e+0", "--passes", "2",
                  "--batch-size", "16", "--out", str(out), "--json", "--quiet"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -1,5 +1,6 @@
-"""150 ``step`` calls of ``benchmarks/soak.py`` at a small N: invariants hold at every check and label
-ids are reused (more new cluster ids are handed out than there are ids, yet every id stays below N)."""
+"""150 ``step`` calls of ``benchmarks/soak.py`` at a small N, both hcd rule sets: invariants hold at every check;
+the paper rules reuse label ids (more new cluster ids are handed out than there are ids, yet every id stays
+below N); the tracking rules name every cluster by its smallest member, so ids stay below N by construction."""
 
 from __future__ import annotations
 
@@ -29,12 +30,22 @@ def test_small_soak_keeps_invariants_and_reuses_ids(monkeypatch) -> None:
 
     monkeypatch.setattr(HierarchicalLabelBank, "allocate", counting)
     n, steps = 200, 150
-    run = _soak_module().soak(n, 16, 16, steps, 30, seed=3, init_rounds=1, noise=1.0, log=lambda _: None)
+    run = _soak_module().soak(n, 16, 16, steps, 30, seed=3, dynamics="paper", init_rounds=1, noise=1.0,
+                              log=lambda _: None)
     curve = run["curve"]
     assert [p["step"] for p in curve] == list(range(0, steps + 1, 30))  # every check ran (and passed)
     assert handed_out["ids"] > n, "too few splits to show id reuse; raise the noise"
     assert max(p["id_high_water"] for p in curve) < n
     assert all(max(p["alive_ids"]) <= n for p in curve)
+    assert all(p["sum_error"] < 1e-3 and p["norm_error"] < 1e-3 for p in curve)
+
+
+def test_small_soak_of_the_tracking_rules_keeps_invariants() -> None:
+    n, steps = 200, 150
+    run = _soak_module().soak(n, 16, 16, steps, 30, seed=3, noise=1.0, log=lambda _: None)
+    curve = run["curve"]
+    assert [p["step"] for p in curve] == list(range(0, steps + 1, 30))
+    assert max(p["id_high_water"] for p in curve) < n
     assert all(p["sum_error"] < 1e-3 and p["norm_error"] < 1e-3 for p in curve)
 
 

@@ -29,15 +29,17 @@ def _launch(num_processes: int, out: Path, data: Path, extra: tuple[str, ...] = 
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path: Path, synthetic_root: Path) -> None:
-    """Same global batches, same losses: the first epoch (identical initial labels) matches to float noise.
+    """Same global batches, same losses: the first epoch (2 iterations, labels updated from the same features)
+    matches to float noise.
 
     The trainer itself compares labels and bank hashes of all ranks after every epoch and fails the run if
-    they differ, so a zero exit of the 2-process run means the ranks stayed identical. Later epochs may
-    take different discrete label decisions because DDP's gradient all-reduce rounds differently.
+    they differ, so a zero exit of the 2-process run means the ranks stayed identical. Later iterations may
+    take different discrete label decisions: from the second optimiser step on the features differ in the last
+    bits (DDP's gradient all-reduce rounds differently), and online labels follow the features.
     """
     extra = ("train.pretrain_iterations=0",)
     one = _launch(1, tmp_path / "one", synthetic_root, extra)
     two = _launch(2, tmp_path / "two", synthetic_root, extra)
     assert two["processes"] == 2 and one["processes"] == 1
-    assert two["loss_trace"][:3] == pytest.approx(one["loss_trace"][:3], rel=1e-4)
+    assert two["loss_trace"][:2] == pytest.approx(one["loss_trace"][:2], rel=1e-4)
     assert two["bank_sum"] == pytest.approx(one["bank_sum"], rel=1e-3)
