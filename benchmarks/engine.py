@@ -1,33 +1,33 @@
-"""Online label engine (HCD) latency: per-mini-batch ``step`` vs one full offline ``refresh``.
+"""Online label engine (hcd) latency: per-mini-batch ``step`` against a bare k-NN of the same batch, and one
+full offline ``refresh``.
 
 For every bank size N (D = 2048 by default) a deterministic clustered mixture is generated (N/10
 identities around unit-norm centres that themselves sit around N/100 coarse "look-alike" centres,
-plus per-sample noise, L2-normalised, float32), the ``hcd`` policy is initialised on it (exact k-NN
-of the whole bank + bootstrap + dynamics), then B = 64 target rows per step (PK style: 16 identities
-x 4 samples) are fed as slightly drifted copies of their original features (cos ~0.99). Each size
-runs in its own subprocess so that peak RSS is per size.
+plus per-sample noise, L2-normalised, float32); ``--features F.npz`` uses a real feature dump instead
+(its ``pids`` make the batches, its ``camids`` are given to the policy). The ``hcd`` policy
+(``--dynamics``, default tracking) is initialised on it, then B = 64 target rows per step (PK style:
+16 identities x 4 samples) are fed as slightly drifted copies of their original features (cos ~0.99).
+
+Bare k-NN: right before each step, the product of the same 64 (drifted) rows with the bank and its
+top-k (k = 30, own row excluded), timed in the same process on the same bank: the floor any online
+engine that queries batch rows against the bank pays. The table gives the step / bare ratio.
 
 Timing hooks (benchmark only, the engine is not changed): ``KnnGraph.refresh`` / ``KnnGraph.rebuild``
-count as k-NN, ``split_blocks`` / ``merge_scores`` as they are imported in ``streamlabel.methods.hcd``
-count as label propagation (LP), everything else of a step is bookkeeping; the share of bookkeeping
-spent normalising full N x D centre matrices (``HierarchicalLabelBank.centres``) is shown as well (0
-since the level graphs use the kept norms of the sums; rebuilds still normalise).
-Nested hooks count once (outermost). CUDA is synchronised before every clock read.
+count as k-NN, ``split_blocks`` / ``merge_scores`` (where the presets call them) as label propagation
+(LP), everything else of a step is bookkeeping. Nested hooks count once (outermost). CUDA is
+synchronised before every clock read. Each size runs in its own subprocess so that peak RSS is per size.
 
 Memory: on CPU the growth of the peak RSS over each phase (VmHWM reset through /proc/self/clear_refs,
 falling back to ru_maxrss), and the bytes of every tensor the policy holds; on CUDA
 ``torch.cuda.max_memory_allocated``.
 
-    python benchmarks/engine.py [--sizes 12936,32621,100000] [--steps 20] [--warmup 3]
-                                [--device cpu|cuda] [--out benchmarks/results] [--no-refresh-above N]
+    python benchmarks/engine.py [--sizes 12936,32621,100000] [--features F.npz] [--dynamics tracking|paper]
+                                [--steps 20] [--warmup 3] [--device cpu|cuda] [--out benchmarks/results]
+                                [--name engine] [--no-refresh-above N] [--threads 1] [--append]
 
-Defaults are the three sizes. On the 2-core development CPU, one thread: initialize and refresh cost
-34 s and 24 s at N = 12,936, 131 s and 74 s at N = 32,621, and grow as N^2 D (exact k-NN of the bank
-and of every level's centres, rebuilt after each dynamics round), so N = 100,000 takes about half an
-hour in all.
-``--threads 1`` because with 2 OpenMP threads on the oversubscribed box the batched 31 x 31
-``torch.linalg.solve`` calls were ~30x slower (spin-waiting), not because the engine wants it.
-``--append`` adds sizes to an existing OUT/engine.json.
+``--threads 1`` because with 2 OpenMP threads on the oversubscribed box the small batched solves were
+~30x slower (spin-waiting), not because the engine wants it.
+``--append`` adds sizes to an existing OUT/NAME.json.
 """
 
 from __future__ import annotations
@@ -46,13 +46,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-import streamlabel.methods.hcd as hcd_module
+import streamlabel.methods.hcd_paper as paper_module
+import streamlabel.methods.linking as linking_module
+from streamlabel.banks.knn import topk_inner_product
 from streamlabel.banks.knn_graph import KnnGraph
 from streamlabel.banks.label_bank import HierarchicalLabelBank
 from streamlabel.methods import build_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_IDS, BATCH_PER_ID = 16, 4  # B = 64
@@ -144,8 +150,9 @@ def timing_hooks(clock: Clock):
     patches = [
         (KnnGraph, "refresh", "knn"),
         (KnnGraph, "rebuild", "knn"),
-        (hcd_module, "split_blocks", "lp"),
-        (hcd_module, "merge_scores", "lp"),
+        (paper_module, "split_blocks", "lp"),
+        (paper_module, "merge_scores", "lp"),
+        (linking_module, "split_blocks", "lp"),
         (HierarchicalLabelBank, "centres", "centres"),
     ]
     saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
@@ -230,24 +237,46 @@ def cluster_counts(policy) -> list[int]:
     return [policy.label_bank.num_clusters(level) for level in range(policy.num_levels)]
 
 
-def run_size(n: int, dim: int, steps: int, warmup: int, device: torch.device, seed: int, refresh: bool) -> dict:
+def load_bank(n: int, dim: int, seed: int, features: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(features, identity, cameras or None): the synthetic mixture of size n, or a real dump."""
+    if not features:
+        feats, identity = synthetic_features(n, dim, seed)
+        return feats, identity, None
+    data = np.load(features)
+    identity = torch.from_numpy(np.unique(data["pids"], return_inverse=True)[1].ravel()).long()
+    cams = torch.from_numpy(data["camids"]).long() if "camids" in data else None
+    return F.normalize(torch.from_numpy(data["feats"]).float(), dim=1), identity, cams
+
+
+def bare_knn(queries: torch.Tensor, bank: torch.Tensor, rows: torch.Tensor, k: int, clock: Clock) -> float:
+    """Seconds of the B x N product of the batch with the bank and its top-k (own rows excluded)."""
+    start = clock.now()
+    topk_inner_product(queries, bank, k, query_ids=rows)
+    return clock.now() - start
+
+
+def run_size(n: int, dim: int, steps: int, warmup: int, device: torch.device, seed: int, refresh: bool,
+             features: str = "", dynamics: str = "tracking") -> dict:
     """Initialise, step and refresh one bank of n rows; returns the measurements."""
     log = functools.partial(print, f"[N={n}]", flush=True)
     clock = Clock(device)
-    result: dict = {"n": n, "dim": dim, "batch": BATCH_IDS * BATCH_PER_ID, "steps": steps, "warmup": warmup}
     t0 = time.perf_counter()
-    feats, identity = synthetic_features(n, dim, seed)
-    log(f"synthetic features {tuple(feats.shape)} in {time.perf_counter() - t0:.1f}s")
-    policy = build_policy("hcd", num_samples=n, feat_dim=dim, device=device, seed=seed)
+    feats, identity, cams = load_bank(n, dim, seed, features)
+    n, dim = feats.shape
+    result: dict = {"n": n, "dim": dim, "batch": BATCH_IDS * BATCH_PER_ID, "steps": steps, "warmup": warmup,
+                    "bank": Path(features).name if features else "synthetic", "dynamics": dynamics}
+    log(f"features {tuple(feats.shape)} ({result['bank']}) in {time.perf_counter() - t0:.1f}s")
+    policy = build_policy("hcd", num_samples=n, feat_dim=dim, device=device, seed=seed, dynamics=dynamics)
     result["params"] = {k: v for k, v in policy.config.items() if k not in ("num_samples", "feat_dim")}
     feats_dev = feats.to(device)
+    cams_dev = None if cams is None else cams.to(device)
 
     with timing_hooks(clock):
-        log("initialize (exact k-NN of the whole bank, bootstrap, dynamics over every unit) ...")
+        log("initialize (exact k-NN of the whole bank, first labels) ...")
         clock.reset()
         with PeakMemory(device) as mem:
             start = clock.now()
-            policy.initialize(feats_dev)
+            policy.initialize(feats_dev, cams_dev)
             init_s = clock.now() - start
         result["init"] = {"seconds": init_s, "knn_s": clock.totals.get("knn", 0.0), "lp_s": clock.totals.get("lp", 0.0),
                           "rounds": policy.stats.get("rounds"), "peak_growth_bytes": mem.growth,
@@ -262,25 +291,27 @@ def run_size(n: int, dim: int, steps: int, warmup: int, device: torch.device, se
             for i, rows in enumerate(plan):
                 batch = drifted(feats, rows, gen).to(device)
                 rows = rows.to(device)
+                bare = bare_knn(batch, policy.bank.features, rows, policy.k, clock)
                 clock.reset()
                 start = clock.now()
-                policy.step(rows, batch)
+                policy.step(rows, batch, None if cams_dev is None else cams_dev[rows])
                 total = clock.now() - start
                 knn, lp, centres = (clock.totals.get(key, 0.0) for key in ("knn", "lp", "centres"))
-                rec = {"total": total, "knn": knn, "lp": lp, "bookkeeping": total - knn - lp, "centres": centres,
-                       "knn_calls": clock.calls.get("knn", 0), "lp_calls": clock.calls.get("lp", 0),
-                       "centres_calls": clock.calls.get("centres", 0),
-                       "split_ids": policy.stats.get("split_ids", 0), "merge_ids": policy.stats.get("merge_ids", 0)}
+                rec = {"total": total, "bare_knn": bare, "knn": knn, "lp": lp, "bookkeeping": total - knn - lp,
+                       "centres": centres, "knn_calls": clock.calls.get("knn", 0),
+                       "lp_calls": clock.calls.get("lp", 0), "centres_calls": clock.calls.get("centres", 0)}
                 if i >= warmup:
                     records.append(rec)
                 tag = "warm-up" if i < warmup else "step"
-                log(f"{tag} {i + 1}/{len(plan)}: {1e3 * total:.0f} ms (k-NN {1e3 * knn:.0f}, LP {1e3 * lp:.0f}, "
-                    f"bookkeeping {1e3 * (total - knn - lp):.0f} of which centres {1e3 * centres:.0f})")
+                log(f"{tag} {i + 1}/{len(plan)}: {1e3 * total:.1f} ms, bare k-NN {1e3 * bare:.1f} ms (k-NN lists "
+                    f"{1e3 * knn:.1f}, LP {1e3 * lp:.1f}, bookkeeping {1e3 * (total - knn - lp):.1f})")
         totals = [r["total"] for r in records]
         result["step"] = {
             "median_ms": 1e3 * statistics.median(totals),
             "p90_ms": 1e3 * percentile(totals, 0.9),
             "mean_ms": 1e3 * statistics.fmean(totals),
+            "bare_knn_median_ms": 1e3 * statistics.median(r["bare_knn"] for r in records),
+            "ratio_to_bare_knn": statistics.median(r["total"] / r["bare_knn"] for r in records),
             "breakdown_median_ms": {key: 1e3 * statistics.median(r[key] for r in records)
                                     for key in ("knn", "lp", "bookkeeping", "centres")},
             "peak_growth_bytes": mem.growth,
@@ -324,6 +355,10 @@ def machine(device: torch.device) -> dict:
     return info
 
 
+def _seconds(phase: dict | None) -> str:
+    return f"{phase['seconds']:.1f}" if phase else "-"
+
+
 def mib(value: float) -> str:
     return f"{value / 2**20:,.0f}"
 
@@ -331,51 +366,56 @@ def mib(value: float) -> str:
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
-        "# Online label engine (HCD): step latency vs offline refresh",
+        "# Online label engine (hcd): step latency vs a bare k-NN of the batch, and vs an offline refresh",
         "",
-        f"Machine: {m['cpu']} ({m['cpu_count']} CPUs, {m['memory_gib']} GiB), torch {m['torch']} with "
-        f"{m['torch_threads']} threads, device `{m['device']}`" + (f" ({m['gpu']})" if "gpu" in m else "")
+        f"Commit `{report.get('commit', '?')}`. Machine: {m['cpu']} ({m['cpu_count']} CPUs, {m['memory_gib']} GiB), "
+        f"torch {m['torch']} with {m['torch_threads']} threads, device `{m['device']}`"
+        + (f" ({m['gpu']})" if "gpu" in m else "")
         + f"; load average at start {m.get('load_average_at_start', ['?'])[0]:.1f} (shared machine).",
-        f"Synthetic clustered mixture (N/10 identities, D = {report['dim']}, float32, seed {report['seed']}); "
-        f"B = 64 rows per step (16 ids x 4), {report['steps']} timed steps after {report['warmup']} warm-up; "
-        "hcd defaults (k = 30, 3 levels). Breakdown: medians per step; k-NN = `KnnGraph.refresh`, "
-        "LP = `split_blocks` + `merge_scores`, bookkeeping = the rest (of which `centres`: full N x D "
-        "normalisations of cluster-centre sums). Command: `" + report["command"] + "`.",
+        "Bank: a real dump, or the synthetic clustered mixture (N/10 identities, float32, seed "
+        f"{report['seed']}); B = 64 rows per step (16 ids x 4, drifted copies of their features, cos ~0.99), "
+        f"{report['steps']} timed steps after {report['warmup']} warm-up. Bare k-NN: the 64 x N product of the "
+        "same batch with the bank and its top-30, timed right before each step in the same process; ratio = "
+        "median of step / bare over the steps. Breakdown: medians per step; k-NN lists = `KnnGraph.refresh`, "
+        "LP = `split_blocks` + `merge_scores`, bookkeeping = the rest. Command: `" + report["command"] + "`.",
         "",
-        "| N | step median ms | p90 ms | k-NN ms | LP ms | bookkeeping ms (centres) | refresh s | refresh/step "
-        "| init s | policy MiB (O(N k) part) | RSS peak growth MiB: init / steps / refresh |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bank | N x D | dynamics | step median ms | p90 ms | bare k-NN ms | step / bare | k-NN lists ms "
+        "| LP ms | bookkeeping ms | refresh s | init s | policy MiB (O(N k) part) "
+        "| RSS peak growth MiB: init / steps / refresh |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         s, b, pb = r["step"], r["step"]["breakdown_median_ms"], r["policy_bytes"]
         ref = r.get("refresh")
         mem = [mib(r["init"]["peak_growth_bytes"]), mib(s["peak_growth_bytes"]),
                mib(ref["peak_growth_bytes"]) if ref else "-"]
-        refresh_cells = f"{ref['seconds']:.1f} | {r['ratio_refresh_to_step']:.0f}" if ref else "- | -"
         lines.append(
-            f"| {r['n']:,} | {s['median_ms']:.0f} | {s['p90_ms']:.0f} | {b['knn']:.0f} | {b['lp']:.0f} | "
-            f"{b['bookkeeping']:.0f} ({b['centres']:.0f}) | {refresh_cells} | {r['init']['seconds']:.1f} | "
-            f"{mib(pb['total'])} ({mib(pb['o_nk'])}) | {' / '.join(mem)} |"
+            f"| {r.get('bank', 'synthetic')} | {r['n']:,} x {r['dim']} | {r.get('dynamics', 'paper')} "
+            f"| {s['median_ms']:.1f} | {s['p90_ms']:.1f} | {s['bare_knn_median_ms']:.1f} "
+            f"| {s['ratio_to_bare_knn']:.2f} | {b['knn']:.1f} | {b['lp']:.1f} | {b['bookkeeping']:.1f} "
+            f"| {_seconds(ref)} "
+            f"| {r['init']['seconds']:.1f} | {mib(pb['total'])} ({mib(pb['o_nk'])}) | {' / '.join(mem)} |"
         )
     lines += [
         "",
         "Policy bytes = feature bank (N x D) + label-bank sums (H x N x D) + labels/sizes (2 H N int64) + "
-        "k-NN graphs ((H + 1) x N x (k + slack) x (int64 + float32)); the last two are the O(N k) part.",
+        "k-NN graphs (lists of int64 + float32); the last two are the O(N k) part.",
         "",
     ]
     for r in report["results"]:
-        lines.append(f"- N = {r['n']:,}: clusters per level after init {r['init']['clusters']}, after steps "
-                     f"{r['clusters_after_steps']}" + (f", after refresh {r['refresh']['clusters']}" if "refresh" in r
-                                                       else "") +
-                     f"; init k-NN {r['init']['knn_s']:.1f}s / LP {r['init']['lp_s']:.1f}s ({r['init']['rounds']} "
-                     "rounds)" + (f"; refresh k-NN {r['refresh']['knn_s']:.1f}s / LP {r['refresh']['lp_s']:.1f}s"
-                                  if "refresh" in r else ""))
+        lines.append(f"- {r.get('bank', 'synthetic')} N = {r['n']:,} ({r.get('dynamics', 'paper')}): clusters per "
+                     f"level after init {r['init']['clusters']}, after steps {r['clusters_after_steps']}"
+                     + (f", after refresh {r['refresh']['clusters']}" if "refresh" in r else ""))
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="12936,32621,100000", help="comma-separated bank sizes N")
+    parser.add_argument("--features", default="", help="a real dump (.npz with feats, pids, camids) instead of "
+                        "the synthetic mixture; --sizes is then ignored")
+    parser.add_argument("--dynamics", default="tracking", choices=("tracking", "paper"), help="hcd rule set")
+    parser.add_argument("--name", default="engine", help="output file stem (NAME.json, NAME.md)")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3)
@@ -398,19 +438,25 @@ def main(argv: list[str] | None = None) -> None:
     refresh_for = lambda n: args.no_refresh_above <= 0 or n <= args.no_refresh_above  # noqa: E731
 
     if args.worker:  # one size in this process (fresh peak RSS)
-        result = run_size(args.worker, args.dim, args.steps, args.warmup, device, args.seed, refresh_for(args.worker))
+        result = run_size(args.worker, args.dim, args.steps, args.warmup, device, args.seed, refresh_for(args.worker),
+                          args.features, args.dynamics)
         Path(args.worker_out).write_text(json.dumps(result))
         return
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    if args.features:
+        sizes = [int(np.load(args.features)["feats"].shape[0])]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/engine.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {"machine": machine(device), "dim": args.dim, "steps": args.steps, "warmup": args.warmup,
-              "seed": args.seed, "command": command.strip(), "results": []}
-    if args.append and (out / "engine.json").exists():
-        previous = json.loads((out / "engine.json").read_text())
-        report["results"] = [r for r in previous["results"] if r["n"] not in sizes]
+              "seed": args.seed, "command": command.strip(), "commit": commit(), "results": []}
+    json_path, md_path = out / f"{args.name}.json", out / f"{args.name}.md"
+    if args.append and json_path.exists():
+        previous = json.loads(json_path.read_text())
+        key = lambda r: (r.get("bank", "synthetic"), r["n"], r.get("dynamics", "paper"))  # noqa: E731
+        ran = {(Path(args.features).name if args.features else "synthetic", n, args.dynamics) for n in sizes}
+        report["results"] = [r for r in previous["results"] if key(r) not in ran]
         report["command"] = previous["command"] + " ; " + report["command"]
     for n in sizes:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
@@ -418,19 +464,20 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(n), "--worker-out", worker_out,
                "--dim", str(args.dim), "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--device", args.device, "--seed", str(args.seed), "--threads", str(args.threads),
-               "--no-refresh-above", str(args.no_refresh_above)]
+               "--no-refresh-above", str(args.no_refresh_above), "--dynamics", args.dynamics]
+        if args.features:
+            cmd += ["--features", args.features]
         start = time.perf_counter()
         subprocess.run(cmd, check=True)
         result = json.loads(Path(worker_out).read_text())
         os.unlink(worker_out)
         result["wall_s"] = time.perf_counter() - start
         report["results"].append(result)
-        report["results"].sort(key=lambda r: r["n"])
+        report["results"].sort(key=lambda r: (r["n"], r.get("dynamics", "paper")))
         # write after every size so a long run leaves its finished sizes behind
-        (out / "engine.json").write_text(json.dumps(report, indent=1) + "\n")
-        (out / "engine.md").write_text(markdown(report))
-        print(f"[N={n}] done in {result['wall_s']:.0f}s; wrote {out / 'engine.json'} and {out / 'engine.md'}",
-              flush=True)
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+        md_path.write_text(markdown(report))
+        print(f"[N={n}] done in {result['wall_s']:.0f}s; wrote {json_path} and {md_path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 EMBEDDINGS = SHARED / "embeddings"
-CUHK03_FILES = (EMBEDDINGS / "cuhk03p1_train_osnet_x0_25_msmt17.npz", EMBEDDINGS / "cuhk03p1_val_osnet_x0_25_msmt17.npz")
+CUHK03_FILES = (EMBEDDINGS / "cuhk03p1_train_osnet_x0_25_msmt17.npz",
+                EMBEDDINGS / "cuhk03p1_val_osnet_x0_25_msmt17.npz")
 
 
 def commit() -> str:
@@ -36,9 +37,10 @@ def machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0],
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg()[0], "memory_gib": round(memory, 1)}
 
 
 def machine_line(info: dict) -> str:

@@ -93,8 +93,9 @@ def to_markdown(payload: dict) -> str:
              "| clusters start -> streamed | step ms |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in payload["rows"]:
-        lines.append(f"| {r['dump']} | {r['dynamics']} | {r['probe']} | {r['arm']} | {r['passes']} | {r['start_f']:.3f} "
-                     f"| {r['fresh_f']:.3f} | {r['streamed_f']:.3f} | {r['gap']:+.3f} | {r['own_bank_gap']:+.3f} "
+        lines.append(f"| {r['dump']} | {r['dynamics']} | {r['probe']} | {r['arm']} | {r['passes']} "
+                     f"| {r['start_f']:.3f} | {r['fresh_f']:.3f} | {r['streamed_f']:.3f} | {r['gap']:+.3f} "
+                     f"| {r['own_bank_gap']:+.3f} "
                      f"| {r['start_clusters']} -> {r['streamed_clusters']} | {r['step_ms']:.1f} |")
     return "\n".join(lines) + "\n"
 

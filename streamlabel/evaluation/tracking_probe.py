@@ -87,9 +87,9 @@ def track(feats: torch.Tensor, moved: torch.Tensor, pids: np.ndarray, cams: torc
           *, passes: int = 2, batch_size: int = 64, seed: int = 0, fresh_f: float | None = None) -> TrackingResult:
     """Initialise on ``feats``, stream ``moved``, compare with fresh initialisations (see the module doc)."""
     def make():
-        return build_policy("hcd" if "name" not in params else params["name"], num_samples=feats.shape[0],
-                            feat_dim=feats.shape[1], device=feats.device,
-                            **{k: v for k, v in params.items() if k != "name"})
+        kwargs = {k: v for k, v in params.items() if k != "name"}
+        return build_policy(params.get("name", "hcd"), num_samples=feats.shape[0], feat_dim=feats.shape[1],
+                            device=feats.device, **kwargs)
 
     if fresh_f is None:
         fresh = make()

@@ -18,7 +18,6 @@ average linkage to an anchor instead of label propagation; ``anchor_method``; ``
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import torch

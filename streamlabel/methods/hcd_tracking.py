@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from streamlabel.banks.indexing import rows_of
 from streamlabel.banks.knn_graph import KnnGraph
 from streamlabel.methods.cluster_dynamics import connected_components
-from streamlabel.banks.indexing import rows_of
 from streamlabel.methods.linking import (
     camera_bits,
     components_within,

@@ -36,8 +36,8 @@ BAD_FILES = [
     ("negative bank momentum", "policy:\n  name: hcd\n  momentum: -0.2\n", r"'policy.momentum' \(policy 'hcd'\) in "
      r"FILE: momentum must be in \[0, 1\), got -0.2"),
     ("temperature 0", "loss:\n  temperature: 0\n", r"'loss.temperature' in FILE must be > 0.0; got 0.0"),
-    ("sigma 0", "policy:\n  name: hcd\n  dynamics: paper\n  sigma: 0\n", r"'policy.sigma' \(policy 'hcd'\) in FILE: sigma must be in "
-     r"\(0, 1\), got 0"),
+    ("sigma 0", "policy:\n  name: hcd\n  dynamics: paper\n  sigma: 0\n",
+     r"'policy.sigma' \(policy 'hcd'\) in FILE: sigma must be in \(0, 1\), got 0"),
     ("k = 0", "policy:\n  name: hcd\n  k: 0\n", r"'policy.k' \(policy 'hcd'\) in FILE: k must be >= 1, got 0"),
     ("link_k above k", "policy:\n  name: hcd\n  k: 5\n  link_k: 9\n", r"'policy.link_k' .* in FILE: link_k must be "
      r">= 1 and <= 5, got 9"),
