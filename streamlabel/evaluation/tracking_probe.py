@@ -73,6 +73,7 @@ class TrackingResult:
     step_ms: float  # median step time
     start_clusters: int
     streamed_clusters: int
+    streamed_labels: np.ndarray  # top-level labels after streaming (-1 = outlier)
 
     @property
     def gap(self) -> float:
@@ -103,4 +104,4 @@ def track(feats: torch.Tensor, moved: torch.Tensor, pids: np.ndarray, cams: torc
     own = make()
     own.initialize(policy.bank.features.float().clone(), cams)
     return TrackingResult(start_f, fresh_f, streamed_f, f_score(own, pids), 1000.0 * float(np.median(seconds)),
-                          start_clusters, cluster_count(policy))
+                          start_clusters, cluster_count(policy), policy.labels().cpu().numpy())
