@@ -68,10 +68,15 @@ class TrackingDynamics:
     def initialize(self, cameras: torch.Tensor | None) -> None:
         """Labels from scratch for the bank as it is; every k-NN list is rebuilt exactly."""
         p = self.policy
-        self.cameras = None if cameras is None else cameras.to(p.device).long()
+        if p.cross_camera_from >= p.num_levels:  # no level applies the camera rule
+            cameras = None
+        self.cameras = None if cameras is None else torch.unique(cameras.to(p.device).long(), return_inverse=True)[1]
         self.camera_counts = []
-        if self.cameras is not None:
+        if self.cameras is not None:  # dense camera ids 0..C-1, whatever numbers the dataset uses
             num_cameras = int(self.cameras.max()) + 1
+            if num_cameras > 62:
+                raise ValueError(f"camera-aware merging supports at most 62 cameras, the data has {num_cameras}; "
+                                 "pass no camera ids (or raise cross_camera_from above num_levels - 1)")
             self.camera_counts = [torch.zeros(p.num_samples, num_cameras, dtype=torch.int32, device=p.device)
                                   for _ in range(p.num_levels - 1)]
         p.graphs[0].rebuild(p.bank.features, self._all())
