@@ -1,7 +1,8 @@
 """Batch norm over the global batch on any device: BN statistics never depend on the world size.
 
 torch's SyncBatchNorm only runs on CUDA; ``GlobalBatchNorm`` all-reduces the per-channel sums and
-sums of squares with the differentiable ``torch.distributed.nn.functional.all_reduce`` (gloo or
+sums of squares with torch's differentiable functional collective (``_functional_collectives.all_reduce``,
+the replacement torch names for the deprecated ``torch.distributed.nn.functional.all_reduce``; gloo or
 nccl), so every BN layer sees all images of the step whatever the number of processes.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce
+from torch.distributed import _functional_collectives as collectives
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -26,7 +27,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0, *range(2, x.dim())]
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float64)
         stats = torch.cat([x.double().sum(dims), (x.double() ** 2).sum(dims), count])
-        stats = all_reduce(stats)
+        stats = collectives.all_reduce(stats, "sum", dist.group.WORLD)  # backward: all-reduce of the grads
         channels = x.shape[1]
         total = stats[-1]
         mean = stats[:channels] / total
@@ -50,6 +51,9 @@ def convert_global_batchnorm(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
         new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                               module.track_running_stats)
+        like = next(iter(module.parameters()), module.running_mean)  # keep the layer's dtype and device
+        if like is not None:
+            new = new.to(device=like.device, dtype=like.dtype)
         new.load_state_dict(module.state_dict())
         new.train(module.training)
         for param_new, param_old in zip(new.parameters(), module.parameters(), strict=True):

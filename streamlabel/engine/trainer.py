@@ -173,8 +173,11 @@ class Trainer:
         }
 
     def _save(self, phase: str, epoch: int, iteration: int = 0) -> None:
-        """Checkpoint at the end of ``epoch`` or, with ``iteration`` > 0, after that many of its batches."""
-        if self.cfg["train"]["checkpoint_every_iters" if iteration else "checkpoint_every_epochs"] <= 0:
+        """Checkpoint at the end of ``epoch`` (every ``checkpoint_every_epochs``-th epoch and the last one of
+        the phase) or, with ``iteration`` > 0, after that many of its batches."""
+        every = self.cfg["train"]["checkpoint_every_iters" if iteration else "checkpoint_every_epochs"]
+        last = epoch + 1 == (self.pretrain_epochs if phase == "pretrain" else self.adapt_epochs)
+        if every <= 0 or (not iteration and (epoch + 1) % every != 0 and not last):
             return
         suffix = f"_iter{iteration:06d}" if iteration else ""
         path = self.out_dir / "checkpoints" / f"{phase}_epoch{epoch:04d}{suffix}.pt"

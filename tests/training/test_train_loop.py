@@ -106,3 +106,23 @@ def test_resume_from_a_mid_epoch_pretrain_checkpoint_is_exact(tmp_path: Path, sy
     full, resumed = crash_then_resume(make_args, tmp_path, at=("pretrain", 0, 1))
     for key in ("loss_trace", "labels_sha", "bank_sha", "source_mAP", "adapted_mAP", "bcubed_f"):
         assert resumed[key] == full[key], key
+
+
+def test_checkpoint_every_epochs_saves_every_nth_and_the_last_epoch(tmp_path: Path, synthetic_root: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamlabel.engine.trainer as trainer_module
+
+    written: list[str] = []
+    original = trainer_module.save_checkpoint
+
+    def recording(path, state, **kwargs):
+        written.append(Path(path).name)
+        return original(path, state, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", recording)
+    overrides = [*tiny_overrides(tmp_path / "run", synthetic_root), "train.iterations=10",
+                 "train.pretrain_iterations=6", "train.checkpoint_every_epochs=2"]
+    train_entry.run(_args(overrides))
+    # 3 pretrain epochs (0-2) and 5 adaptation epochs (0-4) of 2 iterations: epochs 1, 3 and the last ones
+    assert written == ["pretrain_epoch0001.pt", "pretrain_epoch0002.pt", "adapt_epoch0001.pt",
+                       "adapt_epoch0003.pt", "adapt_epoch0004.pt"]
