@@ -8,8 +8,6 @@ from pathlib import Path
 
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-
 
 def jpeg_bytes(size: tuple[int, int] = (8, 16), color: tuple[int, int, int] = (200, 30, 60)) -> bytes:
     buf = io.BytesIO()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reid_layouts import SHARED, write_images
+from reid_layouts import write_images
+from shared_data import shared_file
 
 from streamlabel.data import (
     DatasetLayoutError,
@@ -92,12 +93,11 @@ def test_cuhk03_p1_bad_shot(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared
-@pytest.mark.skipif(not (SHARED / "data" / "cuhk03_p1").is_dir(), reason="../shared/data/cuhk03_p1 absent")
 def test_cuhk03_p1_real_data() -> None:
-    ds = cuhk03_p1(SHARED / "data" / "cuhk03_p1")
+    ds = cuhk03_p1(shared_file("data", "cuhk03_p1"))
     assert len(ds.train) == 7239 and ds.num_train_pids == 743 and ds.num_train_cams == 2
     assert len(ds.query) + len(ds.gallery) == 938
     assert len({s.pid for s in ds.query + ds.gallery}) == 100
     assert {s.camid for s in ds.query} == {0} and {s.camid for s in ds.gallery} == {1}
-    trans = cuhk03_p1_transductive(SHARED / "data")
+    trans = cuhk03_p1_transductive(shared_file("data"))
     assert len(trans.query) + len(trans.gallery) == 7239

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_file
 
 from streamlabel.evaluation import evaluate_retrieval
 from streamlabel.launch.cli import main
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-VAL = SHARED / "embeddings" / "cuhk03p1_val_osnet_x0_25_msmt17.npz"
 
 
 def _dump(path: Path, rng: np.random.Generator, n: int, **overrides) -> Path:
@@ -98,9 +96,9 @@ def test_usage_errors(files, tmp_path, capsys):
 
 
 @pytest.mark.shared
-@pytest.mark.skipif(not VAL.is_file(), reason="../shared embeddings not available")
 def test_real_cuhk03_val(capsys):
     # OSNet-x0.25 (MSMT17) embeddings of CUHK03 pair-1 val: camera A query -> camera B gallery.
+    VAL = shared_file("embeddings", "cuhk03p1_val_osnet_x0_25_msmt17.npz")  # noqa: N806
     assert main(["evaluate", "--split-by-camera", str(VAL), "--query-cam", "0", "--json"]) == 0
     res = _last_json(capsys)
     assert res["rank1"] == pytest.approx(0.532, abs=0.005)

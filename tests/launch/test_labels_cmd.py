@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_file
 
 from streamlabel.launch.cli import main
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 
 def _dump(tmp_path: Path, **overrides: np.ndarray) -> Path:
@@ -56,9 +55,9 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 @pytest.mark.shared
-@pytest.mark.skipif(not (SHARED / "embeddings").is_dir(), reason="../shared/embeddings absent")
 def test_real_embeddings_beat_yardstick(capsys: pytest.CaptureFixture[str]) -> None:
-    path = SHARED / "embeddings" / "cuhk03p1_train_osnet_x0_25_msmt17.npz"
+    path = shared_file("embeddings", "cuhk03p1_train_osnet_x0_25_msmt17.npz")
     assert main(["labels", "--features", str(path), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["bcubed_f"] > 0.620  # SpCL-style yardstick of ../shared/embeddings/README.md
+    # the SpCL-style yardstick of ../shared/embeddings/README.md is 0.620; the tracking rules reach 0.679
+    assert result["bcubed_f"] >= 0.66

@@ -7,16 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_data import shared_file
 
 from streamlabel.models import build_model, calibrate_batchnorm
 from streamlabel.models.onnx_import import map_module_path, scope_to_module_path
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-ONNX_PATH = SHARED / "models" / "osnet_x0_25_msmt17.onnx"
-VAL_DIR = SHARED / "data" / "cuhk03_p1" / "val"
-needs_shared = pytest.mark.skipif(not ONNX_PATH.is_file(), reason="../shared/models absent")
+needs_shared = pytest.mark.shared
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def onnx_path() -> Path:
+    """The MSMT17 OSNet ONNX file of ../shared (the test skips without it, or fails under the CI variable)."""
+    return shared_file("models", "osnet_x0_25_msmt17.onnx")
 
 
 def real_images(n: int) -> torch.Tensor:
@@ -24,7 +27,7 @@ def real_images(n: int) -> torch.Tensor:
     from PIL import Image
 
     out = []
-    for path in sorted(VAL_DIR.glob("*.jpg"))[:n]:
+    for path in sorted(shared_file("data", "cuhk03_p1", "val").glob("*.jpg"))[:n]:
         img = Image.open(path).convert("RGB").resize((128, 256), Image.BILINEAR)
         out.append((torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255 - MEAN) / STD)
     return torch.stack(out)
@@ -32,7 +35,7 @@ def real_images(n: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    return build_model("onnx", path=ONNX_PATH)
+    return build_model("onnx", path=onnx_path())
 
 
 def test_scope_mapping() -> None:
@@ -69,19 +72,17 @@ def test_matches_onnxruntime(model: torch.nn.Module, kind: str) -> None:
     elif kind == "uniform_image":
         x = (torch.rand(2, 3, 256, 128, generator=g) - MEAN) / STD
     else:
-        if not VAL_DIR.is_dir():
-            pytest.skip("../shared/data absent")
         x = real_images(4)
     with torch.no_grad():
         ours = model.eval()(x).numpy()
-    ref = onnxruntime_embed(ONNX_PATH, x)
+    ref = onnxruntime_embed(onnx_path(), x)
     assert ours.shape == ref.shape == (x.shape[0], 512)
     assert np.abs(ours - ref).max() < 1e-4
 
 
 @needs_shared
 def test_gradients_flow_through_imported_model() -> None:
-    model = build_model("onnx", path=ONNX_PATH).train()
+    model = build_model("onnx", path=onnx_path()).train()
     params = dict(model.named_parameters())
     assert all(p.requires_grad for p in params.values())
     out = model(torch.randn(2, 3, 256, 128, generator=torch.Generator().manual_seed(4)))
@@ -93,10 +94,8 @@ def test_gradients_flow_through_imported_model() -> None:
 
 @needs_shared
 def test_unfolded_bn_keeps_eval_function(model: torch.nn.Module) -> None:
-    if not VAL_DIR.is_dir():
-        pytest.skip("../shared/data absent")
     x = real_images(8)
-    unfolded = build_model("onnx", path=ONNX_PATH, bn="unfolded")
+    unfolded = build_model("onnx", path=onnx_path(), bn="unfolded")
     # one BN per folded conv+BN pair of OSNet-x0.25
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.modules()) == 79
     with torch.no_grad():
@@ -111,11 +110,9 @@ def test_unfolded_bn_keeps_eval_function(model: torch.nn.Module) -> None:
 
 @needs_shared
 def test_folded_calibration_recentres_fc_bn() -> None:
-    if not VAL_DIR.is_dir():
-        pytest.skip("../shared/data absent")
     x = real_images(8)
-    plain = build_model("onnx", path=ONNX_PATH)
-    calibrated = build_model("onnx", path=ONNX_PATH, calibration=[x])
+    plain = build_model("onnx", path=onnx_path())
+    calibrated = build_model("onnx", path=onnx_path(), calibration=[x])
     with torch.no_grad():
         ref = plain(x)
         torch.testing.assert_close(calibrated(x), ref, rtol=0, atol=1e-4)

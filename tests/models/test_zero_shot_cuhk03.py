@@ -12,22 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_file
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-ONNX_PATH = SHARED / "models" / "osnet_x0_25_msmt17.onnx"
-EMB_PATH = SHARED / "embeddings" / "cuhk03p1_val_osnet_x0_25_msmt17.npz"
-DATA = SHARED / "data"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.shared,
-    pytest.mark.skipif(
-        not (ONNX_PATH.is_file() and EMB_PATH.is_file() and (DATA / "cuhk03_p1").is_dir()),
-        reason="../shared (model, embeddings, data) absent",
-    ),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
 
 def test_imported_osnet_reproduces_reference_embeddings() -> None:
@@ -35,7 +24,7 @@ def test_imported_osnet_reproduces_reference_embeddings() -> None:
     from streamlabel.evaluation.extract import extract_features
     from streamlabel.models import build_model
 
-    ds = build_dataset("cuhk03_p1", DATA)
+    ds = build_dataset("cuhk03_p1", shared_file("data", "cuhk03_p1").parent)
     samples = (ds.query + ds.gallery)[::40]  # 24 images over 100 ids, both cameras
     transform = T.Compose(
         [
@@ -45,10 +34,10 @@ def test_imported_osnet_reproduces_reference_embeddings() -> None:
         ]
     )
     loader = DataLoader(ReidImageDataset(samples, transform=transform), batch_size=12)
-    model = build_model("onnx", path=ONNX_PATH)
+    model = build_model("onnx", path=shared_file("models", "osnet_x0_25_msmt17.onnx"))
     ours = extract_features(model, loader, progress=False)["feats"].numpy()
 
-    ref = np.load(EMB_PATH)
+    ref = np.load(shared_file("embeddings", "cuhk03p1_val_osnet_x0_25_msmt17.npz"))
     row = {str(n): i for i, n in enumerate(ref["names"])}
     expected = ref["feats"][[row[Path(s.path).name] for s in samples]]
     assert np.abs(ours - expected).max() < 1e-4
@@ -57,7 +46,7 @@ def test_imported_osnet_reproduces_reference_embeddings() -> None:
 def test_reference_embeddings_give_published_zero_shot_numbers() -> None:
     from streamlabel.evaluation import evaluate_retrieval
 
-    ref = np.load(EMB_PATH)
+    ref = np.load(shared_file("embeddings", "cuhk03p1_val_osnet_x0_25_msmt17.npz"))
     q, g = ref["camids"] == 0, ref["camids"] == 1
     res = evaluate_retrieval(
         ref["feats"][q], ref["pids"][q], ref["camids"][q], ref["feats"][g], ref["pids"][g], ref["camids"][g]
