@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from streamlabel.launch.errors import CommandError, InputError
+from streamlabel.launch.packages import require, require_for_training
 
 __all__ = ["add_arguments", "parse_intervals", "run"]
 
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> dict:
     intervals = parse_intervals(args.refresh_every)
     config = args.config or train.default_config()
     cfg = load_config(config, args.overrides)  # bad overrides fail here, before any run starts
+    require("matplotlib", "the plot of streamlabel compare")  # before the runs, not after them
+    require_for_training(cfg)
     base_dir = Path(cfg["output_dir"])
     out_dir = args.out or base_dir / "compare"
     rows = []

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamlabel.launch.errors import CommandError
+from streamlabel.launch.packages import require_for_training
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> dict:
     from streamlabel.launch.config import dump_config, load_config
 
     cfg = load_config(args.config or default_config(), args.overrides)
+    require_for_training(cfg)
     if cfg["cpu_threads"] > 0:
         import torch
 
@@ -54,10 +56,8 @@ def run(args: argparse.Namespace) -> dict:
     amp = "fp16" if cfg["train"]["amp"] and not use_cpu else "no"
     project = ProjectConfiguration(project_dir=cfg["output_dir"], logging_dir=str(Path(cfg["output_dir"]) / "logs"))
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=amp if _cuda_ok(use_cpu) else "no",
-                              log_with="tensorboard" if cfg["log"]["tensorboard"] and _has_tensorboard() else None,
+                              log_with="tensorboard" if cfg["log"]["tensorboard"] else None,
                               project_config=project)
-    if not _has_tensorboard():
-        cfg["log"]["tensorboard"] = False
     set_seed(cfg["seed"], device_specific=False)
     if accelerator.is_main_process:
         Path(cfg["output_dir"]).mkdir(parents=True, exist_ok=True)
@@ -73,14 +73,6 @@ def _cuda_ok(use_cpu: bool) -> bool:
     import torch
 
     return not use_cpu and torch.cuda.is_available()
-
-
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _print_summary(results: dict) -> None:

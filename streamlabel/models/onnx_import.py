@@ -53,7 +53,7 @@ def _require_onnx():  # noqa: ANN202
         from onnx import numpy_helper
     except ImportError as err:  # pragma: no cover - exercised only without the extra
         raise ImportError(
-            "importing ONNX models needs the 'onnx' package: pip install 'streamlabel[onnx]'"
+            "importing ONNX models needs the 'onnx' package (a dependency of streamlabel): pip install onnx"
         ) from err
     return onnx, numpy_helper
 
