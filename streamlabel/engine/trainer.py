@@ -268,6 +268,7 @@ class Trainer:
             "clusters": final.get("clusters"), "outlier_frac": final.get("outlier_frac"),
             "skipped_steps": self.skipped_steps, "seconds": time.perf_counter() - start,
             "processes": self.world, "loss_trace": list(self.loss_trace), **self._bank_fingerprint(),
+            "history": [{k: v for k, v in stats.items() if k != "labels"} for stats in self.history],
         })
         if self.cfg["log"]["tensorboard"]:
             self.acc.end_training()

@@ -1,0 +1,127 @@
+"""Training runs whose numbers the README and docs quote: each config trained once, from scratch, in its own
+process, and everything it measured written to ``train_runs.{json,md}``.
+
+Per run: the commit, the config and overrides, the machine, the CPU threads, the wall time, the mAP /
+rank-1 of the model before adaptation (source-only, or zero-shot when unsupervised) and after, and per
+epoch the pseudo-label quality (BCubed P / R / F, clusters, outlier share) and the val mAP.
+
+    OMP_NUM_THREADS=1 python benchmarks/train_runs.py [--configs configs/demo.yaml,configs/cpu_cuhk03.yaml]
+        [--threads 1] [--out benchmarks/results] [--name train_runs] [--append] [key=value ...]
+
+``key=value`` overrides go to every run (e.g. ``policy.dynamics=paper``). ``--append`` keeps the rows of
+other configs already in OUT/NAME.json. A config whose data is missing (``../shared``) is reported and
+skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import REPO, command_line, commit, machine, machine_line, write  # noqa: E402
+
+DEFAULT_CONFIGS = "configs/demo.yaml,configs/cpu_cuhk03.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated config files")
+    parser.add_argument("--threads", type=int, default=1, help="cpu_threads of every run")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output folder")
+    parser.add_argument("--name", default="train_runs", help="output file stem")
+    parser.add_argument("--append", action="store_true", help="keep the other configs' rows of OUT/NAME.json")
+    parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "train_runs", help="run folders")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
+    return parser.parse_args(argv)
+
+
+def train(config: str, overrides: list[str], threads: int, run_dir: Path) -> tuple[dict | None, str]:
+    """One ``streamlabel train --json`` in a subprocess; returns (its result, the tail of its output)."""
+    cmd = [sys.executable, "-m", "streamlabel.launch.train", "--config", config, "--json", "--quiet", "--cpu",
+           f"cpu_threads={threads}", f"output_dir={run_dir}", *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    tail = (proc.stdout + proc.stderr)[-2000:]
+    return (json.loads(lines[-1]) if proc.returncode == 0 and lines else None), tail
+
+
+def row_of(config: str, overrides: list[str], threads: int, result: dict, seconds: float) -> dict:
+    epochs = [{k: h.get(k) for k in ("epoch", "bcubed_p", "bcubed_r", "bcubed_f", "clusters", "outlier_frac",
+                                     "eval_mAP", "eval_rank1")} for h in result.get("history", [])]
+    if epochs:  # the last epoch is scored by the final evaluation
+        epochs[-1]["eval_mAP"], epochs[-1]["eval_rank1"] = result["adapted_mAP"], result["adapted_rank1"]
+    return {"config": config, "overrides": overrides, "threads": threads, "wall_s": seconds,
+            "before_mAP": result.get("source_mAP"), "before_rank1": result.get("source_rank1"),
+            "adapted_mAP": result["adapted_mAP"], "adapted_rank1": result["adapted_rank1"], "epochs": epochs}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def to_markdown(payload: dict) -> str:
+    lines = ["# Training runs", "", f"Commit `{payload['commit']}`. Machine: {machine_line(payload['machine'])}.",
+             f"Command: `{payload['command']}`", "",
+             "mAP / rank-1 on the config's evaluation split (CUHK03: val, camera A query, B gallery; demo: the "
+             "synthetic target). *before*: the model the adaptation starts from (source-only, or zero-shot when "
+             "there is no source). Per epoch: the pseudo labels of the target train set against the true ids "
+             "(BCubed, outliers as singletons) and the val mAP after that epoch; epoch -1 = the first labels.",
+             "", "| config | overrides | threads | wall s | before mAP / R1 | adapted mAP / R1 "
+             "| label F first -> last |",
+             "|---|---|---|---|---|---|---|"]
+    for r in payload["rows"]:
+        first = r["epochs"][0]["bcubed_f"] if r["epochs"] else None
+        last = r["epochs"][-1]["bcubed_f"] if r["epochs"] else None
+        lines.append(f"| {r['config']} | {' '.join(r['overrides']) or '-'} | {r['threads']} | {r['wall_s']:.0f} "
+                     f"| {_pct(r['before_mAP'])} / {_pct(r['before_rank1'])} "
+                     f"| **{_pct(r['adapted_mAP'])}** / {_pct(r['adapted_rank1'])} | {_num(first)} -> {_num(last)} |")
+    for r in payload["rows"]:
+        lines += ["", f"## {r['config']} {' '.join(r['overrides'])}".rstrip(), "",
+                  "| epoch | BCubed P | R | F | clusters | outliers | val mAP |", "|---|---|---|---|---|---|---|"]
+        for e in r["epochs"]:
+            outliers = "-" if e["outlier_frac"] is None else f"{100 * e['outlier_frac']:.1f}%"
+            lines.append(f"| {e['epoch']} | {_num(e['bcubed_p'])} | {_num(e['bcubed_r'])} | {_num(e['bcubed_f'])} "
+                         f"| {e['clusters']} | {outliers} | {_pct(e['eval_mAP'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    rows: list[dict] = []
+    json_path = args.out / f"{args.name}.json"
+    if args.append and json_path.is_file():
+        rows = [r for r in json.loads(json_path.read_text())["rows"]
+                if (r["config"], r["overrides"]) not in {(c, args.overrides) for c in configs}]
+    failed = 0
+    for config in configs:
+        run_dir = args.runs_dir / Path(config).stem
+        start = time.perf_counter()
+        print(f"train_runs: {config} {' '.join(args.overrides)} ...", flush=True)
+        result, tail = train(config, args.overrides, args.threads, run_dir)
+        if result is None:
+            failed += 1
+            print(f"train_runs: {config} failed:\n{tail}", flush=True)
+            continue
+        rows.append(row_of(config, args.overrides, args.threads, result, time.perf_counter() - start))
+        print(f"train_runs: {config}: mAP {_pct(rows[-1]['before_mAP'])} -> {_pct(rows[-1]['adapted_mAP'])} in "
+              f"{rows[-1]['wall_s']:.0f} s", flush=True)
+    payload = {"commit": commit(), "machine": machine(), "command": command_line(), "rows": rows}
+    write(args.out, args.name, payload, to_markdown(payload))
+    print(f"train_runs: wrote {json_path} and {args.out / (args.name + '.md')}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
