@@ -54,7 +54,6 @@ VARIANTS: list[tuple[str, str, dict, bool]] = [
     ("paper", "farthest-point anchors", {"anchor_method": "farthest_point"}, True),
     ("paper", "alpha_split 0.5", {"alpha_split": 0.5}, True),
     ("paper", "alpha_merge 0.5", {"alpha_merge": 0.5}, True),
-    ("paper", "p_uv / P_uu instead of row-normalised (merge_norm self)", {"merge_norm": "self"}, True),
 ]
 
 
@@ -136,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     cams = torch.from_numpy(data["camids"]).long()
     moved = toward_identity_means(feats, pids, args.share)
     rows, defaults = [], {}
+    payload = {"commit": commit(), "machine": machine(), "command": command_line(), "features": args.features.name,
+               "share": args.share, "passes": args.passes, "rows": rows}
     for preset, switch, params, with_cameras in VARIANTS:
         if args.only and preset != args.only:
             continue
@@ -145,9 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{preset} | {switch}: F {row['bcubed_f']:.3f} (vs default {row['agreement_with_default']:.3f} / "
               f"{row['streamed_agreement_with_default']:.3f}), "
               f"tracking gap {row['gap']:+.3f}, {row['seconds']:.0f}s", flush=True)
-    payload = {"commit": commit(), "machine": machine(), "command": command_line(), "features": args.features.name,
-               "share": args.share, "passes": args.passes, "rows": rows}
-    json_path, md_path = write(args.out, args.name, payload, to_markdown(payload))
+        payload["rows"] = rows  # written after every row: a long run leaves its finished rows behind
+        json_path, md_path = write(args.out, args.name, payload, to_markdown(payload))
     print(f"hcd_ablation: wrote {json_path} and {md_path}")
     return 0
 

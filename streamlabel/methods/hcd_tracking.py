@@ -6,7 +6,7 @@ The labels are a function of the feature bank (and the cameras), level by level:
   its density peaks (delta >= ``split_gap`` x the median nearest-neighbour distance) by label propagation
   (HCD Eq. 2-4) with ``alpha_split``;
 - level h >= 1: the units are the clusters of level h-1; each unit proposes its nearest unit whose centre
-  cosine is at least the merge floor (default: the median similarity of a sample to its k-th neighbour,
+  cosine is above the merge floor (default: the median similarity of a sample to its k-th neighbour,
   read from the bank's own k-NN lists), and from level ``cross_camera_from`` on only units that share no
   camera; units that propose each other merge (mutual nearest neighbours).
 
@@ -38,8 +38,6 @@ from streamlabel.methods.linking import (
 
 if TYPE_CHECKING:
     from streamlabel.methods.hcd import HCDPolicy
-
-CRITERIA = ("centroid", "average_linkage")
 
 
 class TrackingDynamics:
