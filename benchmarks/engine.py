@@ -256,7 +256,7 @@ def bare_knn(queries: torch.Tensor, bank: torch.Tensor, rows: torch.Tensor, k: i
 
 
 def run_size(n: int, dim: int, steps: int, warmup: int, device: torch.device, seed: int, refresh: bool,
-             features: str = "", dynamics: str = "tracking") -> dict:
+             features: str = "", dynamics: str = "tracking", bank_dtype: str = "float32") -> dict:
     """Initialise, step and refresh one bank of n rows; returns the measurements."""
     log = functools.partial(print, f"[N={n}]", flush=True)
     clock = Clock(device)
@@ -266,7 +266,8 @@ def run_size(n: int, dim: int, steps: int, warmup: int, device: torch.device, se
     result: dict = {"n": n, "dim": dim, "batch": BATCH_IDS * BATCH_PER_ID, "steps": steps, "warmup": warmup,
                     "bank": Path(features).name if features else "synthetic", "dynamics": dynamics}
     log(f"features {tuple(feats.shape)} ({result['bank']}) in {time.perf_counter() - t0:.1f}s")
-    policy = build_policy("hcd", num_samples=n, feat_dim=dim, device=device, seed=seed, dynamics=dynamics)
+    policy = build_policy("hcd", num_samples=n, feat_dim=dim, device=device, seed=seed, dynamics=dynamics,
+                          bank_dtype=bank_dtype, sums_dtype=bank_dtype)
     result["params"] = {k: v for k, v in policy.config.items() if k not in ("num_samples", "feat_dim")}
     feats_dev = feats.to(device)
     cams_dev = None if cams is None else cams.to(device)
@@ -415,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", default="", help="a real dump (.npz with feats, pids, camids) instead of "
                         "the synthetic mixture; --sizes is then ignored")
     parser.add_argument("--dynamics", default="tracking", choices=("tracking", "paper"), help="hcd rule set")
+    parser.add_argument("--bank-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                        help="storage of the bank rows and of the cluster sums")
     parser.add_argument("--name", default="engine", help="output file stem (NAME.json, NAME.md)")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -439,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.worker:  # one size in this process (fresh peak RSS)
         result = run_size(args.worker, args.dim, args.steps, args.warmup, device, args.seed, refresh_for(args.worker),
-                          args.features, args.dynamics)
+                          args.features, args.dynamics, args.bank_dtype)
         Path(args.worker_out).write_text(json.dumps(result))
         return
 
@@ -464,7 +467,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(n), "--worker-out", worker_out,
                "--dim", str(args.dim), "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--device", args.device, "--seed", str(args.seed), "--threads", str(args.threads),
-               "--no-refresh-above", str(args.no_refresh_above), "--dynamics", args.dynamics]
+               "--no-refresh-above", str(args.no_refresh_above), "--dynamics", args.dynamics,
+               "--bank-dtype", args.bank_dtype]
         if args.features:
             cmd += ["--features", args.features]
         start = time.perf_counter()

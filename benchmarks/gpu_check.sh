@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# GPU check (one script, under 5 minutes on one GPU): the CUDA tests, then the hcd step timed at
+# N = 1,000,000, D = 2048 with a float16 bank and sums, against a bare k-NN of the same batches.
+# Run from the repository root on a machine with a CUDA device and the package installed:
+#   bash benchmarks/gpu_check.sh [OUT_DIR]        (default OUT_DIR: benchmarks/results)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-benchmarks/results}"
+python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device')"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+python -m pytest -q -m cuda tests -p no:cacheprovider
+python benchmarks/engine.py --device cuda --sizes 1000000 --dim 2048 --steps 10 --warmup 2 \
+  --bank-dtype float16 --no-refresh-above 1 --out "$out" --name engine_gpu
