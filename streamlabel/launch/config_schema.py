@@ -12,7 +12,7 @@ DEFAULTS: dict = {
     "seed": 0,
     "output_dir": "runs/demo",
     "device": "auto",  # auto | cpu | cuda: accelerate decides with auto
-    "cpu_threads": 0,  # torch intra-op threads on the CPU (0 = torch's default)
+    "cpu_threads": 0,  # torch intra-op threads on the CPU (0 = torch's default, -1 = all cores but one)
     "data": {
         # source: labelled domain (None = unsupervised); target: the unlabelled domain
         "source": {"name": "synthetic", "root": "runs/data/synthetic_source", "kwargs": {"domain": "source"}},
@@ -69,7 +69,7 @@ DEFAULTS: dict = {
 
 # numeric ranges checked after merging: key path -> (low, high, low_inclusive)
 RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "cpu_threads": (0, None, True),
+    "cpu_threads": (-1, None, True),
     "loss.temperature": (0.0, None, False),
     "loss.source_momentum": (0.0, 1.0, True),
     "optim.lr": (0.0, None, False),

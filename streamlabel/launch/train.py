@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,10 +44,11 @@ def run(args: argparse.Namespace) -> dict:
 
     cfg = load_config(args.config or default_config(), args.overrides)
     require_for_training(cfg)
-    if cfg["cpu_threads"] > 0:
+    threads = cpu_threads(cfg["cpu_threads"])
+    if threads > 0:
         import torch
 
-        torch.set_num_threads(cfg["cpu_threads"])
+        torch.set_num_threads(threads)
     use_cpu = args.cpu or cfg["device"] == "cpu"
     if cfg["device"] == "cuda":
         import torch
@@ -67,6 +69,15 @@ def run(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         _print_summary(results)
     return results if accelerator.is_main_process else {}
+
+
+def cpu_threads(setting: int) -> int:
+    """Intra-op threads for ``cpu_threads``: the value itself; -1 = all cores but one (another process keeps
+    a core without slowing training by an order of magnitude); 0 = torch's default (returned as 0)."""
+    if setting >= 0:
+        return setting
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
 
 
 def _cuda_ok(use_cpu: bool) -> bool:
