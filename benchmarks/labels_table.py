@@ -23,6 +23,9 @@ from pathlib import Path
 import torch
 
 from streamlabel.launch import labels_cmd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import commit  # noqa: E402
 from streamlabel.methods import available_policies
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,14 +75,14 @@ def to_markdown(payload: dict) -> str:
     lines = [
         "# Pseudo-label quality of every policy on one feature dump",
         "",
-        f"Feature dump `{payload['features']}` ({payload['num_samples']} samples). Each policy with its default "
-        "parameters, `initialize` only (the first offline clustering, or the online bootstrap for hcd), "
-        "labels scored against the true identities."
+        f"Feature dump `{payload['features']}` ({payload['num_samples']} samples, camera ids given). Each "
+        "policy with its default parameters, `initialize` only (the first offline clustering; for hcd the first "
+        "labels of its default rules), labels scored against the true identities."
         + (f" Reference: {YARDSTICK}." if payload["default_features"] else ""),
         "",
         f"Command: `{payload['command']}`",
         "",
-        f"Machine: {payload['machine']}; {payload['date']}.",
+        f"Commit `{payload.get('commit', '?')}`. Machine: {payload['machine']}; {payload['date']}.",
         "",
         "| policy | BCubed P | BCubed R | BCubed F | NMI | clusters | outliers (%) | seconds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.policies:
         command += f" --policies {args.policies}"
     payload = {
+        "commit": commit(),
         "features": os.path.relpath(args.features, REPO),
         "num_samples": ok[0]["num_samples"] if ok else None,
         "default_features": args.features.resolve() == DEFAULT_FEATURES.resolve(),
