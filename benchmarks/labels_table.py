@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from streamlabel.launch import labels_cmd
+from streamlabel.methods import available_policies
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import commit  # noqa: E402
-from streamlabel.methods import available_policies
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FEATURES = REPO.parent / "shared" / "embeddings" / "cuhk03p1_train_osnet_x0_25_msmt17.npz"
