@@ -21,12 +21,14 @@ CUHK03_FILES = (EMBEDDINGS / "cuhk03p1_train_osnet_x0_25_msmt17.npz",
 
 
 def commit() -> str:
-    """The checked-out commit, with "+dirty" when tracked files differ from it."""
+    """The checked-out commit, with "+dirty" when tracked code differs from it (results and docs, which the
+    benchmarks themselves rewrite, do not count)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
 
     head = git("rev-parse", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!docs")
+    return head + ("+dirty" if changed else "")
 
 
 def machine() -> dict:
