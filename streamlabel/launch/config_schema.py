@@ -12,7 +12,7 @@ DEFAULTS: dict = {
     "seed": 0,
     "output_dir": "runs/demo",
     "device": "auto",  # auto | cpu | cuda: accelerate decides with auto
-    "cpu_threads": 0,  # torch intra-op threads on the CPU (0 = torch's default, -1 = all cores but one)
+    "cpu_threads": -1,  # torch intra-op threads on the CPU (-1 = all cores but one, 0 = torch's default)
     "data": {
         # source: labelled domain (None = unsupervised); target: the unlabelled domain
         "source": {"name": "synthetic", "root": "runs/data/synthetic_source", "kwargs": {"domain": "source"}},
