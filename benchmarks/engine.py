@@ -37,7 +37,6 @@ import contextlib
 import functools
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -59,6 +58,7 @@ from streamlabel.methods import build_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import commit  # noqa: E402
+from report import machine as report_machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_IDS, BATCH_PER_ID = 16, 4  # B = 64
@@ -341,16 +341,8 @@ def run_size(n: int, dim: int, steps: int, warmup: int, device: torch.device, se
 
 
 def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-            "load_average_at_start": os.getloadavg(),
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+    """report.machine() and the device (with the GPU's name on CUDA)."""
+    info = {**report_machine(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -372,7 +364,7 @@ def markdown(report: dict) -> str:
         f"Commit `{report.get('commit', '?')}`. Machine: {m['cpu']} ({m['cpu_count']} CPUs, {m['memory_gib']} GiB), "
         f"torch {m['torch']} with {m['torch_threads']} threads, device `{m['device']}`"
         + (f" ({m['gpu']})" if "gpu" in m else "")
-        + f"; load average at start {m.get('load_average_at_start', ['?'])[0]:.1f} (shared machine).",
+        + f"; load average at start {m['load_average_at_start']:.1f} (shared machine).",
         "Bank: a real dump, or the synthetic clustered mixture (N/10 identities, float32, seed "
         f"{report['seed']}); B = 64 rows per step (16 ids x 4, drifted copies of their features, cos ~0.99), "
         f"{report['steps']} timed steps after {report['warmup']} warm-up. Bare k-NN: the 64 x N product of the "

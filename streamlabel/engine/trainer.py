@@ -358,6 +358,10 @@ class Trainer:
         """One epoch (from where a mid-epoch checkpoint stopped, after a resume), with the mid-epoch
         checkpoints of ``train.checkpoint_every_iters``."""
         self.model.train()
+        if self.cfg["train"]["freeze_bn"]:  # statistics stay those of the starting model
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         start, labels = self._resume_at or (0, None)
         self._resume_at = None
         if phase == "adapt":  # the target sampler is drawn from the labels at the start of the epoch

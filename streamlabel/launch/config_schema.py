@@ -52,6 +52,7 @@ DEFAULTS: dict = {
         "pretrain_iterations": 0,  # supervised source-only warm-up before adaptation
         "amp": True,  # mixed precision on CUDA only
         "sync_bn": True,  # every BN sees the global batch, whatever the world size
+        "freeze_bn": False,  # BatchNorm in eval mode while training: fixed statistics, train features = eval ones
         "log_every": 20,
         "eval_every_epochs": 1,
         "checkpoint_every_epochs": 1,
