@@ -34,6 +34,7 @@ import datetime as _dt
 import errno
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import warnings
@@ -298,13 +299,26 @@ def save_checkpoint(
     return final
 
 
+def numpy_globals() -> list:
+    """The numpy names a checkpoint may hold besides tensors (arrays, dtypes, scalars): the allow-list of
+    ``torch.load(weights_only=True)``. Rebuilding an array runs no code of the file's choosing."""
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGSUV"}
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *sorted(dtypes, key=str)]
+
+
 def load_checkpoint_with_header(
     path_or_dir: str | os.PathLike,
     *,
     fingerprint: str | None,
     map_location: Any = "cpu",
     config: dict | None = None,
-    trusted: bool = True,
+    trusted: bool = False,
 ) -> tuple[dict, dict]:
     """Like :func:`load_checkpoint` but returns ``(header, state)``."""
     target = Path(path_or_dir)
@@ -317,12 +331,14 @@ def load_checkpoint_with_header(
         raise CheckpointError(f"checkpoint {target} does not exist")
 
     try:
-        obj = torch.load(target, map_location=map_location, weights_only=not trusted)
+        with torch.serialization.safe_globals(numpy_globals()):
+            obj = torch.load(target, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as exc:
-        if not trusted and "Weights only load failed" in str(exc):
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if not trusted and refused:
             raise CheckpointError(
-                f"checkpoint {target} holds objects that weights_only loading refuses; "
-                f"load it with trusted=True only if you wrote it yourself"
+                f"checkpoint {target} holds an object a checkpoint never holds ({refused.group(1)}); it was not "
+                f"loaded (nothing in it ran). Load it with trusted=True only if you wrote it yourself"
             ) from exc
         raise CheckpointError(
             f"{target} is not a streamlabel checkpoint (truncated or corrupt: {exc})"
@@ -368,7 +384,7 @@ def load_checkpoint(
     fingerprint: str | None,
     map_location: Any = "cpu",
     config: dict | None = None,
-    trusted: bool = True,
+    trusted: bool = False,
 ) -> dict:
     """Load the state dict saved by :func:`save_checkpoint`.
 
@@ -378,9 +394,10 @@ def load_checkpoint(
     checkpoint storing its config under ``state["config"]``, the refusal lists the dotted config
     keys that differ (at most 10).
 
-    ``trusted=True`` (default) unpickles arbitrary python objects, which policy states with
-    numpy arrays need; resume reads your own ``output_dir``.  Use ``trusted=False`` for files
-    from elsewhere (``torch.load(weights_only=True)``).
+    The file is read with ``torch.load(weights_only=True)``: tensors, numbers, strings and containers of
+    them, which is everything a streamlabel checkpoint holds; a file that pickles anything else (code, by
+    design or by accident) is refused with a CheckpointError before any of it runs. ``trusted=True`` lifts
+    that for a file you wrote yourself with other objects in it.
 
     Raises :class:`CheckpointError` for a missing file, a file that is not a streamlabel
     checkpoint (truncated, random bytes, a plain state_dict) and a fingerprint mismatch.

@@ -242,9 +242,12 @@ def test_newer_format_version_is_refused(tmp_path):
 
 
 def test_untrusted_load_refuses_pickled_objects_with_a_clear_message(tmp_path):
-    save_checkpoint(tmp_path / "n.pt", {"labels": np.arange(3)}, fingerprint="fp")
-    with pytest.raises(CheckpointError, match="trusted=True"):
-        load_checkpoint(tmp_path, fingerprint="fp", trusted=False)
+    from fractions import Fraction
+
+    save_checkpoint(tmp_path / "n.pt", {"ratio": Fraction(1, 3)}, fingerprint="fp")
+    with pytest.raises(CheckpointError, match=r"fractions.Fraction.*trusted=True"):
+        load_checkpoint(tmp_path, fingerprint="fp")
+    assert load_checkpoint(tmp_path, fingerprint="fp", trusted=True)["ratio"] == Fraction(1, 3)
 
 
 # ----------------------------------------------------------------------------- pointer and rotation
@@ -448,3 +451,29 @@ def test_kill_9_during_checkpoint_write_keeps_the_previous_one(tmp_path):
     # The next save (a resumed run) cleans up the dead writer's temp file and rotates normally.
     save_checkpoint(out / "ckpt-2.pt", {"step": 2}, fingerprint="fp", keep=1)
     assert sorted(p.name for p in out.iterdir()) == ["ckpt-2.pt", LATEST_NAME]
+
+
+class _RunsCode:
+    """Unpickling this calls a function of the file's choosing (here: writes a marker file)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "code from the checkpoint ran"))
+
+
+def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "evil.pt"
+    torch.save({"header": {"format": "streamlabel-checkpoint", "version": 1, "fingerprint": None},
+                "state": {"payload": _RunsCode(str(marker))}}, path)
+    with pytest.raises(CheckpointError, match=r"holds an object a checkpoint never holds .*nothing in it ran"):
+        load_checkpoint(path, fingerprint=None)
+    assert not marker.exists()
+
+
+def test_numpy_arrays_load_without_trust(tmp_path):
+    path = save_checkpoint(tmp_path / "np.pt", {"labels": np.arange(5), "scale": np.float32(2.0)}, fingerprint="f")
+    state = load_checkpoint(path, fingerprint="f")
+    assert np.array_equal(state["labels"], np.arange(5)) and state["scale"] == np.float32(2.0)
