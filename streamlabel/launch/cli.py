@@ -51,10 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"streamlabel {name}", description=COMMANDS[name][1])
+    parser = argparse.ArgumentParser(prog=f"streamlabel {name}", description=COMMANDS[name][1],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    args = parser.parse_intermixed_args(rest)  # key=value overrides may come before or after flags
     try:
         result = module.run(args)
     except (CommandError, FileNotFoundError, ValueError, KeyError, *_extra_errors(module)) as err:

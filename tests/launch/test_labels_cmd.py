@@ -61,3 +61,11 @@ def test_real_embeddings_beat_yardstick(capsys: pytest.CaptureFixture[str]) -> N
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # the SpCL-style yardstick of ../shared/embeddings/README.md is 0.620; the tracking rules reach 0.679
     assert result["bcubed_f"] >= 0.66
+
+
+def test_overrides_may_come_after_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["labels", "--features", str(_dump(tmp_path)), "k=20", "--quiet", "link_k=2", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bcubed_f"] > 0.7
+    # the override after the flag is read (and checked): a misspelt one is an error naming the nearest key
+    assert main(["labels", "--features", str(_dump(tmp_path)), "--quiet", "simga=0.3"]) == 2
+    assert "did you mean 'sigma'" in capsys.readouterr().err
