@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from streamlabel import __version__
 from streamlabel.launch.errors import CommandError
 
 # sub-command name -> (module path, one-line help)
@@ -27,8 +28,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DESCRIPTION = """Pseudo labels for unsupervised and domain-adaptive re-identification: train a re-ID model on
+unlabelled target images with labels that follow the features (streamlabel train), label a feature dump
+with any method (streamlabel labels), score retrieval (streamlabel evaluate), compare online against
+offline label refresh (streamlabel compare). `streamlabel COMMAND --help` shows a command's options."""
+
+EXAMPLES = """examples:
+  streamlabel train                                     # the synthetic demo on the CPU
+  streamlabel train --config configs/cpu_cuhk03.yaml    # MSMT17 OSNet adapted to CUHK03 (../shared)
+  streamlabel labels --features feats.npz --policy hcd --out labels.npy
+  streamlabel evaluate --query q.npz --gallery g.npz --rerank
+  streamlabel compare --config configs/demo.yaml --refresh-every 0,1,2"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamlabel", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="streamlabel", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"streamlabel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -43,8 +59,10 @@ def _extra_errors(module: object) -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if not argv or argv[0] in ("-h", "--help", "--version") or argv[0] not in COMMANDS:
         parser = build_parser()
+        if argv and argv[0] == "--version":
+            parser.parse_args(argv[:1])  # prints the version and exits 0
         if argv and argv[0] not in ("-h", "--help"):
             parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
         parser.print_help()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamlabel.launch.arg_checks import checked_device, in_range
 from streamlabel.launch.errors import InputError
 from streamlabel.launch.feature_dump import load_feature_dump
 
@@ -31,9 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
     rr = parser.add_argument_group("re-ranking")
     rr.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
-    rr.add_argument("--k1", type=int, default=20)
-    rr.add_argument("--k2", type=int, default=6)
-    rr.add_argument("--lambda-value", type=float, default=0.3, help="weight of the original distance")
+    rr.add_argument("--k1", type=int, default=20, help="k-reciprocal neighbours that form each query's set")
+    rr.add_argument("--k2", type=int, default=6, help="neighbours averaged in the local query expansion")
+    rr.add_argument("--lambda-value", type=float, default=0.3,
+                    help="weight of the original distance against the Jaccard distance, in [0, 1]")
 
 
 def load_features(path: Path) -> dict[str, np.ndarray]:
@@ -47,7 +49,6 @@ def _select(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarr
 
 def _checkpoint_inputs(path: Path, device: str | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
     """Query and gallery features of the dataset a checkpoint's config evaluates on, with its model."""
-    import torch
 
     from streamlabel.engine.checkpoint import CheckpointError, load_checkpoint
     from streamlabel.engine.setup import build_domain, build_network, eval_loader
@@ -64,7 +65,7 @@ def _checkpoint_inputs(path: Path, device: str | None) -> tuple[dict[str, np.nda
     model = build_network(cfg)
     model.load_state_dict(state["model"])
     dataset = build_domain(cfg["data"][cfg["eval"]["split"]], cfg["data"]["on_bad_image"])
-    dev = torch.device(device or "cpu")
+    dev = checked_device(device)
     out = []
     for samples in (dataset.query, dataset.gallery):
         feats = extract_features(model.to(dev), eval_loader(samples, cfg), device=dev, flip=cfg["eval"]["flip"])
@@ -113,6 +114,12 @@ def run(args: argparse.Namespace) -> dict:
     from streamlabel.evaluation import evaluate_from_distances, evaluate_retrieval, iter_rerank
 
     ranks = _ranks(args.ranks)
+    in_range("--chunk-size", args.chunk_size, 1)
+    in_range("--k1", args.k1, 1)
+    in_range("--k2", args.k2, 1)
+    in_range("--lambda-value", args.lambda_value, 0.0, 1.0)
+    if args.device is not None:
+        checked_device(args.device)
     query, gallery, source = _inputs(args)
     start = time.perf_counter()
     ids = (query["pids"], query["camids"], gallery["pids"], gallery["camids"])

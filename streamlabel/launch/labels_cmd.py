@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from streamlabel.evaluation import label_quality_report
+from streamlabel.launch.arg_checks import checked_device, in_range, output_file
 from streamlabel.launch.config import parse_override_items
 from streamlabel.launch.errors import CommandError
 from streamlabel.launch.feature_dump import load_feature_dump
@@ -46,15 +47,16 @@ def _quality(labels: torch.Tensor, pids: np.ndarray | None) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    if args.passes < 0 or args.batch_size < 1:
-        raise CommandError("--passes must be >= 0 and --batch-size >= 1")
+    in_range("--passes", args.passes, 0)
+    in_range("--batch-size", args.batch_size, 1)
+    out = output_file(args.out, ".npy")
+    device = checked_device(args.device)
     dump = load_feature_dump(args.features)
     if dump["feats"].shape[0] < 2:
         raise CommandError(f"{args.features}: need at least 2 feature rows, got {dump['feats'].shape[0]}")
     params: dict = {}
     for item in parse_override_items(args.params):  # YAML values: 1e-3 is a float
         params.update(item)
-    device = torch.device(args.device)
     feats = torch.from_numpy(dump["feats"]).float().to(device)
     cams = torch.from_numpy(dump["camids"]).long().to(device) if "camids" in dump else None
     pids = dump.get("pids")
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> dict:
         raise CommandError(f"{args.features}: {err}") from err
     except (KeyError, TypeError) as err:
         raise CommandError(str(err.args[0] if err.args else err)) from err
+    levels = int(getattr(policy, "num_levels", 1))
+    in_range(f"--level (policy {args.policy!r} has {levels} level(s))", args.level, -levels, levels - 1)
     start = time.perf_counter()
     policy.initialize(feats, cameras=cams)
     init_seconds = time.perf_counter() - start
@@ -89,10 +93,10 @@ def run(args: argparse.Namespace) -> dict:
     result.update({"passes": args.passes, "steps": steps, "stream_seconds": stream_seconds,
                    "ms_per_step": 1000.0 * stream_seconds / steps if steps else 0.0,
                    "seconds": time.perf_counter() - start})
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.out, labels.cpu().numpy().astype(np.int64))
-        result["out"] = str(args.out)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, labels.cpu().numpy().astype(np.int64))
+        result["out"] = str(out)
     _print_summary(result)
     return result
 
