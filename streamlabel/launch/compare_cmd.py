@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated refresh intervals in epochs (0 = online, every batch)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides applied to every run, e.g. train.iterations=100")
+    parser.add_argument("--baseline", default=None, metavar="POLICY",
+                        help="also train this policy once at its own defaults (e.g. spcl), as a reference row")
     parser.add_argument("--out", type=Path, default=None, help="table and plot folder (default: <output_dir>/compare)")
     parser.add_argument("--resume", action="store_true", help="continue each run from its latest checkpoint")
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
@@ -67,18 +69,27 @@ def run(args: argparse.Namespace) -> dict:
     require_for_training(cfg)
     base_dir = Path(cfg["output_dir"])
     out_dir = args.out or base_dir / "compare"
+    runs = [(cfg["policy"]["name"], n, [f"policy.refresh_every={n}"]) for n in intervals]
+    if args.baseline:
+        load_config(config, [*args.overrides, f"policy={{name: {args.baseline}}}"])  # an unknown name fails now
+        runs.append((args.baseline, None, [f"policy={{name: {args.baseline}}}"]))
     rows = []
-    for n in intervals:
-        run_dir = base_dir / f"refresh_every_{n}"
-        print(f"[streamlabel compare] policy {cfg['policy']['name']} refresh_every={n} -> {run_dir}", flush=True)
+    for policy, n, extra in runs:
+        run_dir = base_dir / (f"refresh_every_{n}" if n is not None else f"baseline_{policy}")
+        print(f"[streamlabel compare] policy {policy} refresh_every={n if n is not None else 'default'} -> "
+              f"{run_dir}", flush=True)
         run_args = argparse.Namespace(config=config, resume=args.resume, cpu=args.cpu, quiet=args.quiet,
-                                      overrides=[*args.overrides, f"policy.refresh_every={n}", f"output_dir={run_dir}"])
+                                      overrides=[*args.overrides, *extra, f"output_dir={run_dir}"])
         try:
             results = train.run(run_args)
         except CheckpointError as err:
-            raise CommandError(f"refresh_every={n}: {err}") from err
+            raise CommandError(f"{policy} refresh_every={n}: {err}") from err
         row = {key: results.get(key) for key in ROW_KEYS[1:]}
-        rows.append({"refresh_every": n, **row, "output_dir": str(run_dir)})
+        epochs = [{k: h.get(k) for k in ("epoch", "bcubed_f", "bcubed_p", "eval_mAP")}
+                  for h in results.get("history", [])]
+        if epochs:  # the last epoch is scored by the final evaluation
+            epochs[-1]["eval_mAP"] = results.get("adapted_mAP")
+        rows.append({"policy": policy, "refresh_every": n, **row, "epochs": epochs, "output_dir": str(run_dir)})
     command = _command_line(args, config)
     table = markdown_table(rows, policy=cfg["policy"]["name"], command=command)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +114,12 @@ def markdown_table(rows: list[dict], *, policy: str, command: str) -> str:
              "| wall time (s) |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
+        if row["refresh_every"] is None:  # the baseline policy at its own defaults
+            lines.append(f"| {row['policy']} (its default) | its own refresh "
+                         f"| {_fmt(row['adapted_mAP'], 100, 1)} | {_fmt(row['adapted_rank1'], 100, 1)} "
+                         f"| {_fmt(row['bcubed_f'], 1, 3)} | {_fmt(row['clusters'], 1, 0)} "
+                         f"| {_fmt(row['outlier_frac'], 100, 1)} | {_fmt(row['seconds'], 1, 0)} |")
+            continue
         lines.append(f"| {row['refresh_every']} | {interval_name(row['refresh_every'])} "
                      f"| {_fmt(row['adapted_mAP'], 100, 1)} | {_fmt(row['adapted_rank1'], 100, 1)} "
                      f"| {_fmt(row['bcubed_f'], 1, 3)} | {_fmt(row['clusters'], 1, 0)} "
@@ -117,9 +134,10 @@ def plot_rows(rows: list[dict], path: Path, *, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["online" if r["refresh_every"] == 0 else str(r["refresh_every"]) for r in rows]
+    names = [run_name(r) for r in rows]
     x = list(range(len(rows)))
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    fig, grid = plt.subplots(2, 3, figsize=(11, 6.8))
+    axes = grid[0]
     axes[0].plot(x, [100 * _num(r["adapted_mAP"]) for r in rows], "o-", label="mAP")
     axes[0].plot(x, [100 * _num(r["adapted_rank1"]) for r in rows], "s--", label="rank-1")
     axes[0].set_ylabel("target retrieval (%)")
@@ -132,12 +150,32 @@ def plot_rows(rows: list[dict], path: Path, *, title: str) -> Path:
         ax.set_xticks(x, names)
         ax.set_xlabel("refresh_every (epochs)")
         ax.grid(alpha=0.3)
+    for row, name in zip(rows, names, strict=True):  # the curves over the epochs of every run
+        epochs = [e for e in row.get("epochs", []) if e["epoch"] >= 0]
+        grid[1][0].plot([e["epoch"] + 1 for e in epochs], [100 * _num(e["eval_mAP"]) for e in epochs], "o-",
+                        label=name)
+        grid[1][1].plot([e["epoch"] + 1 for e in row.get("epochs", [])],
+                        [_num(e["bcubed_f"]) for e in row.get("epochs", [])], "o-", label=name)
+    grid[1][0].set_ylabel("val mAP (%) after the epoch")
+    grid[1][1].set_ylabel("pseudo-label BCubed F (0 = first labels)")
+    for ax in grid[1][:2]:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    grid[1][2].axis("off")
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def run_name(row: dict) -> str:
+    """Short name of a run in the plot: online, the interval, or the baseline policy."""
+    if row["refresh_every"] is None:
+        return row["policy"]
+    return "online" if row["refresh_every"] == 0 else str(row["refresh_every"])
 
 
 def _num(value: object) -> float:
@@ -150,6 +188,7 @@ def _fmt(value: object, scale: float, digits: int) -> str:
 
 def _command_line(args: argparse.Namespace, config: Path) -> str:
     parts = ["streamlabel", "compare", "--config", str(config), "--refresh-every", str(args.refresh_every)]
+    parts += ["--baseline", args.baseline] if args.baseline else []
     parts += [*(["--cpu"] if args.cpu else []), *args.overrides]
     return " ".join(shlex.quote(p) for p in parts)
 

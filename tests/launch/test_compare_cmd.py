@@ -26,12 +26,17 @@ def test_two_intervals_table_plot_and_json(tmp_path: Path, capsys: pytest.Captur
     overrides = tiny_overrides(tmp_path / "runs", tmp_path / "data")
     out = tmp_path / "cmp"
     code = main(["compare", "--config", str(REPO / "configs" / "demo.yaml"), "--refresh-every", "0,1",
-                 "--cpu", "--quiet", "--out", str(out), "--json", *overrides])
+                 "--baseline", "spcl", "--cpu", "--quiet", "--out", str(out), "--json", *overrides])
     assert code == 0
     printed = capsys.readouterr().out.strip().splitlines()
     payload = json.loads(printed[-1])
-    rows = payload["rows"]
+    rows, baseline = payload["rows"][:2], payload["rows"][2]
     assert [r["refresh_every"] for r in rows] == [0, 1]
+    assert baseline["policy"] == "spcl" and baseline["refresh_every"] is None
+    assert "name: spcl" in (Path(baseline["output_dir"]) / "config.yaml").read_text()
+    for row in payload["rows"]:  # per-epoch curves: the first labels (-1), then every adaptation epoch
+        assert [e["epoch"] for e in row["epochs"]] == [-1, 0, 1]
+        assert row["epochs"][-1]["eval_mAP"] == row["adapted_mAP"] and 0 < row["epochs"][-1]["bcubed_f"] <= 1
     for row in rows:
         assert 0.0 <= row["adapted_mAP"] <= 1.0 and 0.0 <= row["adapted_rank1"] <= 1.0
         assert 0.0 < row["bcubed_f"] <= 1.0 and row["seconds"] > 0
@@ -40,9 +45,10 @@ def test_two_intervals_table_plot_and_json(tmp_path: Path, capsys: pytest.Captur
     assert rows[0]["output_dir"] != rows[1]["output_dir"]
     table = (out / "table.md").read_text()
     assert "| 0 | every batch (online) |" in table and "| 1 | every 1 epoch |" in table
+    assert "| spcl (its default) | its own refresh |" in table
     assert "| 0 | every batch (online) |" in "\n".join(printed)  # the table is printed too
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((out / "rows.json").read_text()) == rows
+    assert json.loads((out / "rows.json").read_text()) == payload["rows"]
 
 
 @pytest.mark.parametrize(("text", "message"), [("0,x", "'x' is not an integer"), ("1,-2", "negative"),
