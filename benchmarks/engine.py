@@ -22,12 +22,13 @@ falling back to ru_maxrss), and the bytes of every tensor the policy holds; on C
 ``torch.cuda.max_memory_allocated``.
 
     python benchmarks/engine.py [--sizes 12936,32621,100000] [--features F.npz] [--dynamics tracking|paper]
-                                [--steps 20] [--warmup 3] [--device cpu|cuda] [--out benchmarks/results]
+                                [--steps 20] [--warmup 3] [--device cpu|cuda] [--out DIR | --publish]
                                 [--name engine] [--no-refresh-above N] [--threads 1] [--append]
 
 ``--threads 1`` because with 2 OpenMP threads on the oversubscribed box the small batched solves were
 ~30x slower (spin-waiting), not because the engine wants it.
-``--append`` adds sizes to an existing OUT/NAME.json.
+``--append`` adds sizes to an existing OUT/NAME.json. OUT is ``--out`` (default ``runs/benchmarks/``, git-ignored),
+or the committed ``benchmarks/results/`` with ``--publish``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from streamlabel.banks.label_bank import HierarchicalLabelBank
 from streamlabel.methods import build_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import commit  # noqa: E402
+from report import add_output_arguments, commit, output_dir, wrote  # noqa: E402
 from report import machine as report_machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -410,7 +411,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dynamics", default="tracking", choices=("tracking", "paper"), help="hcd rule set")
     parser.add_argument("--bank-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                         help="storage of the bank rows and of the cluster sums")
-    parser.add_argument("--name", default="engine", help="output file stem (NAME.json, NAME.md)")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3)
@@ -419,9 +419,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch default)")
     parser.add_argument("--no-refresh-above", type=int, default=0,
                         help="skip the offline refresh for N above this (0 = always refresh)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--append", action="store_true",
-                        help="keep the sizes already in OUT/engine.json (same machine), replacing re-run sizes")
+                        help="keep the sizes already in OUT/NAME.json (same machine), replacing re-run sizes")
+    add_output_arguments(parser, "engine")
     parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.features:
         sizes = [int(np.load(args.features)["feats"].shape[0])]
-    out = Path(args.out)
+    out = output_dir(args)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/engine.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {"machine": machine(device), "dim": args.dim, "steps": args.steps, "warmup": args.warmup,
@@ -474,6 +474,7 @@ def main(argv: list[str] | None = None) -> None:
         json_path.write_text(json.dumps(report, indent=1) + "\n")
         md_path.write_text(markdown(report))
         print(f"[N={n}] done in {result['wall_s']:.0f}s; wrote {json_path} and {md_path}", flush=True)
+    wrote("engine", json_path, md_path)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 # GPU check (one script, under 5 minutes on one GPU): the CUDA tests, then the hcd step timed at
 # N = 1,000,000, D = 2048 with a float16 bank and sums, against a bare k-NN of the same batches.
 # Run from the repository root on a machine with a CUDA device and the package installed:
-#   bash benchmarks/gpu_check.sh [OUT_DIR]        (default OUT_DIR: benchmarks/results)
+#   bash benchmarks/gpu_check.sh [OUT_DIR]        (default OUT_DIR: runs/benchmarks, git-ignored)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-benchmarks/results}"
+out="${1:-runs/benchmarks}"
 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device')"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python -m pytest -q -m cuda tests -p no:cacheprovider

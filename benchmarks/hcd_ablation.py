@@ -7,9 +7,10 @@ and how far its labels are from the preset default's (BCubed F of one labelling 
 means the switch changed nothing, which would make it a defect).
 
     OMP_NUM_THREADS=1 python benchmarks/hcd_ablation.py [--features F.npz] [--only tracking|paper]
-        [--share 0.3] [--passes 2] [--out benchmarks/results] [--threads 1]
+        [--share 0.3] [--passes 2] [--out DIR | --publish] [--threads 1]
 
-Without ``../shared`` (the default dump) it says so and exits 0. Writes ``hcd_ablation.{json,md}``.
+Without ``../shared`` (the default dump) it says so and exits 0. Writes ``hcd_ablation.{json,md}`` into ``--out``
+(default ``runs/benchmarks/``, git-ignored), or into the committed ``benchmarks/results/`` with ``--publish``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import CUHK03_FILES, REPO, command_line, commit, machine, machine_line, write  # noqa: E402
+from report import (  # noqa: E402
+    CUHK03_FILES,
+    add_output_arguments,
+    command_line,
+    commit,
+    machine,
+    machine_line,
+    output_dir,
+    write,
+    wrote,
+)
 
 from streamlabel.evaluation.label_quality import bcubed  # noqa: E402
 from streamlabel.evaluation.tracking_probe import toward_identity_means, track  # noqa: E402
@@ -65,8 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--passes", type=int, default=2, help="streaming passes of the tracking probe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output folder")
-    parser.add_argument("--name", default="hcd_ablation", help="output file stem")
+    add_output_arguments(parser, "hcd_ablation")
     return parser.parse_args(argv)
 
 
@@ -147,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['streamed_agreement_with_default']:.3f}), "
               f"tracking gap {row['gap']:+.3f}, {row['seconds']:.0f}s", flush=True)
         payload["rows"] = rows  # written after every row: a long run leaves its finished rows behind
-        json_path, md_path = write(args.out, args.name, payload, to_markdown(payload))
-    print(f"hcd_ablation: wrote {json_path} and {md_path}")
+        json_path, md_path = write(output_dir(args), args.name, payload, to_markdown(payload))
+    if not rows:
+        print("hcd_ablation: no variant selected; nothing written")
+        return 0
+    wrote("hcd_ablation", json_path, md_path)
     return 0
 
 

@@ -21,7 +21,10 @@ also the bytes of the N x N tensors alive at its peak. Time: wall seconds of the
 per stage. Both workers report the number of pairs i < j with d_J <= 0.62 and their distance sum, which must agree.
 
     python benchmarks/jaccard.py [--sizes 12936,32621,100000] [--dense-max 32621] [--dim 2048]
-                                 [--threads 1] [--out benchmarks/results]
+                                 [--threads 1] [--out DIR | --publish] [--name jaccard] [--render]
+
+Writes OUT/NAME.json and OUT/NAME.md; OUT is ``--out`` (default ``runs/benchmarks/``, git-ignored), or the
+committed ``benchmarks/results/`` with ``--publish``. ``--render`` only rewrites OUT/NAME.md from OUT/NAME.json.
 
 Features: ``benchmarks/engine.py``'s clustered mixture (N/10 identities around look-alike groups,
 noise, L2-normalised float32).
@@ -42,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import PeakMemory, synthetic_features  # noqa: E402
+from report import add_output_arguments, output_dir, wrote  # noqa: E402
 
 from streamlabel.evaluation.reranking import expanded_k_reciprocal  # noqa: E402
 from streamlabel.methods.jaccard_pairs import close_pairs, jaccard_encoding  # noqa: E402
@@ -130,7 +134,7 @@ def worker(method: str, n: int, dim: int, seed: int, out: Path) -> None:
 
 
 def spawn(method: str, n: int, args: argparse.Namespace) -> dict:
-    out = Path(args.out) / f".jaccard_{method}_{n}.json"
+    out = output_dir(args) / f".{args.name}_{method}_{n}.json"
     cmd = [sys.executable, __file__, "--worker", method, "--n", str(n), "--dim", str(args.dim),
            "--seed", str(args.seed), "--threads", str(args.threads), "--worker-out", str(out)]
     start = time.perf_counter()
@@ -200,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    parser.add_argument("--render", action="store_true", help="only rewrite OUT/jaccard.md from OUT/jaccard.json")
+    parser.add_argument("--render", action="store_true", help="only rewrite OUT/NAME.md from OUT/NAME.json")
+    add_output_arguments(parser, "jaccard")
     parser.add_argument("--worker", choices=["sparse", "dense"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", default="", help=argparse.SUPPRESS)
@@ -210,10 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(args.worker, args.n, args.dim, args.seed, Path(args.worker_out))
         return
-    out = Path(args.out)
+    out = output_dir(args)
     out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{args.name}.json", out / f"{args.name}.md"
     if args.render:
-        (out / "jaccard.md").write_text(markdown(json.loads((out / "jaccard.json").read_text())))
+        md_path.write_text(markdown(json.loads(json_path.read_text())))
+        wrote("jaccard", md_path)
         return
     report = {"machine": f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
               "torch": torch.__version__, "threads": args.threads, "dim": args.dim, "seed": args.seed,
@@ -227,9 +233,10 @@ def main(argv: list[str] | None = None) -> None:
             row["dense"] = spawn("dense", n, args)
             print(f"[N={n}] dense {row['dense']}", flush=True)
         report["rows"].append(row)
-        (out / "jaccard.json").write_text(json.dumps(report, indent=1) + "\n")
-        (out / "jaccard.md").write_text(markdown(report))
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+        md_path.write_text(markdown(report))
     print(markdown(report))
+    wrote("jaccard", json_path, md_path)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 Runs ``streamlabel labels`` (in-process, ``streamlabel.launch.labels_cmd.run``) once per policy with its
 default parameters, initialize only (the offline clustering / the online bootstrap on the whole dump),
-and writes BCubed P/R/F, NMI, clusters, outlier share and seconds to
-``benchmarks/results/labels_table.json`` and ``docs/labels_table.md``. Without the dump it says so and
-exits 0 (nothing written).
+and writes BCubed P/R/F, NMI, clusters, outlier share and seconds to OUT/NAME.json and OUT/NAME.md (NAME:
+``--name``, default labels_table; OUT: ``--out``, default ``runs/benchmarks/``, git-ignored). With ``--publish``
+it writes the committed ``benchmarks/results/labels_table.json`` and ``docs/labels_table.md`` instead. Without
+the dump it says so and exits 0 (nothing written).
 
     OMP_NUM_THREADS=1 python benchmarks/labels_table.py [--features F.npz] [--policies hcd,spcl] [--threads 1]
+                                                        [--out DIR | --publish]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from streamlabel.launch import labels_cmd
 from streamlabel.methods import available_policies
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import commit  # noqa: E402
+from report import DOCS, add_output_arguments, commit, output_dir, wrote  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FEATURES = REPO.parent / "shared" / "embeddings" / "cuhk03p1_train_osnet_x0_25_msmt17.npz"
@@ -38,8 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--features", type=Path, default=DEFAULT_FEATURES, help="dump .npz (feats, pids, camids)")
     parser.add_argument("--policies", default=None, help="comma-separated policy names (default: every registered one)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--json-out", type=Path, default=REPO / "benchmarks" / "results" / "labels_table.json")
-    parser.add_argument("--md-out", type=Path, default=REPO / "docs" / "labels_table.md")
+    add_output_arguments(parser, "labels_table", publishes_also="docs/NAME.md")
     return parser.parse_args(argv)
 
 
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         command += f" --features {args.features}"
     if args.policies:
         command += f" --policies {args.policies}"
+    if args.publish:
+        command += " --publish"
     payload = {
         "commit": commit(),
         "features": os.path.relpath(args.features, REPO),
@@ -133,11 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         "policies": names,
         "rows": rows,
     }
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    args.md_out.parent.mkdir(parents=True, exist_ok=True)
-    args.md_out.write_text(to_markdown(payload))
+    json_path = output_dir(args) / f"{args.name}.json"
+    md_path = (DOCS if args.publish else output_dir(args)) / f"{args.name}.md"  # --publish: the docs page
+    for path in (json_path, md_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    md_path.write_text(to_markdown(payload))
     print(to_markdown(payload))
+    wrote("labels_table", json_path, md_path)
     return 1 if len(ok) < len(rows) else 0
 
 

@@ -1,8 +1,10 @@
-"""What every benchmark records beside its numbers: the commit, the machine, the command; and the writing of
-``<name>.json`` + ``<name>.md`` into an output folder."""
+"""What every benchmark records beside its numbers: the commit, the machine, the command; where it writes
+(``--out DIR`` / ``--publish``, see ``add_output_arguments``); and the writing of ``<name>.json`` + ``<name>.md``
+into that folder."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -14,6 +16,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"  # committed: the numbers README and docs quote (--publish)
+RUNS = REPO / "runs" / "benchmarks"  # git-ignored: the default --out
+DOCS = REPO / "docs"  # committed pages a benchmark also rewrites with --publish (labels_table.md)
 SHARED = REPO.parent / "shared"
 EMBEDDINGS = SHARED / "embeddings"
 CUHK03_FILES = (EMBEDDINGS / "cuhk03p1_train_osnet_x0_25_msmt17.npz",
@@ -52,6 +57,39 @@ def machine_line(info: dict) -> str:
 
 def command_line() -> str:
     return " ".join(["python", *[arg if " " not in arg else repr(arg) for arg in sys.argv]])
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, name: str, publishes_also: str = "") -> None:
+    """The output options every benchmark shares.
+
+    ``--out DIR``: the folder to write into (default ``runs/benchmarks/`` under the repository, git-ignored, so a
+    plain run never touches tracked files); ``--publish``: write into the committed ``benchmarks/results/``
+    instead (and, for benchmarks that have one, also rewrite their page under ``docs/``); the two exclude each
+    other. ``--name``: the file stem, default ``name``. ``publishes_also`` names what else ``--publish`` rewrites
+    (for its help). ``output_dir(args)`` resolves the folder."""
+    group = parser.add_argument_group("output")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help=f"output folder (default: {RUNS.relative_to(REPO)}/ under the repository, git-ignored)")
+    where.add_argument("--publish", action="store_true",
+                       help=f"write into the committed {RESULTS.relative_to(REPO)}/ (what README and docs quote) "
+                            f"{f'and {publishes_also} ' if publishes_also else ''}instead of --out")
+    group.add_argument("--name", default=name, help=f"output file stem, NAME.json / NAME.md (default: {name})")
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """The folder a run writes into: ``benchmarks/results/`` with ``--publish``, else ``--out`` (default
+    ``runs/benchmarks/``). Not created here."""
+    if getattr(args, "publish", False):
+        return RESULTS
+    out = getattr(args, "out", None)
+    return Path(out) if out is not None else RUNS
+
+
+def wrote(script: str, *paths: Path) -> None:
+    """The closing line of a run: where its files are."""
+    shown = [str(Path(path).resolve()) for path in paths]
+    print(f"{script}: wrote {', '.join(shown)}", flush=True)
 
 
 def write(out_dir: Path, name: str, payload: dict, markdown: str) -> tuple[Path, Path]:

@@ -22,7 +22,10 @@ N x (k + slack) list passes, see ``CostHooks``), the time those bytes need at th
 single-core read bandwidth, and how far the measured step is from that bound.
 
     python benchmarks/scale.py --configs 100000:replicated:1:float32:0,... [--steps 3] [--warmup 1]
-                               [--threads 1] [--out benchmarks/results] [--append]
+                               [--threads 1] [--out DIR | --publish] [--name scale] [--append]
+
+Writes OUT/NAME.json and OUT/NAME.md; OUT is ``--out`` (default ``runs/benchmarks/``, git-ignored), or the
+committed ``benchmarks/results/`` with ``--publish``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ from streamlabel.banks.knn_graph import KnnGraph
 from streamlabel.banks.label_bank import HierarchicalLabelBank
 from streamlabel.banks.row_shards import RowShards
 from streamlabel.methods import build_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import add_output_arguments, output_dir, wrote  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHUNK = 8192
@@ -386,15 +392,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--append", action="store_true",
-                        help="add to an existing OUT/scale.json (a configuration run again replaces its row)")
+                        help="add to an existing OUT/NAME.json (a configuration run again replaces its row)")
+    add_output_arguments(parser, "scale")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # child: one configuration, JSON on the last line
         print(json.dumps(run_one(json.loads(args.one))), flush=True)
         return
-    out_json = args.out / "scale.json"
+    out = output_dir(args)
+    out_json, out_md = out / f"{args.name}.json", out / f"{args.name}.md"
     previous = json.loads(out_json.read_text())["results"] if args.append and out_json.exists() else []
     mach = machine(args.threads)
     configs = [parse_config(text, args) for text in args.configs.split(",")]
@@ -411,9 +418,10 @@ def main() -> None:
             raise SystemExit(f"configuration {text} failed")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(markdown(results[-1:], mach).splitlines()[-1], file=sys.stderr, flush=True)
-        args.out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps({"machine": mach, "results": results}, indent=1))
-        (args.out / "scale.md").write_text(markdown(results, mach))
+        out_md.write_text(markdown(results, mach))
+    wrote("scale", out_json, out_md)
 
 
 if __name__ == "__main__":

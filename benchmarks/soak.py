@@ -16,9 +16,11 @@ warm-up and the first touch of every buffer happen before it; a leak grows from 
 back to the OS only lowers it); it must stay under ``--max-growth-mib``.
 
     OMP_NUM_THREADS=1 python benchmarks/soak.py [--n 100000] [--dim 128] [--batch 256] [--rows 1000000]
-                                                [--every 100] [--init-rounds 1] [--out benchmarks/results]
+                                                [--every 100] [--init-rounds 1] [--out DIR | --publish]
 
-Writes OUT/soak.json and OUT/soak.md; exit status 1 when an invariant or the memory check fails.
+Writes OUT/NAME.json and OUT/NAME.md (NAME: ``--name``, default soak; OUT: ``--out``, default ``runs/benchmarks/``,
+git-ignored, or the committed ``benchmarks/results/`` with ``--publish``); exit status 1 when an invariant or the
+memory check fails.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from streamlabel.methods import build_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import add_output_arguments, output_dir, wrote  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -204,13 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-growth-mib", type=float, default=64.0, help="allowed RSS growth after one pass")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    add_output_arguments(parser, "soak")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = args.steps if args.steps is not None else math.ceil(args.rows / args.batch)
     result: dict = {"machine": f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
                     "torch": torch.__version__, "command": "python benchmarks/soak.py " + " ".join(sys.argv[1:]),
-                    "args": {**{k: v for k, v in vars(args).items() if k != "out"}, "steps": steps}}
+                    "args": {**{k: v for k, v in vars(args).items() if k not in ("out", "publish")}, "steps": steps}}
     try:
         run = soak(args.n, args.dim, args.batch, steps, args.every, seed=args.seed, dynamics=args.dynamics,
                    init_rounds=args.init_rounds, noise=args.noise)
@@ -224,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     result["alive_high_water"] = [max(p["alive_ids"][h] for p in result["curve"]) for h in
                                   range(len(result["curve"][0]["alive_ids"]))]
     result["memory"] = memory_verdict(result["curve"], math.ceil(args.n / args.batch), args.max_growth_mib)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "soak.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    write_markdown(result, args.out / "soak.md")
-    print((args.out / "soak.md").read_text(encoding="utf-8"))
+    out = output_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{args.name}.json", out / f"{args.name}.md"
+    json_path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    write_markdown(result, md_path)
+    print(md_path.read_text(encoding="utf-8"))
+    wrote("soak", json_path, md_path)
     ok = result["memory"]["ok"] and result["id_high_water"] < args.n
     return 0 if ok else 1
 

@@ -3,9 +3,11 @@
 A tiny CNN (3 strided conv blocks, BN-neck, identity cross-entropy, flip augmentation) is trained on
 the source train split and evaluated (mAP, rank-1) on source and target query/gallery; an "oracle"
 probe trained on the target train ids bounds what adaptation could reach, random features give chance.
-Also times the generator. Writes benchmarks/results/synthetic_domain_gap.json and .md.
+Also times the generator. Writes OUT/NAME.json and .md (NAME: ``--name``, default synthetic_domain_gap; OUT:
+``--out``, default ``runs/benchmarks/``, git-ignored, or the committed ``benchmarks/results/`` with ``--publish``).
 
     python benchmarks/synthetic_domain_gap.py [--seeds 0,1,2] [--train-ids 150] [--test-ids 100]
+                                              [--out DIR | --publish]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +26,9 @@ import torch
 from streamlabel.data.synthetic import SyntheticReid
 from streamlabel.data.synthetic_probe import probe_retrieval as retrieval
 from streamlabel.data.synthetic_probe import train_probe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import add_output_arguments, output_dir, wrote  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 def run_seed(seed: int, sizes: dict, epochs: int) -> dict:
@@ -94,7 +100,7 @@ def main() -> None:
     parser.add_argument("--test-ids", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for tiny convs)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    add_output_arguments(parser, "synthetic_domain_gap")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = {"num_train_ids": args.train_ids, "num_test_ids": args.test_ids}
@@ -124,11 +130,14 @@ def main() -> None:
         "summary": summarise(runs),
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "synthetic_domain_gap.json").write_text(json.dumps(report, indent=2) + "\n")
+    out = output_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{args.name}.json", out / f"{args.name}.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
-    (args.out / "synthetic_domain_gap.md").write_text(text)
+    md_path.write_text(text)
     print(text)
+    wrote("synthetic_domain_gap", json_path, md_path)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,11 @@ no evaluation in between) is timed in its own process; the iterations per second
 the adaptation iterations after the first two. "Busy": a second process spinning on one core, started
 before the run and stopped after it.
 
-    OMP_NUM_THREADS=1 python benchmarks/threads.py [--threads 1,2,0] [--iterations 12] [--out benchmarks/results]
+    OMP_NUM_THREADS=1 python benchmarks/threads.py [--threads 1,2,0] [--iterations 12] [--out DIR | --publish]
 
 ``0`` is torch's default (as many threads as cores); ``-1`` is streamlabel's ``auto`` (all cores but one).
-Writes ``threads.{json,md}``.
+Writes ``threads.{json,md}`` into ``--out`` (default ``runs/benchmarks/``, git-ignored), or into the committed
+``benchmarks/results/`` with ``--publish``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import REPO, command_line, commit, machine, machine_line, write  # noqa: E402
+from report import (  # noqa: E402
+    REPO,
+    add_output_arguments,
+    command_line,
+    commit,
+    machine,
+    machine_line,
+    output_dir,
+    write,
+    wrote,
+)
 
 SPIN = "while True:\n    pass\n"
 
@@ -34,8 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2,0,-1", help="cpu_threads values to time")
     parser.add_argument("--iterations", type=int, default=12, help="adaptation iterations per run")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output folder")
-    parser.add_argument("--name", default="threads", help="output file stem")
+    add_output_arguments(parser, "threads")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -116,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rows[-1]['iterations_per_s']:.2f} it/s", flush=True)
     payload = {"commit": commit(), "machine": machine(), "command": command_line(), "threads": threads,
                "rows": rows}
-    json_path, md_path = write(args.out, args.name, payload, to_markdown(payload))
-    print(f"threads: wrote {json_path} and {md_path}")
+    json_path, md_path = write(output_dir(args), args.name, payload, to_markdown(payload))
+    wrote("threads", json_path, md_path)
     return 0
 
 

@@ -8,9 +8,11 @@ Probes, each for every dump and every ``dynamics`` preset of the hcd policy:
 - ``noise s``: Gaussian noise of norm s added (a network that gets worse): the labels must not collapse.
 
     OMP_NUM_THREADS=1 python benchmarks/tracking.py [--features A.npz B.npz] [--shares 0.15,0.3,0.5]
-        [--passes 2] [--dynamics tracking,paper] [--noise 0.5] [--out benchmarks/results] [--threads 1]
+        [--passes 2] [--dynamics tracking,paper] [--noise 0.5] [--out DIR | --publish] [--threads 1]
 
-Without ``../shared`` (the default dumps) it says so and exits 0. Writes ``tracking.json`` and ``tracking.md``.
+Without ``../shared`` (the default dumps) it says so and exits 0. Writes ``tracking.json`` and ``tracking.md`` into
+``--out`` (default ``runs/benchmarks/``, git-ignored), or into the committed ``benchmarks/results/`` with
+``--publish``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import CUHK03_FILES, REPO, command_line, commit, machine, machine_line, write  # noqa: E402
+from report import (  # noqa: E402
+    CUHK03_FILES,
+    add_output_arguments,
+    command_line,
+    commit,
+    machine,
+    machine_line,
+    output_dir,
+    write,
+    wrote,
+)
 
 from streamlabel.evaluation.tracking_probe import toward_identity_means, track, with_noise  # noqa: E402
 
@@ -42,8 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output folder")
-    parser.add_argument("--name", default="tracking", help="output file stem")
+    add_output_arguments(parser, "tracking")
     return parser.parse_args(argv)
 
 
@@ -113,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_dump(path, args, lambda msg: print(msg, flush=True))
     payload = {"commit": commit(), "machine": machine(), "command": command_line(), "batch_size": args.batch_size,
                "no_cameras": args.no_cameras, "rows": rows}
-    json_path, md_path = write(args.out, args.name, payload, to_markdown(payload))
-    print(f"tracking: wrote {json_path} and {md_path}")
+    json_path, md_path = write(output_dir(args), args.name, payload, to_markdown(payload))
+    wrote("tracking", json_path, md_path)
     return 0
 
 

@@ -6,11 +6,12 @@ rank-1 of the model before adaptation (source-only, or zero-shot when unsupervis
 epoch the pseudo-label quality (BCubed P / R / F, clusters, outlier share) and the val mAP.
 
     OMP_NUM_THREADS=1 python benchmarks/train_runs.py [--configs configs/demo.yaml,configs/cpu_cuhk03.yaml]
-        [--threads 1] [--out benchmarks/results] [--name train_runs] [--append] [key=value ...]
+        [--threads 1] [--out DIR | --publish] [--name train_runs] [--append] [key=value ...]
 
 ``key=value`` overrides go to every run (e.g. ``policy.dynamics=paper``). ``--append`` keeps the rows of
 other configs already in OUT/NAME.json. A config whose data is missing (``../shared``) is reported and
-skipped.
+skipped. OUT is ``--out`` (default ``runs/benchmarks/``, git-ignored), or the committed ``benchmarks/results/``
+with ``--publish``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import REPO, command_line, commit, machine, machine_line, write  # noqa: E402
+from report import (  # noqa: E402
+    REPO,
+    add_output_arguments,
+    command_line,
+    commit,
+    machine,
+    machine_line,
+    output_dir,
+    write,
+    wrote,
+)
 
 DEFAULT_CONFIGS = "configs/demo.yaml,configs/cpu_cuhk03.yaml"
 
@@ -33,8 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated config files")
     parser.add_argument("--threads", type=int, default=1, help="cpu_threads of every run")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="output folder")
-    parser.add_argument("--name", default="train_runs", help="output file stem")
+    add_output_arguments(parser, "train_runs")
     parser.add_argument("--append", action="store_true", help="keep the other configs' rows of OUT/NAME.json")
     parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "train_runs", help="run folders")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
@@ -100,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     rows: list[dict] = []
-    json_path = args.out / f"{args.name}.json"
+    json_path = output_dir(args) / f"{args.name}.json"
     if args.append and json_path.is_file():
         rows = [r for r in json.loads(json_path.read_text())["rows"]
                 if (r["config"], r["overrides"]) not in {(c, args.overrides) for c in configs}]
@@ -118,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_runs: {config}: mAP {_pct(rows[-1]['before_mAP'])} -> {_pct(rows[-1]['adapted_mAP'])} in "
               f"{rows[-1]['wall_s']:.0f} s", flush=True)
     payload = {"commit": commit(), "machine": machine(), "command": command_line(), "rows": rows}
-    write(args.out, args.name, payload, to_markdown(payload))
-    print(f"train_runs: wrote {json_path} and {args.out / (args.name + '.md')}")
+    wrote("train_runs", *write(output_dir(args), args.name, payload, to_markdown(payload)))
     return 1 if failed else 0
 
 

@@ -3,9 +3,10 @@
 Protocol (../shared/data/README.md): images resized to 256x128 (bilinear), RGB [0,1], ImageNet mean/std;
 camera A query (shots 00-04) -> camera B gallery (shots 05-09), and the reverse. Reference: A->B rank-1
 53.2% / mAP 52.3%, B->A 61.0% / 56.9% (train split: 30.4 / 28.1 and 31.6 / 28.9).
-Writes benchmarks/results/zero_shot_cuhk03.json and .md.
+Writes OUT/NAME.json and .md (NAME: ``--name``, default zero_shot_cuhk03; OUT: ``--out``, default
+``runs/benchmarks/``, git-ignored, or the committed ``benchmarks/results/`` with ``--publish``).
 
-    python benchmarks/zero_shot_cuhk03.py [--shared ../shared] [--splits val,train]
+    python benchmarks/zero_shot_cuhk03.py [--shared ../shared] [--splits val,train] [--out DIR | --publish]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +27,9 @@ from streamlabel.data import ReidImageDataset, build_dataset, build_transforms
 from streamlabel.evaluation import evaluate_retrieval
 from streamlabel.evaluation.extract import extract_features
 from streamlabel.models import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import add_output_arguments, output_dir, wrote  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = {  # (rank1 %, mAP %) from ../shared/data/README.md
@@ -107,7 +112,7 @@ def to_markdown(result: dict) -> str:
         lines.append("")
         lines.append(f"{split}: max abs diff of normalised embeddings vs ../shared/embeddings: {diff:.2e}")
     lines.append("")
-    lines.append("Reproduce: `python benchmarks/zero_shot_cuhk03.py` (add `--splits val,train` for train).")
+    lines.append("Reproduce: `python benchmarks/zero_shot_cuhk03.py --publish` (add `--splits val,train` for train).")
     return "\n".join(lines) + "\n"
 
 
@@ -117,7 +122,7 @@ def main() -> None:
     parser.add_argument("--splits", default="val", help="comma list of val,train")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    add_output_arguments(parser, "zero_shot_cuhk03")
     args = parser.parse_args()
 
     onnx_path = args.shared / "models" / "osnet_x0_25_msmt17.onnx"
@@ -144,11 +149,14 @@ def main() -> None:
             f"{torch.get_num_threads()} threads"
         ),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "zero_shot_cuhk03.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "zero_shot_cuhk03.md").write_text(to_markdown(result))
+    out = output_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{args.name}.json", out / f"{args.name}.md"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md_path.write_text(to_markdown(result))
     print(to_markdown(result))
     print(json.dumps(result))
+    wrote("zero_shot_cuhk03", json_path, md_path)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .layout import find_root, layout_error, list_images, parse_file_names
+from .layout import find_root, layout_error, list_images, missing_root_error, parse_file_names
 from .registry import register_dataset
 from .samples import ReidDataset, ReidSample, relabel
 
@@ -93,7 +93,7 @@ def folder_dataset(
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise layout_error(f"dataset root {root} does not exist or is not a folder", FOLDER_LAYOUT)
+        raise missing_root_error(root, FOLDER_LAYOUT)
 
     def split(sub: str | None) -> list[ReidSample]:
         if sub is None:

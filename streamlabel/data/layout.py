@@ -22,13 +22,19 @@ def layout_error(problem: str, layout: str) -> DatasetLayoutError:
     return DatasetLayoutError(f"{problem}\nExpected layout:\n{layout.rstrip()}")
 
 
+def missing_root_error(root: Path, layout: str) -> DatasetLayoutError:
+    """The error for a dataset root that is not a folder; a relative root names the folder it was taken from."""
+    where = "" if root.is_absolute() else f" (relative paths start at the folder streamlabel runs in, {Path.cwd()})"
+    return layout_error(f"dataset root {root} does not exist or is not a folder{where}", layout)
+
+
 def find_root(
     root: str | Path, required: Sequence[str], layout: str, candidates: Sequence[str] = ()
 ) -> Path:
     """Return ``root`` or the first ``root/candidate`` holding every ``required`` entry, else raise."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise layout_error(f"dataset root {root} does not exist or is not a folder", layout)
+        raise missing_root_error(root, layout)
     for base in [root, *(root / c for c in candidates)]:
         if all((base / r).exists() for r in required):
             return base

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .layout import IMAGE_EXTENSIONS, camera_index, layout_error
+from .layout import IMAGE_EXTENSIONS, camera_index, layout_error, missing_root_error
 from .registry import register_dataset
 from .samples import ReidDataset, ReidSample, relabel
 
@@ -36,7 +36,7 @@ def msmt17_camid(file_name: str) -> int:
 
 def _locate(root: Path) -> Path:
     if not root.is_dir():
-        raise layout_error(f"dataset root {root} does not exist or is not a folder", MSMT17_LAYOUT)
+        raise missing_root_error(root, MSMT17_LAYOUT)
     for base in [root, *(root / c for c in _CANDIDATES)]:
         if (base / "list_train.txt").is_file():
             return base

@@ -109,7 +109,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(final: Path, write) -> None:
+def atomic_write(final: Path, write) -> None:
     """Write ``final`` via ``write(fileobj)`` into a temp file + fsync + ``os.replace`` + directory fsync.
 
     On any exception the temporary file is removed and the exception propagates; ``final``
@@ -129,6 +129,12 @@ def _atomic_write(final: Path, write) -> None:
             tmp.unlink()
         raise
     _fsync_dir(directory)
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an error text: torch's loader appends paragraphs of generic advice."""
+    text = " ".join(str(exc).split())
+    return text.split(". ")[0].rstrip(".")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -262,7 +268,7 @@ def save_checkpoint(
     _remove_stale_temps(directory)
 
     try:
-        _atomic_write(final, lambda fh: torch.save(payload, fh))
+        atomic_write(final, lambda fh: torch.save(payload, fh))
     except Exception as exc:
         raise CheckpointError(
             f"writing checkpoint {final} failed: {_describe(exc)}; {_free_space(directory)}; "
@@ -272,7 +278,7 @@ def save_checkpoint(
     kept = [final.name] + [n for n in previous if n != final.name and (directory / n).is_file()]
     kept, drop = kept[:keep], kept[keep:]
     try:
-        _atomic_write(directory / LATEST_NAME, lambda fh: fh.write(("\n".join(kept) + "\n").encode("utf-8")))
+        atomic_write(directory / LATEST_NAME, lambda fh: fh.write(("\n".join(kept) + "\n").encode("utf-8")))
     except Exception as exc:
         # The new checkpoint is complete but unreferenced: remove it so the directory is exactly as before,
         # unless it replaced a file of the same name (then the old contents are gone already and this one is valid).
@@ -341,11 +347,12 @@ def load_checkpoint_with_header(
                 f"loaded (nothing in it ran). Load it with trusted=True only if you wrote it yourself"
             ) from exc
         raise CheckpointError(
-            f"{target} is not a streamlabel checkpoint (truncated or corrupt: {exc})"
+            f"{target} is not a streamlabel checkpoint (truncated or corrupt: {_first_sentence(exc)})"
         ) from exc
     except Exception as exc:
         raise CheckpointError(
-            f"{target} is not a streamlabel checkpoint (truncated or corrupt: {type(exc).__name__}: {exc})"
+            f"{target} is not a streamlabel checkpoint "
+            f"(truncated or corrupt: {type(exc).__name__}: {_first_sentence(exc)})"
         ) from exc
 
     header = obj.get("header") if isinstance(obj, dict) else None

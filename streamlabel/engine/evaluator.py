@@ -15,8 +15,11 @@ def evaluate_model(model: torch.nn.Module, dataset: ReidDataset, cfg: dict, *, d
     if not dataset.query or not dataset.gallery:
         raise ValueError(f"dataset {dataset.name!r} has no query/gallery split to evaluate on")
     flip = cfg["eval"]["flip"]
-    query = extract_features(model, eval_loader(dataset.query, cfg), device=device, flip=flip, progress=progress)
-    gallery = extract_features(model, eval_loader(dataset.gallery, cfg), device=device, flip=flip, progress=progress)
+    query, gallery = (
+        extract_features(model, eval_loader(samples, cfg), device=device, flip=flip, progress=progress,
+                         desc=f"extract {dataset.name} {split}")
+        for split, samples in (("query", dataset.query), ("gallery", dataset.gallery))
+    )
     return evaluate_retrieval(query["feats"], query["pids"], query["camids"],
                               gallery["feats"], gallery["pids"], gallery["camids"])
 

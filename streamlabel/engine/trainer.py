@@ -82,6 +82,8 @@ class Trainer:
         self.loss_trace: list[float] = []  # global mean loss of the first iterations, for run-to-run checks
         self._epoch_labels: torch.Tensor | None = None  # target labels the current epoch's sampler was drawn from
         self._resume_at: tuple[int, torch.Tensor | None] | None = None  # (iteration, epoch labels) after a resume
+        self._started = time.perf_counter()
+        self._seconds_before = 0.0  # wall seconds of the sessions before a resume
 
     # ------------------------------------------------------------------ setup
     def _log(self, message: str) -> None:
@@ -129,16 +131,15 @@ class Trainer:
         return self.acc.unwrap_model(self.model)
 
     # ------------------------------------------------------------------ features
-    def _features(self, samples: list, parts: bool = False) -> dict[str, torch.Tensor]:
+    def _features(self, samples: list, parts: bool = False, split: str = "target train") -> dict[str, torch.Tensor]:
         """Embeddings of ``samples`` in order; every process computes the same full pass."""
-        out = extract_features(self.net, eval_loader(samples, self.cfg), device=self.device, progress=self.progress,
-                               parts=parts)
-        return out
+        return extract_features(self.net, eval_loader(samples, self.cfg), device=self.device,
+                                progress=self.progress, parts=parts, desc=f"extract {split}")
 
     def _init_source_memory(self) -> None:
         if self.source is None:
             return
-        feats = self._features(self.source.train)
+        feats = self._features(self.source.train, split="source train")
         self.memory.init_source(feats["feats"].to(self.device), feats["pids"].to(self.device))
 
     def _policy_parts(self) -> bool:
@@ -170,6 +171,7 @@ class Trainer:
             "history": list(self.history),
             "skipped_steps": self.skipped_steps,
             "loss_trace": list(self.loss_trace),
+            "seconds": self._seconds(),
         }
 
     def _save(self, phase: str, epoch: int, iteration: int = 0) -> None:
@@ -200,6 +202,7 @@ class Trainer:
             return None
         state = load_checkpoint(latest, fingerprint=self.fingerprint, config=self.cfg, map_location="cpu")
         phase, epoch = state["phase"], int(state["epoch"])
+        self._check_extension(state, latest)
         if phase == "adapt":
             self._new_optimizer()
         self.net.load_state_dict(state["model"])
@@ -217,6 +220,7 @@ class Trainer:
         self.results, self.history = dict(state["results"]), list(state["history"])
         self.skipped_steps = int(state["skipped_steps"])
         self.loss_trace = list(state["loss_trace"])
+        self._seconds_before = float(state.get("seconds", 0.0))
         iteration = int(state.get("iteration", 0))
         if iteration:
             self._resume_at = (iteration, state["epoch_labels"])
@@ -225,9 +229,32 @@ class Trainer:
         self._log(f"resumed from {phase} epoch {epoch} ({latest})")
         return phase, epoch + 1
 
+    def _check_extension(self, state: dict, path: Path) -> None:
+        """A resume may change ``train.iterations`` (extend or shorten a run): the schedule is defined by
+        absolute iterations (lr milestones, epochs of ``iters_per_epoch``), so the extended run trains as if
+        it had been planned that long. Refused when the checkpoint lies beyond the new end, or when the old
+        run ended inside an epoch (its last epoch was short)."""
+        saved = int(state.get("config", {}).get("train", {}).get("iterations", self.cfg["train"]["iterations"]))
+        wanted = int(self.cfg["train"]["iterations"])
+        if saved == wanted or state["phase"] != "adapt":
+            return
+        epoch, iteration = int(state["epoch"]), int(state.get("iteration", 0))
+        done = epoch * self.ipe + iteration if iteration else min((epoch + 1) * self.ipe, saved)
+        if done > wanted:
+            raise CheckpointError(f"{path} is at adaptation iteration {done}, beyond train.iterations={wanted}: "
+                                  f"a resume cannot undo training")
+        if done % self.ipe:
+            raise CheckpointError(f"{path} ended inside an epoch (train.iterations={saved} is not a multiple of "
+                                  f"iters_per_epoch={self.ipe}); it cannot be extended to {wanted}")
+        self._log(f"--resume: train.iterations {saved} -> {wanted} (continuing at iteration {done})")
+
     # ------------------------------------------------------------------ training
+    def _seconds(self) -> float:
+        """Wall seconds this run has trained, summed over the sessions a resume joined."""
+        return self._seconds_before + time.perf_counter() - self._started
+
     def run(self) -> dict:
-        start = time.perf_counter()
+        self._started = time.perf_counter()
         self.setup()
         restored = self._restore()
         phase, first_epoch = restored if restored else ("pretrain", 0)
@@ -266,7 +293,7 @@ class Trainer:
             "adapted_mAP": metrics["mAP"], "adapted_rank1": metrics["rank1"],
             "adapted_rank5": metrics.get("rank5"), "bcubed_f": final.get("bcubed_f"),
             "clusters": final.get("clusters"), "outlier_frac": final.get("outlier_frac"),
-            "skipped_steps": self.skipped_steps, "seconds": time.perf_counter() - start,
+            "skipped_steps": self.skipped_steps, "seconds": self._seconds(),
             "processes": self.world, "loss_trace": list(self.loss_trace), **self._bank_fingerprint(),
             "history": [{k: v for k, v in stats.items() if k != "labels"} for stats in self.history],
         })
@@ -316,7 +343,7 @@ class Trainer:
         stats["labels"] = labels
         note = degenerate_message(labels, self.target_cams)
         if note:  # training goes on, but the log says what happened
-            self._log(f"epoch {epoch}: {note}")
+            self._log(f"warning: epoch {epoch}: {note}")
         self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in stats.items() if k != "labels"))
         return stats

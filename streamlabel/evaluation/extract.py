@@ -42,6 +42,7 @@ def extract_features(
     normalize: bool = True,
     progress: bool = True,
     parts: bool = False,
+    desc: str = "extract",
 ) -> dict[str, torch.Tensor]:
     """Embeddings of every image in ``loader`` (model in eval mode, no grad), on the CPU.
 
@@ -49,7 +50,7 @@ def extract_features(
     the result. Returns ``feats`` [N, D] float32 and ``pids`` / ``camids`` / ``indices`` [N] int64, in
     loader order. ``parts=True`` also returns ``parts`` [N, P, D] from ``model(img, with_parts=True)``
     (models built with ``parts=P``), each part normalised like the embedding. The model's train/eval
-    mode is restored afterwards.
+    mode is restored afterwards. ``desc`` names the progress bar (say which split is extracted).
     """
     if device is None:
         param = next(iter(model.parameters()), None)
@@ -67,7 +68,7 @@ def extract_features(
 
     try:
         total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
-        for batch in tqdm(loader, total=total, desc="extract", disable=not progress, leave=False):
+        for batch in tqdm(loader, total=total, desc=desc, disable=not progress, leave=False):
             img = batch["img"].to(device, non_blocking=True)
             emb, part = forward(img)
             if flip:

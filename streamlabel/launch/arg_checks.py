@@ -4,15 +4,20 @@ one line naming the flag; nothing has been read or written when it is raised."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from streamlabel.launch.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def checked_device(name: str | None, flag: str = "--device") -> torch.device:
     """``torch.device(name)`` (default cpu) if this machine has it."""
+    import torch  # here, not at import: `streamlabel --help` stays fast
+
     try:
         device = torch.device(name or "cpu")
     except RuntimeError as err:
@@ -44,8 +49,33 @@ def output_file(path: Path | None, suffix: str, flag: str = "--out") -> Path | N
     return path
 
 
+def output_folder(path: Path, flag: str = "--out") -> Path:
+    """``path`` when a folder can be written there: it is a folder already or can be made (no file in the
+    way, at the path itself or at a parent)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "" if candidate == path else f"{path}: "
+                raise InputError(f"{flag} {where}{candidate} is a file, not a folder")
+            break
+    return path
+
+
 def in_range(flag: str, value: float, low: float | None = None, high: float | None = None) -> None:
     """Refuse ``value`` outside [low, high] (either bound may be open: None)."""
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f">= {low}" if high is None else (f"<= {high}" if low is None else f"in [{low}, {high}]")
         raise InputError(f"{flag} must be {bounds}, got {value}")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows an option's default once: only where its help text does not already say it, and not
+    for switches (False) or unset options (None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        shown = not unset and action.option_strings
+        if shown and "default" not in text and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from streamlabel import __version__
+from streamlabel.launch.arg_checks import DefaultsHelpFormatter
 from streamlabel.launch.errors import CommandError
 
 # sub-command name -> (module path, one-line help)
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"streamlabel {name}", description=COMMANDS[name][1],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     module.add_arguments(parser)
     args = parser.parse_intermixed_args(rest)  # key=value overrides may come before or after flags
@@ -81,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamlabel {name}: error: {message}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result, default=float))
+        view = getattr(module, "json_view", None)  # a command may keep diagnostics off the line
+        print(json.dumps(view(result) if callable(view) else result, default=float))
     return 0
 
 

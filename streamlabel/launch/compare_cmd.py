@@ -15,6 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from streamlabel.launch.arg_checks import output_folder
 from streamlabel.launch.errors import CommandError, InputError
 from streamlabel.launch.packages import require, require_for_training
 
@@ -68,14 +69,17 @@ def run(args: argparse.Namespace) -> dict:
     require("matplotlib", "the plot of streamlabel compare")  # before the runs, not after them
     require_for_training(cfg)
     base_dir = Path(cfg["output_dir"])
-    out_dir = args.out or base_dir / "compare"
+    out_dir = output_folder(args.out or base_dir / "compare")
     runs = [(cfg["policy"]["name"], n, [f"policy.refresh_every={n}"]) for n in intervals]
     if args.baseline:
         load_config(config, [*args.overrides, f"policy={{name: {args.baseline}}}"])  # an unknown name fails now
         runs.append((args.baseline, None, [f"policy={{name: {args.baseline}}}"]))
+    run_dirs = [base_dir / (f"refresh_every_{n}" if n is not None else f"baseline_{policy}")
+                for policy, n, _ in runs]
+    for run_dir in run_dirs:  # every run folder is checked before the first run starts
+        train.check_run_folder(run_dir, args.resume)
     rows = []
-    for policy, n, extra in runs:
-        run_dir = base_dir / (f"refresh_every_{n}" if n is not None else f"baseline_{policy}")
+    for (policy, n, extra), run_dir in zip(runs, run_dirs, strict=True):
         print(f"[streamlabel compare] policy {policy} refresh_every={n if n is not None else 'default'} -> "
               f"{run_dir}", flush=True)
         run_args = argparse.Namespace(config=config, resume=args.resume, cpu=args.cpu, quiet=args.quiet,

@@ -60,6 +60,7 @@ FINGERPRINT_EXCLUDE = (
     "train.checkpoint_every_epochs",
     "train.checkpoint_every_iters",
     "train.eval_every_epochs",
+    "train.iterations",  # a resume may extend a run; the trainer checks the checkpoint is not beyond the end
     "train.log_every",
 )
 # bounds for keys that RANGES leaves open (0 = never / off where allowed)
@@ -124,6 +125,8 @@ def _display(path: Path) -> str:
 
 
 def _read_yaml(path: Path, label: str) -> dict:
+    if path.is_dir():
+        raise ConfigError(f"{label} is a folder, not a config file (give a .yaml file)")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -136,8 +139,9 @@ def _read_yaml(path: Path, label: str) -> dict:
         data = yaml.load(stream, Loader=_Loader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {label} is not valid YAML: {err}") from None
-    if data is None:
-        return {}
+    if data is None:  # an empty file would silently train the built-in defaults
+        raise ConfigError(f"config file {label} is empty (no keys, only blanks or comments); "
+                          f"start from configs/base.yaml or another config in configs/")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {label} must hold a mapping of keys (e.g. 'train: ...') at the top "
                           f"level, got {type(data).__name__}")

@@ -14,7 +14,7 @@ import numpy as np
 
 from streamlabel.launch.arg_checks import checked_device, in_range
 from streamlabel.launch.errors import InputError
-from streamlabel.launch.feature_dump import load_feature_dump
+from streamlabel.launch.feature_dump import common_scale, load_feature_dump
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ranks", default="1,5,10", help="comma-separated CMC ranks to report")
     parser.add_argument("--chunk-size", type=int, default=1024, help="queries scored at once")
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (--checkpoint extraction)")
     rr = parser.add_argument_group("re-ranking")
     rr.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
     rr.add_argument("--k1", type=int, default=20, help="k-reciprocal neighbours that form each query's set")
@@ -47,7 +48,9 @@ def _select(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarr
     return {k: v[mask] for k, v in data.items()}
 
 
-def _checkpoint_inputs(path: Path, device: str | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
+def _checkpoint_inputs(
+    path: Path, device: str | None, progress: bool = True
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
     """Query and gallery features of the dataset a checkpoint's config evaluates on, with its model."""
 
     from streamlabel.engine.checkpoint import CheckpointError, load_checkpoint
@@ -64,11 +67,17 @@ def _checkpoint_inputs(path: Path, device: str | None) -> tuple[dict[str, np.nda
     cfg["model"]["pretrained"] = None  # the checkpoint's weights replace any initial weights
     model = build_network(cfg)
     model.load_state_dict(state["model"])
-    dataset = build_domain(cfg["data"][cfg["eval"]["split"]], cfg["data"]["on_bad_image"])
+    domain = cfg["data"][cfg["eval"]["split"]]
+    root = Path(domain["root"]) if domain and domain.get("root") else None
+    if root is not None and not root.exists():  # never regenerate or guess a dataset the checkpoint names
+        raise InputError(f"{path}: its dataset root {root} does not exist here; relative roots resolve against "
+                         f"the folder `streamlabel train` ran in ({Path.cwd()} now): run from that folder")
+    dataset = build_domain(domain, cfg["data"]["on_bad_image"])
     dev = checked_device(device)
     out = []
-    for samples in (dataset.query, dataset.gallery):
-        feats = extract_features(model.to(dev), eval_loader(samples, cfg), device=dev, flip=cfg["eval"]["flip"])
+    for split, samples in (("query", dataset.query), ("gallery", dataset.gallery)):
+        feats = extract_features(model.to(dev), eval_loader(samples, cfg), device=dev, flip=cfg["eval"]["flip"],
+                                 progress=progress, desc=f"extract {dataset.name} {split}")
         out.append({k: feats[k].numpy() for k in ("feats", "pids", "camids")})
     return out[0], out[1], f"{path} on {dataset.name}"
 
@@ -77,7 +86,7 @@ def _inputs(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict[str, 
     if getattr(args, "checkpoint", None) is not None:
         if args.query is not None or args.gallery is not None or args.split_by_camera is not None:
             raise InputError("give --checkpoint alone, or feature files, not both")
-        return _checkpoint_inputs(args.checkpoint, args.device)
+        return _checkpoint_inputs(args.checkpoint, args.device, progress=not args.quiet)
     if args.split_by_camera is not None:
         if args.query is not None or args.gallery is not None:
             raise InputError("give either --split-by-camera or --query/--gallery, not both")
@@ -122,9 +131,10 @@ def run(args: argparse.Namespace) -> dict:
         checked_device(args.device)
     query, gallery, source = _inputs(args)
     start = time.perf_counter()
+    query["feats"], gallery["feats"] = common_scale(query["feats"], gallery["feats"])
     ids = (query["pids"], query["camids"], gallery["pids"], gallery["camids"])
     if args.rerank:
-        qf, gf = query["feats"].astype(np.float32), gallery["feats"].astype(np.float32)
+        qf, gf = query["feats"], gallery["feats"]
         if args.metric == "cosine":  # squared Euclidean on unit vectors = 2 - 2 cos
             qf = qf / np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), 1e-12)
             gf = gf / np.maximum(np.linalg.norm(gf, axis=1, keepdims=True), 1e-12)

@@ -18,6 +18,8 @@ def load_feature_dump(
 ) -> dict[str, np.ndarray]:
     """The ``required`` and present ``optional`` arrays of one dump: finite numeric 2-D ``feats``,
     integer 1-D id arrays of matching length. Anything else raises InputError naming file and key."""
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a .npz file")
     if not path.is_file():
         raise InputError(f"feature file not found: {path}")
     wanted = (*required, *optional)
@@ -62,3 +64,25 @@ def load_feature_dump(
         if not np.issubdtype(out[key].dtype, np.integer):
             raise InputError(f"{path}: {key} must be integers, got dtype {out[key].dtype}")
     return out
+
+
+def unit_rows(feats: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float64, then float32: huge (1e300) or tiny (1e-30) finite rows keep
+    their direction instead of overflowing to Inf or underflowing to zero in float32."""
+    rows = feats.astype(np.float64)
+    rows = rows / np.abs(rows).max(axis=1, keepdims=True)  # max |x| = 1 first: the norm cannot overflow
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def common_scale(*parts: np.ndarray) -> list[np.ndarray]:
+    """All parts divided by one shared scale in float64, then float32: distances keep their order (one
+    global factor) and neither overflow nor underflow in float32."""
+    scale = max(float(np.abs(part).max()) for part in parts) or 1.0
+    return [(part.astype(np.float64) / scale).astype(np.float32) for part in parts]
+
+
+def feature_rank(unit: np.ndarray, sample: int = 1024, tol: float = 1e-3) -> int:
+    """Numerical rank of (up to ``sample`` evenly spaced) unit rows: 1 = all rows point the same way."""
+    rows = unit[:: max(1, len(unit) // sample)][:sample].astype(np.float64)
+    singular = np.linalg.svd(rows, compute_uv=False)
+    return int((singular > tol * singular[0]).sum())

@@ -9,6 +9,7 @@ reported). ``initialize`` runs on all features; ``--passes P`` then streams the 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -16,11 +17,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from streamlabel.engine.checkpoint import atomic_write
+from streamlabel.engine.label_health import degenerate_message
 from streamlabel.evaluation import label_quality_report
 from streamlabel.launch.arg_checks import checked_device, in_range, output_file
 from streamlabel.launch.config import parse_override_items
 from streamlabel.launch.errors import CommandError
-from streamlabel.launch.feature_dump import load_feature_dump
+from streamlabel.launch.feature_dump import feature_rank, load_feature_dump, unit_rows
 from streamlabel.methods import available_policies, build_policy
 from streamlabel.methods.param_check import check_fits_samples
 
@@ -57,7 +60,12 @@ def run(args: argparse.Namespace) -> dict:
     params: dict = {}
     for item in parse_override_items(args.params):  # YAML values: 1e-3 is a float
         params.update(item)
-    feats = torch.from_numpy(dump["feats"]).float().to(device)
+    unit = unit_rows(dump["feats"])
+    rank = feature_rank(unit)
+    if rank <= 2 < unit.shape[1]:
+        print(f"[streamlabel] warning: degenerate features: the {unit.shape[0]} rows span only {rank} "
+              f"direction(s) of {unit.shape[1]}; labels cannot tell identities apart", file=sys.stderr)
+    feats = torch.from_numpy(unit).to(device)
     cams = torch.from_numpy(dump["camids"]).long().to(device) if "camids" in dump else None
     pids = dump.get("pids")
     num, dim = feats.shape
@@ -89,13 +97,17 @@ def run(args: argparse.Namespace) -> dict:
             policy.epoch_end(epoch)
     stream_seconds = time.perf_counter() - stream_start
     labels = policy.labels(args.level)
+    note = degenerate_message(labels, cams)
+    if note:  # the labels are written all the same; the researcher should know what they are
+        print(f"[streamlabel] warning: {note}", file=sys.stderr)
     result.update(_quality(labels, pids))
     result.update({"passes": args.passes, "steps": steps, "stream_seconds": stream_seconds,
                    "ms_per_step": 1000.0 * stream_seconds / steps if steps else 0.0,
                    "seconds": time.perf_counter() - start})
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, labels.cpu().numpy().astype(np.int64))
+        array = labels.cpu().numpy().astype(np.int64)
+        atomic_write(out, lambda handle: np.save(handle, array))
         result["out"] = str(out)
     _print_summary(result)
     return result

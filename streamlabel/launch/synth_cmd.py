@@ -5,26 +5,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from streamlabel.launch.arg_checks import in_range, output_file, output_folder
 from streamlabel.launch.cli import CommandError
 
 DOMAIN_CHOICES = ("source", "target", "both")
+MIN_SIDE = 8  # pixels: below this a rendered person is a smudge
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `streamlabel synth`."""
     parser.add_argument("--preview", metavar="PNG", help="save a grid: identities x (cameras x shots)")
     parser.add_argument("--out", metavar="DIR", help="write Market-1501 folders (DIR/source, DIR/target)")
-    parser.add_argument("--domain", choices=DOMAIN_CHOICES, default="both", help="default: both")
-    parser.add_argument("--seed", type=int, default=0, help="same seed, byte-identical images (default: 0)")
-    parser.add_argument("--ids", type=int, default=8, help="identities in the preview (default: 8)")
-    parser.add_argument("--shots", type=int, default=2, help="shots per camera in the preview (default: 2)")
-    parser.add_argument("--train-ids", type=int, default=100, help="train ids (default: 100)")
-    parser.add_argument("--test-ids", type=int, default=50, help="query/gallery identities (default: 50)")
-    parser.add_argument("--cams", type=int, default=4, help="cameras per domain (default: 4)")
-    parser.add_argument("--images-per-cam", type=int, default=4, help="mean shots per id and cam (4)")
+    parser.add_argument("--domain", choices=DOMAIN_CHOICES, default="both", help="which domain(s) to preview or write")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, byte-identical images")
+    parser.add_argument("--ids", type=int, default=8, help="identities in the preview")
+    parser.add_argument("--shots", type=int, default=2, help="shots per camera in the preview")
+    parser.add_argument("--train-ids", type=int, default=100, help="train ids")
+    parser.add_argument("--test-ids", type=int, default=50, help="query/gallery identities")
+    parser.add_argument("--cams", type=int, default=4, help="cameras per domain")
+    parser.add_argument("--images-per-cam", type=int, default=4, help="mean shots per id and camera")
     parser.add_argument("--height", type=int, help="image height (default: 64 for --out, 128 for --preview)")
     parser.add_argument("--width", type=int, help="image width (default: 32 for --out, 64 for --preview)")
     parser.add_argument("--overwrite", action="store_true", help="replace images already in --out")
+    parser.add_argument("--quiet", action="store_true", help="no summary lines (errors still print)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -33,17 +36,25 @@ def run(args: argparse.Namespace) -> dict:
 
     if not args.preview and not args.out:
         raise CommandError("give --preview PNG and/or --out DIR")
-    if min(args.ids, args.shots, args.train_ids, args.cams, args.images_per_cam) < 1 or args.test_ids < 0:
-        raise CommandError("--ids, --shots, --train-ids, --cams and --images-per-cam must be >= 1")
+    for flag in ("ids", "shots", "train_ids", "cams", "images_per_cam"):
+        in_range(f"--{flag.replace('_', '-')}", getattr(args, flag), 1)
+    in_range("--test-ids", args.test_ids, 0)
+    for flag in ("height", "width"):
+        if getattr(args, flag) is not None:
+            in_range(f"--{flag}", getattr(args, flag), MIN_SIDE)
+    preview = output_file(Path(args.preview), ".png", "--preview") if args.preview else None
+    if args.out:
+        output_folder(Path(args.out))
     result: dict = {"seed": args.seed, "domain": args.domain}
+    say = (lambda _line: None) if args.quiet else print
     if args.preview:
         height, width = args.height or 128, args.width or 64
         image = preview_grid(args.domain, args.seed, args.ids, args.shots, args.cams, height, width)
-        path = Path(args.preview)
+        path = preview
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
         result["preview"] = {"path": str(path), "width": image.width, "height": image.height}
-        print(f"synth: preview of {args.ids} identities x {args.cams} cameras ({args.domain}) -> {path}")
+        say(f"synth: preview of {args.ids} identities x {args.cams} cameras ({args.domain}) -> {path}")
     if args.out:
         domains = ("source", "target") if args.domain == "both" else (args.domain,)
         sizes = {
@@ -62,7 +73,7 @@ def run(args: argparse.Namespace) -> dict:
             except FileExistsError as err:
                 raise CommandError(str(err)) from err
             result["datasets"][name] = summary
-            print(
+            say(
                 f"synth: {name} -> {root}: {summary['train']} train ({summary['train_ids']} ids), "
                 f"{summary['query']} query, {summary['gallery']} gallery ({summary['test_ids']} ids), "
                 f"{summary['cameras']} cameras"

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from streamlabel.launch.arg_checks import DefaultsHelpFormatter, output_folder
 from streamlabel.launch.errors import CommandError
 from streamlabel.launch.packages import require_for_training
 
@@ -39,11 +40,13 @@ def run(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
+    from streamlabel.engine.checkpoint import atomic_write
     from streamlabel.engine.trainer import Trainer
     from streamlabel.launch.config import dump_config, load_config
 
     cfg = load_config(args.config or default_config(), args.overrides)
     require_for_training(cfg)
+    check_run_folder(Path(cfg["output_dir"]), args.resume)
     threads = cpu_threads(cfg["cpu_threads"])
     if threads > 0:
         import torch
@@ -68,7 +71,27 @@ def run(args: argparse.Namespace) -> dict:
     results = trainer.run()
     if accelerator.is_main_process:
         _print_summary(results)
+        text = json.dumps(results, default=float, indent=1).encode()
+        atomic_write(Path(cfg["output_dir"]) / "results.json", lambda handle: handle.write(text))
     return results if accelerator.is_main_process else {}
+
+
+DIAGNOSTIC_KEYS = ("loss_trace", "labels_sha", "bank_sha", "bank_sum")  # run-to-run checks: results.json only
+
+
+def json_view(results: dict) -> dict:
+    """What the ``--json`` line shows: the results without the diagnostics that tests compare across runs
+    (those stay in ``<output_dir>/results.json``)."""
+    return {k: v for k, v in results.items() if k not in DIAGNOSTIC_KEYS}
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse before any work: an ``output_dir`` that is a file, or one whose checkpoints a fresh run
+    would overwrite without a word."""
+    output_folder(out, "output_dir")
+    if not resume and any((out / "checkpoints").glob("*.pt")):
+        raise CommandError(f"output_dir {out} already holds checkpoints of an earlier run: pass --resume to "
+                           f"continue it, or choose another output_dir (or delete {out / 'checkpoints'})")
 
 
 def cpu_threads(setting: int) -> int:
@@ -109,7 +132,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="streamlabel.launch.train", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     add_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after flags
@@ -119,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamlabel train: error: {err}", file=sys.stderr)
         return 2
     if args.json and results:
-        print(json.dumps(results, default=float))
+        print(json.dumps(json_view(results), default=float))
     return 0
 
 

@@ -328,7 +328,7 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_and_bad_encoding(tmp_path):
-    with pytest.raises(ConfigError, match="cannot be read"):
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
         load_config(tmp_path)
     bad = tmp_path / "bin.yaml"
     bad.write_bytes(b"\xff\xfe\x00seed: 1")
@@ -349,8 +349,11 @@ def test_invalid_yaml_and_duplicate_keys(tmp_path):
         load_config(write(tmp_path / "dup.yaml", "seed: 1\nseed: 2\n"))
 
 
-def test_empty_file_is_the_defaults(tmp_path):
-    assert load_config(write(tmp_path / "e.yaml", "")) == load_config(None)
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file_is_refused(tmp_path, text):
+    """An empty file is a mistake, not a request for the built-in defaults (a 24,000-iteration run)."""
+    with pytest.raises(ConfigError, match=r"e\.yaml is empty"):
+        load_config(write(tmp_path / "e.yaml", text))
 
 
 def test_non_string_keys(tmp_path):
@@ -370,14 +373,14 @@ def test_fingerprint_stable_under_key_order():
 
 
 @pytest.mark.parametrize("override", ["optim.lr=0.01", "policy.k=20", "seed=3", "data.target.root=x",
-                                      "train.iterations=100", "model.name=osnet_x0_25", "data.source=null"])
+                                      "train.iters_per_epoch=100", "model.name=osnet_x0_25", "data.source=null"])
 def test_fingerprint_changed_by_relevant_keys(override):
     assert config_fingerprint(load_config(None, [override])) != config_fingerprint(load_config(None))
 
 
 @pytest.mark.parametrize("override", ["output_dir=elsewhere", "log.tensorboard=false", "eval.batch_size=7",
                                       "eval.flip=true", "train.log_every=1", "train.checkpoint_every_epochs=5",
-                                      "train.eval_every_epochs=3"])
+                                      "train.eval_every_epochs=3", "train.iterations=100"])
 def test_fingerprint_ignores_bookkeeping(override):
     assert config_fingerprint(load_config(None, [override])) == config_fingerprint(load_config(None))
 

@@ -131,10 +131,11 @@ class _MainProcess:
 
 
 @pytest.mark.parametrize(("labels", "cams", "line"), [
-    (torch.full((8,), -1), torch.tensor([0, 1] * 4), "[streamlabel] epoch 3: degenerate pseudo labels: every one of "
-     "the 8 samples is an outlier"),
-    (torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long), "[streamlabel] epoch 3: degenerate pseudo "
-     "labels: all 8 samples are in a single cluster: the target loss has one entry; every sample comes from one "
+    (torch.full((8,), -1), torch.tensor([0, 1] * 4),
+     "[streamlabel] warning: epoch 3: degenerate pseudo labels: every one of the 8 samples is an outlier"),
+    (torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long),
+     "[streamlabel] warning: epoch 3: degenerate pseudo labels: all 8 samples are in a single cluster: "
+     "the target loss has one entry; every sample comes from one "
      "camera"),
 ], ids=["all outliers", "one cluster, one camera"])
 def test_trainer_logs_degenerate_labels(labels: torch.Tensor, cams: torch.Tensor, line: str,

@@ -42,7 +42,8 @@ def _train(args: list[str]) -> dict:
     done = subprocess.run([sys.executable, "-m", "streamlabel.launch.train", *args], env=_env(), cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = next(arg.split("=", 1)[1] for arg in args if arg.startswith("output_dir="))
+    return json.loads((REPO / out / "results.json").read_text())  # with the diagnostics the line leaves out
 
 
 def _kill_mid_epoch(args: list[str], kill_after: int = KILL_AFTER) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_overrides
 
+from streamlabel.launch.train import DIAGNOSTIC_KEYS
+
 
 def _launch(num_processes: int, out: Path, data: Path, extra: tuple[str, ...] = ()) -> dict:
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
@@ -24,7 +26,10 @@ def _launch(num_processes: int, out: Path, data: Path, extra: tuple[str, ...] = 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, proc.stdout[-2000:]  # only the main process prints the result
-    return json.loads(lines[0])
+    line = json.loads(lines[0])
+    full = json.loads((Path(out) / "results.json").read_text())  # the line leaves the diagnostics out
+    assert line == {k: v for k, v in full.items() if k not in DIAGNOSTIC_KEYS}
+    return full
 
 
 @pytest.mark.slow

@@ -55,6 +55,23 @@ def test_resume_after_crash_is_exact(tmp_path: Path, synthetic_root: Path) -> No
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_extends_a_finished_run_exactly(tmp_path: Path, synthetic_root: Path) -> None:
+    """--resume with a larger train.iterations continues the finished run and ends where a run planned that
+    long from the start ends; a smaller one than the checkpoint's iteration is refused."""
+    def overrides(out: Path, iterations: int) -> list[str]:
+        return [*tiny_overrides(out, synthetic_root), f"train.iterations={iterations}"]
+
+    straight = train_entry.run(_args(overrides(tmp_path / "straight", 6)))
+    train_entry.run(_args(overrides(tmp_path / "extended", 4)))
+    extended = train_entry.run(_args(overrides(tmp_path / "extended", 6), resume=True))
+    for key in ("labels_sha", "bank_sha", "adapted_mAP"):
+        assert extended[key] == straight[key], key
+    assert [h["epoch"] for h in extended["history"]] == [h["epoch"] for h in straight["history"]]
+    code = train_entry.main(["--config", str(REPO / "configs" / "demo.yaml"), "--cpu", "--quiet", "--resume",
+                             *overrides(tmp_path / "extended", 2)])
+    assert code == 2
+
+
 def test_resume_refuses_other_config(tmp_path: Path, synthetic_root: Path) -> None:
     overrides = tiny_overrides(tmp_path / "run", synthetic_root)
     train_entry.run(_args(overrides))
