@@ -35,7 +35,7 @@ from streamlabel.engine.setup import (
 )
 from streamlabel.engine.shard_checkpoint import load_policy_shard, save_policy_shard
 from streamlabel.evaluation import extract_features, label_quality_report
-from streamlabel.launch.config import config_fingerprint
+from streamlabel.launch.config import config_fingerprint, dump_config
 from streamlabel.losses import LossBatch, LossTerms
 
 
@@ -256,6 +256,9 @@ class Trainer:
     def run(self) -> dict:
         self._started = time.perf_counter()
         self.setup()
+        if self.acc.is_main_process:  # once data and model are known good: a refused run leaves no folder
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(self.cfg, self.out_dir / "config.yaml")
         restored = self._restore()
         phase, first_epoch = restored if restored else ("pretrain", 0)
         if self.acc.is_main_process and self.cfg["log"]["tensorboard"]:

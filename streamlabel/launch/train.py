@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from streamlabel.engine.checkpoint import atomic_write
     from streamlabel.engine.trainer import Trainer
-    from streamlabel.launch.config import dump_config, load_config
+    from streamlabel.launch.config import load_config
 
     cfg = load_config(args.config or default_config(), args.overrides)
     require_for_training(cfg)
@@ -64,9 +64,6 @@ def run(args: argparse.Namespace) -> dict:
                               log_with="tensorboard" if cfg["log"]["tensorboard"] else None,
                               project_config=project)
     set_seed(cfg["seed"], device_specific=False)
-    if accelerator.is_main_process:
-        Path(cfg["output_dir"]).mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, Path(cfg["output_dir"]) / "config.yaml")
     trainer = Trainer(cfg, accelerator, resume=args.resume, progress=not args.quiet)
     results = trainer.run()
     if accelerator.is_main_process:

@@ -233,6 +233,9 @@ CASES = [
     Case("train_reuses_run_without_resume", ["train", "output_dir=run", *TRAIN_FAST], 2,
          r"output_dir run already holds checkpoints of an earlier run: pass --resume", setup=old_run,
          created=("run/checkpoints/adapt_epoch0000.pt",)),
+    Case("train_dataset_root_missing", ["train", "output_dir=run", "data.source=null", "data.target.name=market1501",
+                                        "data.target.root=nowhere", *TRAIN_FAST], 2,
+         r"dataset root nowhere does not exist or is not a folder"),  # and no run folder is left behind
     Case("train_negative_iterations", ["train", "train.iterations=-5"], 2, r"train\.iterations.*-5"),
     Case("train_unknown_key", ["train", "train.iteratons=5"], 2, r"train\.iteratons.*did you mean.*iterations"),
     Case("train_section_override_scalar", ["train", "data=3"], 2,
