@@ -116,7 +116,10 @@ def atomic_write(final: Path, write) -> None:
     is untouched unless ``os.replace`` already succeeded.
     """
     directory = final.parent
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{final.name}.{os.getpid()}.", suffix=_TMP_SUFFIX)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{final.name}.{os.getpid()}.", suffix=_TMP_SUFFIX)
+    except OSError as err:  # name the file the user asked for, not our temporary name
+        raise type(err)(err.errno, err.strerror, str(final)) from err
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -79,3 +79,14 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         if shown and "default" not in text and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+def no_repeated_keys(items: list[str]) -> list[str]:
+    """Refuse a ``key=value`` list that sets one key twice: which one was meant is a guess, so neither wins."""
+    seen: dict[str, str] = {}
+    for item in items:
+        key = item.partition("=")[0].strip()
+        if key in seen:
+            raise InputError(f"{key} is given twice ({seen[key]} and {item}); give it once")
+        seen[key] = item
+    return items

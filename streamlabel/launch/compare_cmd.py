@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from streamlabel.launch.arg_checks import output_folder
+from streamlabel.launch.arg_checks import no_repeated_keys, output_folder
 from streamlabel.launch.errors import CommandError, InputError
 from streamlabel.launch.packages import require, require_for_training
 
@@ -65,14 +65,17 @@ def run(args: argparse.Namespace) -> dict:
 
     intervals = parse_intervals(args.refresh_every)
     config = args.config or train.default_config()
-    cfg = load_config(config, args.overrides)  # bad overrides fail here, before any run starts
+    cfg = load_config(config, no_repeated_keys(args.overrides))  # bad overrides fail here, before any run starts
+    if any(_key(item) == "policy.refresh_every" for item in args.overrides):
+        raise CommandError("compare sets policy.refresh_every itself: give the intervals with --refresh-every")
+    per_run = [item for item in args.overrides if _key(item) != "output_dir"]  # output_dir is the base folder
     require("matplotlib", "the plot of streamlabel compare")  # before the runs, not after them
     require_for_training(cfg)
     base_dir = Path(cfg["output_dir"])
     out_dir = output_folder(args.out or base_dir / "compare")
     runs = [(cfg["policy"]["name"], n, [f"policy.refresh_every={n}"]) for n in intervals]
     if args.baseline:
-        load_config(config, [*args.overrides, f"policy={{name: {args.baseline}}}"])  # an unknown name fails now
+        load_config(config, [*per_run, f"policy={{name: {args.baseline}}}"])  # an unknown name fails now
         runs.append((args.baseline, None, [f"policy={{name: {args.baseline}}}"]))
     run_dirs = [base_dir / (f"refresh_every_{n}" if n is not None else f"baseline_{policy}")
                 for policy, n, _ in runs]
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> dict:
         print(f"[streamlabel compare] policy {policy} refresh_every={n if n is not None else 'default'} -> "
               f"{run_dir}", flush=True)
         run_args = argparse.Namespace(config=config, resume=args.resume, cpu=args.cpu, quiet=args.quiet,
-                                      overrides=[*args.overrides, *extra, f"output_dir={run_dir}"])
+                                      overrides=[*per_run, *extra, f"output_dir={run_dir}"])
         try:
             results = train.run(run_args)
         except CheckpointError as err:
@@ -201,3 +204,7 @@ if __name__ == "__main__":
     from streamlabel.launch.cli import main
 
     sys.exit(main(["compare", *sys.argv[1:]]))
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].strip()

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamlabel.launch.arg_checks import DefaultsHelpFormatter, output_folder
+from streamlabel.launch.arg_checks import DefaultsHelpFormatter, no_repeated_keys, output_folder
 from streamlabel.launch.errors import CommandError
 from streamlabel.launch.packages import require_for_training
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> dict:
     from streamlabel.engine.trainer import Trainer
     from streamlabel.launch.config import load_config
 
-    cfg = load_config(args.config or default_config(), args.overrides)
+    cfg = load_config(args.config or default_config(), no_repeated_keys(args.overrides))
     require_for_training(cfg)
     check_run_folder(Path(cfg["output_dir"]), args.resume)
     threads = cpu_threads(cfg["cpu_threads"])
