@@ -353,6 +353,9 @@ def load_checkpoint_with_header(
             f"{target} is not a streamlabel checkpoint (truncated or corrupt: {_first_sentence(exc)})"
         ) from exc
     except Exception as exc:
+        if "inline_container" in str(exc):  # a zip archive torch.save did not write (e.g. an .npz)
+            raise CheckpointError(f"{target} is not a streamlabel checkpoint (a zip archive, but not one written "
+                                  f"by torch.save)") from exc
         raise CheckpointError(
             f"{target} is not a streamlabel checkpoint "
             f"(truncated or corrupt: {type(exc).__name__}: {_first_sentence(exc)})"

@@ -187,6 +187,9 @@ CASES = [
                                       "--policy", "spcl", "--out", "l.npy"], 0,
          setup=good_dump, created=("l.npy",)),
     # ---- evaluate
+    Case("evaluate_checkpoint_is_npz", ["evaluate", "--checkpoint", "f.npz"], 2,
+         r"f\.npz is not a streamlabel checkpoint \(a zip archive, but not one written by torch\.save\)",
+         setup=good_dump),
     Case("evaluate_query_is_folder", ["evaluate", "--query", ".", "--gallery", "g.npz"], 2,
          r"\. is a folder, not a \.npz file", setup=eval_dumps),
     Case("evaluate_both_inputs", ["evaluate", "--query", "q.npz", "--gallery", "g.npz", "--split-by-camera",
