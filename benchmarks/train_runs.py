@@ -6,11 +6,12 @@ rank-1 of the model before adaptation (source-only, or zero-shot when unsupervis
 epoch the pseudo-label quality (BCubed P / R / F, clusters, outlier share) and the val mAP.
 
     OMP_NUM_THREADS=1 python benchmarks/train_runs.py [--configs configs/demo.yaml,configs/cpu_cuhk03.yaml]
-        [--threads 1] [--out DIR | --publish] [--name train_runs] [--append] [key=value ...]
+        [--threads 1] [--seeds 0[,1,...]] [--out DIR | --publish] [--name train_runs] [--append] [key=value ...]
 
 ``key=value`` overrides go to every run (e.g. ``policy.dynamics=paper``). ``--append`` keeps the rows of
 other configs already in OUT/NAME.json. A config whose data is missing (``../shared``) is reported and
-skipped. OUT is ``--out`` (default ``runs/benchmarks/``, git-ignored), or the committed ``benchmarks/results/``
+skipped. ``--seeds`` trains each config once per seed (the spread of the gain is reported).
+OUT is ``--out`` (default ``runs/benchmarks/``, git-ignored), or the committed ``benchmarks/results/``
 with ``--publish``.
 """
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -44,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated config files")
     parser.add_argument("--threads", type=int, default=1, help="cpu_threads of every run")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds: one run per config and seed")
     add_output_arguments(parser, "train_runs")
     parser.add_argument("--append", action="store_true", help="keep the other configs' rows of OUT/NAME.json")
     parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "train_runs", help="run folders")
@@ -52,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def train(config: str, overrides: list[str], threads: int, run_dir: Path) -> tuple[dict | None, str]:
-    """One ``streamlabel train --json`` in a subprocess; returns (its result, the tail of its output)."""
+    """One ``streamlabel train --json`` in a subprocess, in a fresh ``run_dir``; returns (its result, the tail
+    of its output)."""
+    shutil.rmtree(run_dir, ignore_errors=True)  # the benchmark owns its run folders: never resume an old run
     cmd = [sys.executable, "-m", "streamlabel.launch.train", "--config", config, "--json", "--quiet", "--cpu",
            f"cpu_threads={threads}", f"output_dir={run_dir}", *overrides]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -62,12 +68,12 @@ def train(config: str, overrides: list[str], threads: int, run_dir: Path) -> tup
     return (json.loads(lines[-1]) if proc.returncode == 0 and lines else None), tail
 
 
-def row_of(config: str, overrides: list[str], threads: int, result: dict, seconds: float) -> dict:
+def row_of(config: str, overrides: list[str], seed: int, threads: int, result: dict, seconds: float) -> dict:
     epochs = [{k: h.get(k) for k in ("epoch", "bcubed_p", "bcubed_r", "bcubed_f", "clusters", "outlier_frac",
                                      "eval_mAP", "eval_rank1")} for h in result.get("history", [])]
     if epochs:  # the last epoch is scored by the final evaluation
         epochs[-1]["eval_mAP"], epochs[-1]["eval_rank1"] = result["adapted_mAP"], result["adapted_rank1"]
-    return {"config": config, "overrides": overrides, "threads": threads, "wall_s": seconds,
+    return {"config": config, "overrides": overrides, "seed": seed, "threads": threads, "wall_s": seconds,
             "before_mAP": result.get("source_mAP"), "before_rank1": result.get("source_rank1"),
             "adapted_mAP": result["adapted_mAP"], "adapted_rank1": result["adapted_rank1"], "epochs": epochs}
 
@@ -87,17 +93,19 @@ def to_markdown(payload: dict) -> str:
              "synthetic target). *before*: the model the adaptation starts from (source-only, or zero-shot when "
              "there is no source). Per epoch: the pseudo labels of the target train set against the true ids "
              "(BCubed, outliers as singletons) and the val mAP after that epoch; epoch -1 = the first labels.",
-             "", "| config | overrides | threads | wall s | before mAP / R1 | adapted mAP / R1 "
+             "", "| config | overrides | seed | threads | wall s | before mAP / R1 | adapted mAP / R1 "
              "| label F first -> last |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for r in payload["rows"]:
         first = r["epochs"][0]["bcubed_f"] if r["epochs"] else None
         last = r["epochs"][-1]["bcubed_f"] if r["epochs"] else None
-        lines.append(f"| {r['config']} | {' '.join(r['overrides']) or '-'} | {r['threads']} | {r['wall_s']:.0f} "
+        lines.append(f"| {r['config']} | {' '.join(r['overrides']) or '-'} | {r.get('seed', 0)} | {r['threads']} "
+                     f"| {r['wall_s']:.0f} "
                      f"| {_pct(r['before_mAP'])} / {_pct(r['before_rank1'])} "
                      f"| **{_pct(r['adapted_mAP'])}** / {_pct(r['adapted_rank1'])} | {_num(first)} -> {_num(last)} |")
+    lines += gain_lines(payload["rows"])
     for r in payload["rows"]:
-        lines += ["", f"## {r['config']} {' '.join(r['overrides'])}".rstrip(), "",
+        lines += ["", f"## {r['config']} {' '.join(r['overrides'])} (seed {r.get('seed', 0)})", "",
                   "| epoch | BCubed P | R | F | clusters | outliers | val mAP |", "|---|---|---|---|---|---|---|"]
         for e in r["epochs"]:
             outliers = "-" if e["outlier_frac"] is None else f"{100 * e['outlier_frac']:.1f}%"
@@ -106,25 +114,38 @@ def to_markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gain_lines(rows: list[dict]) -> list[str]:
+    """Per config trained with several seeds: the gain adapted - before (mAP points), mean, spread, minimum."""
+    lines = []
+    for config in dict.fromkeys(r["config"] for r in rows):
+        gains = [100 * (r["adapted_mAP"] - r["before_mAP"]) for r in rows
+                 if r["config"] == config and r["before_mAP"] is not None]
+        if len(gains) > 1:
+            lines += ["", f"{config}: gain over {len(gains)} seeds {statistics.mean(gains):.1f} "
+                          f"± {statistics.stdev(gains):.1f} mAP points (min {min(gains):.1f}, max {max(gains):.1f})"]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     rows: list[dict] = []
     json_path = output_dir(args) / f"{args.name}.json"
     if args.append and json_path.is_file():
         rows = [r for r in json.loads(json_path.read_text())["rows"]
                 if (r["config"], r["overrides"]) not in {(c, args.overrides) for c in configs}]
     failed = 0
-    for config in configs:
-        run_dir = args.runs_dir / Path(config).stem
+    for config, seed in [(c, s) for c in configs for s in seeds]:
+        run_dir = args.runs_dir / f"{Path(config).stem}_seed{seed}"
         start = time.perf_counter()
-        print(f"train_runs: {config} {' '.join(args.overrides)} ...", flush=True)
-        result, tail = train(config, args.overrides, args.threads, run_dir)
+        print(f"train_runs: {config} seed {seed} {' '.join(args.overrides)} ...", flush=True)
+        result, tail = train(config, [*args.overrides, f"seed={seed}"], args.threads, run_dir)
         if result is None:
             failed += 1
             print(f"train_runs: {config} failed:\n{tail}", flush=True)
             continue
-        rows.append(row_of(config, args.overrides, args.threads, result, time.perf_counter() - start))
+        rows.append(row_of(config, args.overrides, seed, args.threads, result, time.perf_counter() - start))
         print(f"train_runs: {config}: mAP {_pct(rows[-1]['before_mAP'])} -> {_pct(rows[-1]['adapted_mAP'])} in "
               f"{rows[-1]['wall_s']:.0f} s", flush=True)
     payload = {"commit": commit(), "machine": machine(), "command": command_line(), "rows": rows}
