@@ -56,9 +56,14 @@ def choose_policies(text: str | None) -> list[str]:
     return names
 
 
+# a feature dump has no part features: inclr can only cluster the global ones (plain Jaccard + DBSCAN)
+DUMP_PARAMS = {"inclr": ["global_only=true"]}
+
+
 def run_policy(features: Path, name: str) -> dict:
     """One ``streamlabel labels --features F --policy NAME`` run; errors are recorded, not raised."""
-    args = argparse.Namespace(features=features, policy=name, params=[], out=None, passes=0, batch_size=64,
+    params = DUMP_PARAMS.get(name, [])
+    args = argparse.Namespace(features=features, policy=name, params=params, out=None, passes=0, batch_size=64,
                               level=-1, seed=0, device="cpu", quiet=True)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -69,6 +74,7 @@ def run_policy(features: Path, name: str) -> dict:
             return {"policy": name, "error": f"{type(err).__name__}: {err}",
                     "seconds": time.perf_counter() - start}
     result["warnings"] = sorted({str(w.message) for w in caught})
+    result["params"] = params
     return result
 
 
@@ -94,7 +100,8 @@ def to_markdown(payload: dict) -> str:
             lines.append(f"| {row['policy']} | error | | | | | | {row['seconds']:.1f} |")
             notes.append(f"- `{row['policy']}` failed: {row['error']}")
             continue
-        lines.append(f"| {row['policy']} | {row['bcubed_p']:.3f} | {row['bcubed_r']:.3f} | {row['bcubed_f']:.3f} "
+        name = " ".join([row["policy"], *row.get("params", [])])
+        lines.append(f"| {name} | {row['bcubed_p']:.3f} | {row['bcubed_r']:.3f} | {row['bcubed_f']:.3f} "
                      f"| {row['nmi']:.3f} | {row['clusters']} | {100 * row['outlier_frac']:.1f} "
                      f"| {row['seconds']:.1f} |")
         notes += [f"- `{row['policy']}` warned: {message}" for message in row.get("warnings", [])]

@@ -413,6 +413,11 @@ def _cross_checks(cfg: dict, checker: _Checker) -> None:
         if train[key] % k:
             raise ConfigError(f"'train.{key}' ({train[key]}, from {checker.where('train.' + key)}) must be a "
                               f"multiple of data.num_instances ({k}): batches hold P identities x K images")
+    policy = cfg["policy"]
+    if policy["name"] == "inclr" and not policy.get("global_only") and not cfg["model"]["kwargs"].get("parts"):
+        raise ConfigError(f"policy inclr (from {checker.where('policy.name')}) clusters part features but the model "
+                          "returns none: set model.kwargs.parts (e.g. 3, = policy.num_parts), or "
+                          "policy.global_only=true for the global clustering alone (not INCLR)")
 
 
 # --------------------------------------------------------------------------- public API

@@ -84,14 +84,16 @@ def test_parts_split_off_the_minority_of_a_merged_global_cluster(seed: int) -> N
     assert policy.refine_stats["dropped_share"] == pytest.approx(4 / 20)
 
 
-def test_global_only_fallback_warns_and_equals_dbscan() -> None:
-    feats, _, _ = _scene()
+def test_without_parts_is_an_error_unless_global_only() -> None:
+    feats, parts, _ = _scene()
     policy = build_policy("inclr", num_samples=20, feat_dim=16, **SMALL)
-    with pytest.warns(RuntimeWarning, match="global features only"):
+    with pytest.raises(ValueError, match="got no part features.*global_only=true"):
         policy.initialize(feats)
+    policy = build_policy("inclr", num_samples=20, feat_dim=16, global_only=True, **SMALL)
+    policy.initialize(feats, parts=parts)  # parts are ignored when asked for the global clustering alone
     assert torch.equal(policy.labels(), _plain_dbscan(feats))
-    assert policy.part_features() is None
-    policy.step(torch.tensor([0]), feats[:1])  # no parts needed when none were given
+    assert policy.part_features() is None and policy.config["global_only"] is True
+    policy.step(torch.tensor([0]), feats[:1])  # no parts needed
 
 
 def test_part_bank_momentum_and_state_round_trip() -> None:

@@ -22,8 +22,6 @@ from streamlabel.methods import available_policies, build_policy
 
 pytestmark = [
     pytest.mark.usefixtures("single_thread"),
-    # inclr without part features (a plain feature set) warns that it clusters the global features only
-    pytest.mark.filterwarnings("ignore:inclr. no part features:RuntimeWarning"),
 ]
 POLICIES = available_policies()
 NUM_IDS, DIM, PER_ID, CAMS = 5, 16, 40, 3
@@ -48,7 +46,8 @@ def _mixture(seed: int = 0):
 # ~800 identities: alpha = 0.0012 (NPLP) and rho = 1.6e-3 (DCML) are about 1 / #ids, the share of the
 # within-identity pairs. The same rule here is 1 / 5; at 0.0012 the threshold falls below almost every
 # neighbour distance of 200 samples and every sample is noise.
-PAIR_SHARE_PARAMS = {"nplp": {"alpha": 1.0 / NUM_IDS}, "dcml": {"rho": 1.0 / NUM_IDS}}
+PAIR_SHARE_PARAMS = {"nplp": {"alpha": 1.0 / NUM_IDS}, "dcml": {"rho": 1.0 / NUM_IDS},
+                     "inclr": {"global_only": True}}  # a plain feature set has no part features
 
 
 def _policy(name: str, refresh_every: int):

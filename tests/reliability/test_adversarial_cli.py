@@ -246,6 +246,10 @@ CASES = [
          r"dataset root nowhere does not exist or is not a folder"),  # and no run folder is left behind
     Case("train_override_twice", ["train", "train.iterations=3", "train.iterations=4"], 2,
          r"train\.iterations is given twice"),
+    Case("train_inclr_without_parts", ["train", "policy.name=inclr"], 2,
+         r"policy inclr \(from command line\) clusters part features but the model returns none"),
+    Case("labels_inclr_dump_without_parts", ["labels", "--features", "f.npz", "--policy", "inclr"], 2,
+         r"inclr refines global clusters with part clusters \(LGMR\) but got no part features", setup=good_dump),
     Case("train_negative_iterations", ["train", "train.iterations=-5"], 2, r"train\.iterations.*-5"),
     Case("train_unknown_key", ["train", "train.iteratons=5"], 2, r"train\.iteratons.*did you mean.*iterations"),
     Case("train_section_override_scalar", ["train", "data=3"], 2,
