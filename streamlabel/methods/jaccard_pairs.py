@@ -30,19 +30,33 @@ __all__ = ["close_pairs", "jaccard_encoding", "jaccard_pairs"]
 
 
 def jaccard_encoding(
-    features: torch.Tensor, *, k1: int = 30, k2: int = 6, row_max_scaling: bool = False, block_size: int = 1024
+    features: torch.Tensor,
+    *,
+    k1: int = 30,
+    k2: int = 6,
+    row_max_scaling: bool = False,
+    block_size: int = 1024,
+    knn_backend: str = "auto",
+    lookup_k: int | None = None,
 ) -> CSRRows:
-    """The sparse rows V (after local query expansion) whose Jaccard distances SpCL clusters."""
+    """The sparse rows V (after local query expansion) whose Jaccard distances SpCL clusters.
+
+    One exact self-k-NN of ``lookup_k`` (default 4 k1) neighbours serves R*, the expansion and the
+    R* distances (read from the lists, see ``lookup_pair_sqdist``); ``knn_backend``: see
+    ``knn_sqeuclidean`` ("auto" = faiss when installed and on the CPU).
+    """
     n = features.shape[0]
     if features.ndim != 2:
         raise ValueError(f"features must be [N, D], got shape {tuple(features.shape)}")
     if not 1 <= k1 < n or not 1 <= k2 <= n:
         raise ValueError(f"need 1 <= k1 < N and 1 <= k2 <= N, got k1={k1}, k2={k2}, N={n}")
     x = features.float()
-    _, knn_idx, row_max = knn_sqeuclidean(x, max(k1 + 1, k2), block_size=block_size)
-    rows, cols = expanded_k_reciprocal(knn_idx, k1)
-    scale = row_max if row_max_scaling else torch.ones_like(row_max)
-    v = reciprocal_encoding(x, rows, cols, scale)
+    k = max(k1 + 1, k2, 4 * k1 if lookup_k is None else int(lookup_k))
+    knn_dist, knn_idx, row_max = knn_sqeuclidean(x, k, block_size=block_size, backend=knn_backend,
+                                                 with_row_max=row_max_scaling)
+    rows, cols = expanded_k_reciprocal(knn_idx[:, : k1 + 1], k1)
+    scale = row_max if row_max_scaling else torch.ones(n, dtype=x.dtype, device=x.device)
+    v = reciprocal_encoding(x, rows, cols, scale, knn=(knn_dist, knn_idx))
     return local_query_expansion(v, knn_idx[:, :k2]) if k2 > 1 else v
 
 
@@ -55,12 +69,14 @@ def jaccard_pairs(
     row_max_scaling: bool = False,
     block_size: int = 1024,
     work_budget: int = 1 << 22,
+    knn_backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rows, cols, d_J) for every overlapping pair i < j with d_J(i, j) <= ``max_distance``; every pair
     not listed is farther than ``max_distance`` or at distance 1 (no overlap)."""
     if not 0.0 < max_distance <= 1.0:
         raise ValueError(f"max_distance must be in (0, 1], got {max_distance}")
-    v = jaccard_encoding(features, k1=k1, k2=k2, row_max_scaling=row_max_scaling, block_size=block_size)
+    v = jaccard_encoding(features, k1=k1, k2=k2, row_max_scaling=row_max_scaling, block_size=block_size,
+                         knn_backend=knn_backend)
     return close_pairs(v, max_distance=max_distance, work_budget=work_budget)
 
 
