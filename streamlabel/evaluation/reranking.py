@@ -307,18 +307,25 @@ class SparseJaccard:
         self.target_pos[self.targets] = torch.arange(self.targets.shape[0], device=col.device)
         keep = self.target_pos[rows] >= 0
         t_rows, t_cols, t_vals = rows[keep], col[keep], val[keep]
-        order = torch.argsort(t_cols * n + t_rows)
+        self.csc_keys, order = torch.sort(t_cols * n + t_rows)  # by column, then row
         self.csc_rows, self.csc_vals = t_rows[order], t_vals[order]
         counts = torch.bincount(t_cols, minlength=n)
         self.col_start = torch.cumsum(counts, 0) - counts
         self.col_count = counts
 
-    def _overlaps(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(position in rows, target sample, min(V_p, V_g)) for every shared column (not summed)."""
+    def _overlaps(
+        self, rows: torch.Tensor, *, above: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(position in rows, target sample, min(V_p, V_g)) for every shared column (not summed);
+        ``above``: only targets g > p (half the work when the pairs are symmetric)."""
         crow, col, val = self.v.crow, self.v.col, self.v.val
         owner, pos = _segments(crow[rows], crow[rows + 1] - crow[rows])
         x, vx = col[pos], val[pos]
-        owner2, pos2 = _segments(self.col_start[x], self.col_count[x])
+        start, count = self.col_start[x], self.col_count[x]
+        if above:  # a column's targets are sorted by sample: skip those <= p
+            first = torch.searchsorted(self.csc_keys, x * self.v.n + rows[owner], right=True)
+            start, count = first, start + count - first
+        owner2, pos2 = _segments(start, count)
         m = torch.minimum(vx[owner2], self.csc_vals[pos2])
         return owner[owner2], self.csc_rows[pos2], m
 

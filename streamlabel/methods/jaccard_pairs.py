@@ -85,12 +85,14 @@ def close_pairs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Jaccard pairs i < j of the rows of V with d_J <= ``max_distance``, in row blocks of bounded work.
 
-    A block's sums of min(V_p, V_g) are accumulated into a dense [block, N] buffer (no sort), whose
-    non-zero entries are the overlapping pairs; a row costs its overlaps plus N buffer slots.
+    A block's sums of min(V_p, V_g) over the targets g > p (each pair once) are accumulated into a
+    dense [block, N] buffer (no sort), whose non-zero entries are the overlapping pairs; a row costs
+    its overlaps plus N buffer slots.
     """
     jac = SparseJaccard(v)
     n, device = v.n, v.col.device
-    # cost of a row = its (shared column, target) overlaps + one buffer row
+    # cost of a row = its (shared column, target) overlaps + one buffer row (overlaps with targets
+    # above the row only, about half of them: counted in full, a safe bound)
     work = torch.full((n,), n, dtype=torch.int64, device=device).index_add_(0, v.rows, jac.col_count[v.col])
     block_of = torch.div(torch.cumsum(work, 0), max(1, int(work_budget)), rounding_mode="floor")
     sizes = torch.unique_consecutive(block_of, return_counts=True)[1].tolist()
@@ -98,12 +100,10 @@ def close_pairs(
     start = 0
     for size in sizes:  # a handful of blocks, each vectorised
         rows = torch.arange(start, start + size, device=device)
-        qpos, g, m = jac._overlaps(rows)
+        qpos, g, m = jac._overlaps(rows, above=True)
         smin = torch.zeros(size * n, dtype=m.dtype, device=device).index_add_(0, qpos * n + g, m)
         key = torch.nonzero(smin).squeeze(1)
         r, c = key // n + start, key % n
-        upper = r < c
-        r, c, key = r[upper], c[upper], key[upper]
         d = jac._finish(smin[key], jac.row_sum[r], jac.row_sum[c])
         keep = d <= max_distance
         out_r.append(r[keep])
