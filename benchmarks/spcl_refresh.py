@@ -205,7 +205,7 @@ def markdown(report: dict) -> str:
                              f"{res['peak_growth_mib']:,.0f}{extra}{clusters}")
             elif res:
                 lines.append(f"- N = {row['n']:,} {key}: failed ({res['failed'][-200:]})")
-    lines += ["", *NOTES, *(["", *report["notes"]] if report.get("notes") else [])]
+    lines += ["", *NOTES, *(line for note in report.get("notes", []) for line in ("", note))]
     return "\n".join(lines) + "\n"
 
 
