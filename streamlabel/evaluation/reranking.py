@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from streamlabel.banks.knn import faiss_available
+
 __all__ = [
     "CSRRows",
     "SparseJaccard",
@@ -32,8 +34,10 @@ __all__ = [
     "k_reciprocal_neighbors",
     "knn_sqeuclidean",
     "local_query_expansion",
+    "lookup_pair_sqdist",
     "reciprocal_encoding",
     "rerank",
+    "resolve_knn_backend",
     "sparse_jaccard",
 ]
 
@@ -45,13 +49,18 @@ def _sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def knn_sqeuclidean(
-    x: torch.Tensor, k: int, *, block_size: int = 1024
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x: torch.Tensor, k: int, *, block_size: int = 1024, backend: str = "torch", with_row_max: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """k nearest rows of ``x`` for every row (self first, distance 0), by squared Euclidean distance.
 
-    Returns (dist [N, k], idx [N, k], row_max [N]); row_max is the largest distance in each full row.
-    Memory O(block_size x N + N x k).
+    Returns (dist [N, k], idx [N, k], row_max [N]); row_max is the largest distance in each full row
+    (None when ``with_row_max`` is False and the faiss path skips the second search it costs).
+    ``backend``: "torch" (blocked, any device, memory O(block_size x N + N x k)), "faiss" (exact
+    ``faiss.knn``, CPU only, no N x N block either) or "auto" (faiss when importable and ``x`` is on
+    the CPU). Both give the same lists up to exact distance ties at the k-th place.
     """
+    if resolve_knn_backend(backend, x.device) == "faiss":
+        return _knn_sqeuclidean_faiss(x, k, with_row_max)
     n = x.shape[0]
     k = min(int(k), n)
     dists, idxs, maxes = [], [], []
@@ -61,13 +70,61 @@ def knn_sqeuclidean(
         d[r, r + s] = 0.0
         maxes.append(d.amax(1))
         val, idx = torch.topk(d, k, dim=1, largest=False, sorted=True)
-        # deterministic order inside the list: by distance, then by index
-        idx, perm = idx.sort(dim=1)
-        val = val.gather(1, perm)
-        val, perm = val.sort(dim=1, stable=True)
+        val, idx = _order_by_distance_then_index(val, idx)
         dists.append(val)
-        idxs.append(idx.gather(1, perm))
+        idxs.append(idx)
     return torch.cat(dists), torch.cat(idxs), torch.cat(maxes)
+
+
+def resolve_knn_backend(backend: str, device: torch.device) -> str:
+    """The k-NN backend to run: "torch" or "faiss" ("auto" = faiss when importable and on the CPU)."""
+    if backend not in ("auto", "torch", "faiss"):
+        raise ValueError(f"unknown k-NN backend {backend!r}; choose 'auto', 'torch' or 'faiss'")
+    if backend == "torch":
+        return "torch"
+    on_cpu = torch.device(device).type == "cpu"
+    if backend == "faiss" and not on_cpu:
+        raise ValueError("knn backend 'faiss' needs the features on the CPU")
+    if backend == "faiss" and not faiss_available():
+        raise ImportError("knn backend 'faiss' needs the faiss package (pip install faiss-cpu)")
+    return "faiss" if on_cpu and faiss_available() else "torch"
+
+
+def _order_by_distance_then_index(val: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a k-NN list in a deterministic order: by distance, ties by sample index."""
+    idx, perm = idx.sort(dim=1)
+    val = val.gather(1, perm)
+    val, perm = val.sort(dim=1, stable=True)
+    return val, idx.gather(1, perm)
+
+
+def _knn_sqeuclidean_faiss(
+    x: torch.Tensor, k: int, with_row_max: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``knn_sqeuclidean`` through ``faiss.knn`` (exact, no index copy of the features)."""
+    import faiss
+
+    n = x.shape[0]
+    k = min(int(k), n)
+    xs = x.detach().float().contiguous().numpy()
+    dist, idx = faiss.knn(xs, xs, k, metric=faiss.METRIC_L2)
+    dist, idx = torch.from_numpy(dist).clamp_min_(0), torch.from_numpy(idx)
+    # self at distance 0 as in the torch path: faiss's own distance may be a rounding error above 0,
+    # and a duplicate row may push self out of the list (then self replaces the last entry)
+    own = torch.arange(n)[:, None]
+    is_self = idx == own
+    missing = ~is_self.any(1)
+    idx[missing, -1] = own[missing, 0]
+    dist.masked_fill_(idx == own, 0.0)
+    dist, idx = _order_by_distance_then_index(dist, idx)
+    row_max = None
+    if with_row_max:  # max_g |x_p - x_g|^2 = |x_p|^2 + max_g (|x_g|^2 - 2 x_p . x_g): one top-1 IP search
+        sq = (x.float() * x.float()).sum(1, keepdim=True)
+        base = torch.cat([x.float(), sq], 1).numpy()
+        query = torch.cat([-2.0 * x.float(), torch.ones_like(sq)], 1).numpy()
+        far = torch.from_numpy(faiss.knn(query, base, 1, metric=faiss.METRIC_INNER_PRODUCT)[0])[:, 0]
+        row_max = (sq[:, 0] + far).clamp_min_(0)
+    return dist.to(x.dtype), idx, None if row_max is None else row_max.to(x.dtype)
 
 
 def _member(sorted_keys: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -132,6 +189,29 @@ def _pair_sqdist(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tor
     return out
 
 
+def lookup_pair_sqdist(
+    x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, knn_dist: torch.Tensor, knn_idx: torch.Tensor
+) -> torch.Tensor:
+    """Squared distances of (row, col) pairs, read from the k-NN table where col is in row's list.
+
+    R* pairs are drawn from neighbour lists, so a long enough table (k ~ 4 k1) holds nearly all of
+    them: one sorted search replaces the two feature-row gathers per pair; the few misses are
+    computed from the features (``_pair_sqdist``).
+    """
+    n = knn_idx.shape[0]
+    sorted_idx, perm = knn_idx.sort(dim=1)  # row-major keys row * n + col are then globally sorted
+    keys = (torch.arange(n, device=knn_idx.device)[:, None] * n + sorted_idx).flatten()
+    table = knn_dist.gather(1, perm).flatten()
+    query = rows * n + cols
+    pos = torch.searchsorted(keys, query).clamp_max_(keys.numel() - 1)
+    hit = keys[pos] == query
+    out = torch.where(hit, table[pos], torch.zeros((), dtype=table.dtype, device=table.device)).to(x.dtype)
+    miss = torch.nonzero(~hit).squeeze(1)
+    if miss.numel():
+        out[miss] = _pair_sqdist(x, rows[miss], cols[miss])
+    return out
+
+
 @dataclass(frozen=True)
 class CSRRows:
     """A square sparse matrix in compressed-row form (plain tensors; works on any device)."""
@@ -163,11 +243,20 @@ class CSRRows:
 
 
 def reciprocal_encoding(
-    x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, row_max: torch.Tensor
+    x: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    row_max: torch.Tensor,
+    *,
+    knn: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> CSRRows:
-    """Sparse V [N, N]: V[p, g] = exp(-d(p, g) / row_max[p]) on R*(p), each row scaled to sum 1."""
+    """Sparse V [N, N]: V[p, g] = exp(-d(p, g) / row_max[p]) on R*(p), each row scaled to sum 1.
+
+    ``knn`` = (dist, idx) of ``knn_sqeuclidean``: d is read from it where listed (no feature gathers).
+    """
     n = x.shape[0]
-    d = _pair_sqdist(x, rows, cols) / row_max[rows].clamp_min(torch.finfo(x.dtype).tiny)
+    d = _pair_sqdist(x, rows, cols) if knn is None else lookup_pair_sqdist(x, rows, cols, *knn)
+    d = d / row_max[rows].clamp_min(torch.finfo(x.dtype).tiny)
     w = torch.exp(-d)
     total = torch.zeros(n, dtype=w.dtype, device=w.device).index_add_(0, rows, w)
     return CSRRows.from_sorted_coo(rows, cols, w / total[rows], n)
@@ -218,18 +307,25 @@ class SparseJaccard:
         self.target_pos[self.targets] = torch.arange(self.targets.shape[0], device=col.device)
         keep = self.target_pos[rows] >= 0
         t_rows, t_cols, t_vals = rows[keep], col[keep], val[keep]
-        order = torch.argsort(t_cols * n + t_rows)
+        self.csc_keys, order = torch.sort(t_cols * n + t_rows)  # by column, then row
         self.csc_rows, self.csc_vals = t_rows[order], t_vals[order]
         counts = torch.bincount(t_cols, minlength=n)
         self.col_start = torch.cumsum(counts, 0) - counts
         self.col_count = counts
 
-    def _overlaps(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(position in rows, target sample, min(V_p, V_g)) for every shared column (not summed)."""
+    def _overlaps(
+        self, rows: torch.Tensor, *, above: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(position in rows, target sample, min(V_p, V_g)) for every shared column (not summed);
+        ``above``: only targets g > p (half the work when the pairs are symmetric)."""
         crow, col, val = self.v.crow, self.v.col, self.v.val
         owner, pos = _segments(crow[rows], crow[rows + 1] - crow[rows])
         x, vx = col[pos], val[pos]
-        owner2, pos2 = _segments(self.col_start[x], self.col_count[x])
+        start, count = self.col_start[x], self.col_count[x]
+        if above:  # a column's targets are sorted by sample: skip those <= p
+            first = torch.searchsorted(self.csc_keys, x * self.v.n + rows[owner], right=True)
+            start, count = first, start + count - first
+        owner2, pos2 = _segments(start, count)
         m = torch.minimum(vx[owner2], self.csc_vals[pos2])
         return owner[owner2], self.csc_rows[pos2], m
 

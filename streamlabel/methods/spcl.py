@@ -24,12 +24,16 @@ the first epoch. Our vectorised reading, which follows the authors' release wher
 Samples of failing clusters and failing members become outliers (-1), which the hybrid memory treats as
 individual instances. Set sizes are counts: |I(f)| is the size of f's label, |I(f) & I'(f)| the count of
 f's (label, label') pair, |I | I'| = |I| + |I'| - |I & I'|; one ``torch.unique`` each, no loops.
+
+The exact self-k-NN under the Jaccard pairs runs on faiss when it is installed and the bank is on the
+CPU (``knn_backend: auto``; ``torch`` / ``faiss`` force one; same neighbours, ties aside).
 """
 
 from __future__ import annotations
 
 import torch
 
+from streamlabel.banks.knn import faiss_available
 from streamlabel.methods.base import register_policy
 from streamlabel.methods.dbscan import dbscan_pairs
 from streamlabel.methods.jaccard_pairs import jaccard_pairs
@@ -129,6 +133,7 @@ class SpCLPolicy(OfflineClusteringPolicy):
         indep_threshold: float | None = None,
         comp_threshold: float | None = None,
         row_max_scaling: bool = False,
+        knn_backend: str = "auto",
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
                          seed=seed)
@@ -145,6 +150,11 @@ class SpCLPolicy(OfflineClusteringPolicy):
             raise ValueError(f"reliability_percentile must be in (0, 1], got {reliability_percentile}")
         _check_unit("indep_threshold", indep_threshold)
         _check_unit("comp_threshold", comp_threshold)
+        if knn_backend not in ("auto", "torch", "faiss"):
+            raise ValueError(f"knn_backend must be 'auto', 'torch' or 'faiss', got {knn_backend!r}")
+        if knn_backend == "faiss" and not faiss_available():
+            raise ValueError("knn_backend 'faiss' needs the faiss package (pip install faiss-cpu)")
+        self.knn_backend = knn_backend  # not in config: the backends give the same k-NN (ties aside)
         self.k1, self.k2, self.eps, self.min_samples, self.eps_gap = k1, k2, eps, min_samples, eps_gap
         self.self_paced = self_paced
         self.reliability_percentile = reliability_percentile
@@ -161,7 +171,8 @@ class SpCLPolicy(OfflineClusteringPolicy):
         """DBSCAN on the sparse Jaccard pairs; unreliable clusters/members become outliers when self-paced."""
         loose_eps = self.eps + self.eps_gap
         rows, cols, dist = jaccard_pairs(features, k1=self.k1, k2=min(self.k2, features.shape[0]),
-                                         max_distance=loose_eps, row_max_scaling=self.row_max_scaling)
+                                         max_distance=loose_eps, row_max_scaling=self.row_max_scaling,
+                                         knn_backend=self.knn_backend)
         n = features.shape[0]
 
         def run(eps: float) -> torch.Tensor:

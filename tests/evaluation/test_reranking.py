@@ -6,18 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from streamlabel.evaluation import evaluate_from_distances, evaluate_retrieval
+from streamlabel.banks.knn import faiss_available
+from streamlabel.evaluation import evaluate_from_distances, evaluate_retrieval, reranking
 from streamlabel.evaluation.reranking import (
     SparseJaccard,
+    _pair_sqdist,
     expanded_k_reciprocal,
     iter_rerank,
     k_reciprocal_neighbors,
     knn_sqeuclidean,
     local_query_expansion,
+    lookup_pair_sqdist,
     reciprocal_encoding,
     rerank,
+    resolve_knn_backend,
     sparse_jaccard,
 )
+
+needs_faiss = pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
 
 
 def dense_rerank(q, g, k1, k2, lam):
@@ -100,6 +106,52 @@ def test_knn_and_reciprocal_sets_by_hand():
     assert r.tolist() == [[0, 1], [1, 0], [2, -1], [3, -1]]
     # k = 2: N(2, 2) = {2, 1, 0}; N(1, 2) = {1, 0, 2} and N(0, 2) = {0, 1, 2} both hold 2.
     assert k_reciprocal_neighbors(idx, 2)[2].tolist() == [2, 1, 0]
+
+
+@needs_faiss
+def test_faiss_knn_equals_torch():
+    """Same lists (order: distance, then index), distances and row maxima on both backends."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(clustered(rng, 6, 90, 8, 0.5)[0]).float()
+    for k in (1, 7, 90, 200):
+        dt, it, mt = knn_sqeuclidean(x, k, block_size=16, backend="torch")
+        df, i_f, mf = knn_sqeuclidean(x, k, backend="faiss")
+        assert torch.equal(it, i_f)
+        torch.testing.assert_close(df, dt, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mf, mt, atol=1e-5, rtol=1e-5)
+    assert bool((i_f[:, 0] == torch.arange(90)).all()) and bool((df[:, 0] == 0).all())
+    assert knn_sqeuclidean(x, 7, backend="faiss", with_row_max=False)[2] is None
+    # exact duplicates: faiss alone may drop self from a list of twins; self is put back at distance 0
+    twins = torch.cat([x[:1].repeat(6, 1), x[1:30]])
+    df, i_f, _ = knn_sqeuclidean(twins, 3, backend="faiss")
+    assert bool((i_f == torch.arange(35)[:, None]).any(1).all())
+    assert bool((df[:6] == 0).all()) and bool((i_f[:6] < 6).all())
+
+
+def test_knn_backend_choice(monkeypatch):
+    assert resolve_knn_backend("torch", torch.device("cpu")) == "torch"
+    assert resolve_knn_backend("auto", torch.device("meta")) == "torch"  # faiss is CPU only
+    with pytest.raises(ValueError, match="unknown k-NN backend"):
+        resolve_knn_backend("annoy", torch.device("cpu"))
+    monkeypatch.setattr(reranking, "faiss_available", lambda: False)
+    assert resolve_knn_backend("auto", torch.device("cpu")) == "torch"  # the torch path always works
+    with pytest.raises(ImportError, match="faiss"):
+        resolve_knn_backend("faiss", torch.device("cpu"))
+    x = torch.randn(20, 3)
+    assert torch.equal(knn_sqeuclidean(x, 4, backend="auto")[1], knn_sqeuclidean(x, 4)[1])
+
+
+def test_pair_distances_from_knn_lists():
+    """Listed pairs are read from the table, the others computed from the features: same values."""
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(clustered(rng, 4, 50, 6, 0.5)[0]).float()
+    dist, idx, _ = knn_sqeuclidean(x, 6)
+    rows = torch.tensor([0, 0, 3, 7, 7, 49, 12])
+    cols = torch.tensor([0, int(idx[0, 3]), 40, 7, 2, int(idx[49, 5]), 33])
+    got = lookup_pair_sqdist(x, rows, cols, dist, idx)
+    torch.testing.assert_close(got, _pair_sqdist(x, rows, cols), atol=1e-5, rtol=1e-5)
+    assert got[0] == 0 and got[3] == 0
+    assert got[1] == dist[0, 3] and got[5] == dist[49, 5]  # read, not recomputed
 
 
 def test_expanded_set_contains_reciprocal_set():

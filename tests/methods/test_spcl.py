@@ -1,6 +1,7 @@
 """SpCL policy (methods/spcl.py, methods/jaccard_pairs.py): reliability set arithmetic by hand, sparse
-Jaccard = dense Jaccard, DBSCAN on the sparse pairs = DBSCAN on the dense matrix, mixture recovery,
-state round trip and bad parameters."""
+Jaccard = dense Jaccard, the encoding = a brute-force one from the definitions and = the former
+feature-gather path (both k-NN backends), DBSCAN on the sparse pairs = DBSCAN on the dense matrix,
+mixture recovery, state round trip and bad parameters."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from streamlabel.banks.knn import faiss_available
 from streamlabel.evaluation import bcubed
+from streamlabel.evaluation.reranking import (
+    expanded_k_reciprocal,
+    knn_sqeuclidean,
+    local_query_expansion,
+    reciprocal_encoding,
+)
 from streamlabel.methods import build_policy
 from streamlabel.methods.dbscan import dbscan_pairs, dense_relabel
 from streamlabel.methods.jaccard_pairs import close_pairs, jaccard_encoding, jaccard_pairs
 from streamlabel.methods.spcl import independence_threshold, reliability_scores, reliable_labels
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one thread is faster
+BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="no faiss"))]
 
 
 def _mixture(num_ids: int, per_id: int, dim: int, noise: float, seed: int = 0):
@@ -96,12 +105,67 @@ def test_sparse_jaccard_equals_dense(budget):
     assert r6.numel() == int(upper.sum()) and bool(upper[r6, c6].all())
 
 
+def _brute_force_encoding(x: torch.Tensor, k1: int, k2: int) -> torch.Tensor:
+    """Dense V after query expansion, one sample and one set at a time from the definitions (float64)."""
+    n = x.shape[0]
+    d = torch.cdist(x.double(), x.double()).pow(2)
+    rank = torch.argsort(d, dim=1, stable=True).tolist()  # N(p, k) = rank[p][:k + 1], p first
+
+    def recip(p: int, k: int) -> set[int]:
+        return {g for g in rank[p][: k + 1] if p in rank[g][: k + 1]}
+
+    v = torch.zeros(n, n, dtype=torch.float64)
+    for p in range(n):
+        r_star = set(recip(p, k1))
+        for q in recip(p, k1):
+            half = recip(q, round(k1 / 2))
+            if len(half & recip(p, k1)) > 2 / 3 * len(half):
+                r_star |= half
+        members = sorted(r_star)
+        v[p, members] = torch.softmax(-d[p, members], 0)
+    return torch.stack([v[rank[p][:k2]].mean(0) for p in range(n)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lookup_k", [None, 9])  # 9 = k1 + 1: many R* distances are not listed
+def test_encoding_equals_brute_force(backend, lookup_k):
+    """V (R*, weights, query expansion) and the close pairs equal a set-by-set dense computation."""
+    x, _ = _mixture(5, 8, 6, noise=0.5, seed=5)
+    v = jaccard_encoding(x, k1=8, k2=3, knn_backend=backend, lookup_k=lookup_k)
+    expected = _brute_force_encoding(x, 8, 3)
+    torch.testing.assert_close(v.to_dense().double(), expected, atol=1e-6, rtol=1e-5)
+    dense = _dense_jaccard(expected)
+    r, c, d = jaccard_pairs(x, k1=8, k2=3, max_distance=0.62, knn_backend=backend)
+    upper = torch.triu(dense <= 0.62, diagonal=1)
+    assert r.numel() == int(upper.sum()) and bool(upper[r, c].all())
+    torch.testing.assert_close(d.double(), dense[r, c], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lookup_k", [None, 31])
+def test_encoding_equals_feature_gather_path(backend, lookup_k):
+    """The k-NN lookups give the former encoding (k-NN of k1 + 1, R* distances from feature rows)."""
+    x, _ = _mixture(30, 10, 16, noise=0.6, seed=6)
+    n = x.shape[0]
+    _, idx, _ = knn_sqeuclidean(x, 31, backend="torch")
+    rows, cols = expanded_k_reciprocal(idx, 30)
+    old = local_query_expansion(reciprocal_encoding(x, rows, cols, torch.ones(n)), idx[:, :6])
+    new = jaccard_encoding(x, k1=30, k2=6, knn_backend=backend, lookup_k=lookup_k)
+    assert torch.equal(new.crow, old.crow) and torch.equal(new.col, old.col)
+    torch.testing.assert_close(new.val, old.val, atol=1e-7, rtol=1e-5)
+    r0, c0, d0 = close_pairs(old, max_distance=0.62)
+    r1, c1, d1 = close_pairs(new, max_distance=0.62)
+    assert r0.numel() > n and torch.equal(r0, r1) and torch.equal(c0, c1)
+    torch.testing.assert_close(d1, d0, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("row_max_scaling", [False, True])
-def test_encoding_weights_are_spcl_softmax(row_max_scaling):
+def test_encoding_weights_are_spcl_softmax(row_max_scaling, backend):
     """Without query expansion (k2 = 1), V_p on R*(p) is softmax(-||x_p - x_g||^2) (SpCL), or of the
     distance over the row's largest one (the re-ranking paper)."""
     x, _ = _mixture(4, 6, 5, noise=0.5, seed=2)
-    v = jaccard_encoding(x, k1=5, k2=1, row_max_scaling=row_max_scaling).to_dense()
+    v = jaccard_encoding(x, k1=5, k2=1, row_max_scaling=row_max_scaling, knn_backend=backend).to_dense()
     dist = torch.cdist(x, x).pow(2)
     if row_max_scaling:
         dist = dist / dist.amax(1, keepdim=True)
@@ -174,3 +238,5 @@ def test_bad_parameters():
         build_policy("spcl", num_samples=50, feat_dim=4, reliability_percentile=0.0)
     with pytest.raises(ValueError, match="k1"):
         build_policy("spcl", num_samples=20, feat_dim=4)  # k1 = 30 neighbours of 20 samples
+    with pytest.raises(ValueError, match="knn_backend"):
+        build_policy("spcl", num_samples=50, feat_dim=4, knn_backend="annoy")
