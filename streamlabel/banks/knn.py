@@ -20,6 +20,15 @@ def faiss_available() -> bool:
     return True
 
 
+def faiss_following_torch_threads():
+    """The faiss module with its OpenMP threads set to torch's intra-op threads (``cpu_threads``): faiss
+    otherwise takes every core, whatever the run was told."""
+    import faiss
+
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    return faiss
+
+
 def topk_inner_product(
     queries: torch.Tensor,
     bank: torch.Tensor,
@@ -96,8 +105,7 @@ def _drop_self(
 
 
 def _faiss_topk(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    import faiss
-
+    faiss = faiss_following_torch_threads()
     index = faiss.IndexFlatIP(bank.shape[1])
     index.add(bank.float().contiguous().numpy())
     sims, idx = index.search(queries.float().contiguous().numpy(), k)

@@ -102,7 +102,9 @@ def _knn_sqeuclidean_faiss(
     x: torch.Tensor, k: int, with_row_max: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``knn_sqeuclidean`` through ``faiss.knn`` (exact, no index copy of the features)."""
-    import faiss
+    from streamlabel.banks.knn import faiss_following_torch_threads
+
+    faiss = faiss_following_torch_threads()
 
     n = x.shape[0]
     k = min(int(k), n)
