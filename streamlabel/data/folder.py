@@ -127,16 +127,22 @@ def split_by_camera(samples: list[ReidSample], query_camid: int) -> tuple[list[R
 
 
 @register_dataset("cuhk03_p1")
-def cuhk03_p1(root: str | Path, eval_split: str = "val", query_camera: str = "A") -> ReidDataset:
+def cuhk03_p1(
+    root: str | Path, eval_split: str = "val", query_camera: str = "A", train_ids: int = 0
+) -> ReidDataset:
     """CUHK03 camera pair 1: train = all of train/; query/gallery = camera A/B of ``eval_split``.
 
     ``eval_split="train"`` is the transductive check (retrieval on the unlabeled train crops);
     ``query_camera="B"`` gives the reverse direction. Query/gallery keep the raw ids of the file names.
+    ``train_ids`` > 0 keeps the train crops of the first that many identities (by raw id) only: a smaller
+    target for quick end-to-end checks (the evaluation split is unchanged).
     """
     if eval_split not in ("val", "train"):
         raise ValueError(f"eval_split must be 'val' or 'train', got {eval_split!r}")
     if query_camera not in ("A", "B"):
         raise ValueError(f"query_camera must be 'A' or 'B', got {query_camera!r}")
+    if not isinstance(train_ids, int) or train_ids < 0:
+        raise ValueError(f"train_ids must be an integer >= 0 (0 = all), got {train_ids!r}")
     base = find_root(root, ("train", "val"), CUHK03_P1_LAYOUT, candidates=("cuhk03_p1",))
 
     def parse(sub: str) -> list[ReidSample]:
@@ -144,6 +150,9 @@ def cuhk03_p1(root: str | Path, eval_split: str = "val", query_camera: str = "A"
 
     train_raw = parse("train")
     evaluated = train_raw if eval_split == "train" else parse("val")
+    if train_ids:
+        kept = set(sorted({s.pid for s in train_raw})[:train_ids])
+        train_raw = [s for s in train_raw if s.pid in kept]
     query, gallery = split_by_camera(evaluated, 0 if query_camera == "A" else 1)
     other = "B" if query_camera == "A" else "A"
     suffix = "" if (eval_split, query_camera) == ("val", "A") else f"_{eval_split}_{query_camera}to{other}"

@@ -4,7 +4,8 @@ Order inside an adaptation iteration (the bank update is an explicit step, never
 forward source + target images -> hybrid memory loss (HCD Eq. 1) against source class centres and the
 policy's target entries -> backward, optimiser and scheduler step -> gather the target rows of every
 process -> ``policy.step`` (same inputs on every rank, so the banks stay identical) -> source centre
-momentum update. ``policy.epoch_end`` runs after every epoch (offline refresh when its interval says so).
+momentum update. ``policy.epoch_end`` runs after every epoch (offline refresh when its interval says so;
+with the policy's ``refresh_source = "extract"`` the target features are extracted afresh into its bank first).
 """
 
 from __future__ import annotations
@@ -146,10 +147,23 @@ class Trainer:
         """Whether the policy takes part features (``accepts_parts``) and the model makes them (``parts``)."""
         return bool(getattr(self.policy, "accepts_parts", False) and getattr(self.net, "parts", 0))
 
-    def _init_policy(self) -> None:
+    def _target_pass(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Features of every target train sample with the current model (and parts when the policy takes them)."""
         feats = self._features(self.target.train, parts=self._policy_parts())
         extra = {"parts": feats["parts"].to(self.device)} if "parts" in feats else {}
-        self.policy.initialize(feats["feats"].to(self.device), cameras=self.target_cams.to(self.device), **extra)
+        return feats["feats"].to(self.device), extra
+
+    def _init_policy(self) -> None:
+        features, extra = self._target_pass()
+        self.policy.initialize(features, cameras=self.target_cams.to(self.device), **extra)
+
+    def _refresh_policy(self, epoch: int) -> None:
+        """The policy's epoch end; a refresh with ``refresh_source = "extract"`` first reloads the bank from a
+        fresh pass of the current model (as the offline papers cluster freshly extracted features)."""
+        if self.policy.refresh_source == "extract" and self.policy.refreshes_after(epoch):
+            features, extra = self._target_pass()
+            self.policy.reload_bank(features, **extra)
+        self.policy.epoch_end(epoch)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self, phase: str, epoch: int, iteration: int = 0) -> dict:
@@ -281,7 +295,7 @@ class Trainer:
             self.history.append(self._label_stats(-1))
         for epoch in range(first_epoch, self.adapt_epochs):
             self._epoch(epoch, phase="adapt")
-            self.policy.epoch_end(epoch)
+            self._refresh_policy(epoch)
             self._check_ranks_agree()
             stats = self._label_stats(epoch)
             self.history.append(stats)

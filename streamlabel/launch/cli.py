@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from streamlabel import __version__
-from streamlabel.launch.arg_checks import DefaultsHelpFormatter
+from streamlabel.launch.arg_checks import DefaultsHelpFormatter, no_repeated_keys
 from streamlabel.launch.errors import CommandError
 
 # sub-command name -> (module path, one-line help)
@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_arguments(parser)
     args = parser.parse_intermixed_args(rest)  # key=value overrides may come before or after flags
     try:
+        for typed in ("overrides", "params"):  # what a user typed twice; programs may layer overrides
+            no_repeated_keys(getattr(args, typed, []))
         result = module.run(args)
     except (CommandError, FileNotFoundError, ValueError, KeyError, *_extra_errors(module)) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from streamlabel.launch.arg_checks import no_repeated_keys, output_folder
+from streamlabel.launch.arg_checks import output_folder
 from streamlabel.launch.errors import CommandError, InputError
 from streamlabel.launch.packages import require, require_for_training
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict:
 
     intervals = parse_intervals(args.refresh_every)
     config = args.config or train.default_config()
-    cfg = load_config(config, no_repeated_keys(args.overrides))  # bad overrides fail here, before any run starts
+    cfg = load_config(config, args.overrides)  # bad overrides fail here, before any run starts
     if any(_key(item) == "policy.refresh_every" for item in args.overrides):
         raise CommandError("compare sets policy.refresh_every itself: give the intervals with --refresh-every")
     per_run = [item for item in args.overrides if _key(item) != "output_dir"]  # output_dir is the base folder

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from streamlabel.engine.checkpoint import atomic_write
 from streamlabel.engine.label_health import degenerate_message
 from streamlabel.evaluation import label_quality_report
-from streamlabel.launch.arg_checks import checked_device, in_range, no_repeated_keys, output_file
+from streamlabel.launch.arg_checks import checked_device, in_range, output_file
 from streamlabel.launch.config import parse_override_items
 from streamlabel.launch.errors import CommandError
 from streamlabel.launch.feature_dump import feature_rank, load_feature_dump, unit_rows
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     if dump["feats"].shape[0] < 2:
         raise CommandError(f"{args.features}: need at least 2 feature rows, got {dump['feats'].shape[0]}")
     params: dict = {}
-    for item in parse_override_items(no_repeated_keys(args.params)):  # YAML values: 1e-3 is a float
+    for item in parse_override_items(args.params):  # YAML values: 1e-3 is a float
         params.update(item)
     unit = unit_rows(dump["feats"])
     rank = feature_rank(unit)

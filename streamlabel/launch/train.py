@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> dict:
     from streamlabel.engine.trainer import Trainer
     from streamlabel.launch.config import load_config
 
-    cfg = load_config(args.config or default_config(), no_repeated_keys(args.overrides))
+    cfg = load_config(args.config or default_config(), args.overrides)
     require_for_training(cfg)
     check_run_folder(Path(cfg["output_dir"]), args.resume)
     threads = cpu_threads(cfg["cpu_threads"])
@@ -134,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after flags
     try:
+        no_repeated_keys(args.overrides)
         results = run(args)
     except user_errors() as err:
         print(f"streamlabel train: error: {err}", file=sys.stderr)

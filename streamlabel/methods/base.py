@@ -50,12 +50,25 @@ class BankUpdatePolicy(abc.ABC):
     def step(self, indices: torch.Tensor, features: torch.Tensor, cameras: torch.Tensor | None = None) -> None:
         """Every mini-batch: momentum-update the batch rows and, when online, update their labels."""
 
+    # where an epoch-end refresh reads its features: "bank" (the momentum-updated bank) or "extract" (the
+    # trainer re-extracts the target features with the current model and hands them to ``reload_bank`` first)
+    refresh_source: str = "bank"
+
+    def refreshes_after(self, epoch: int) -> bool:
+        """Whether ``epoch_end(epoch)`` runs the offline refresh (``refresh_every`` divides ``epoch + 1``)."""
+        return self.refresh_every > 0 and (epoch + 1) % self.refresh_every == 0
+
     def epoch_end(self, epoch: int) -> bool:
         """Run the offline refresh when ``refresh_every`` divides ``epoch + 1``; returns True if it ran."""
-        if self.refresh_every > 0 and (epoch + 1) % self.refresh_every == 0:
+        if self.refreshes_after(epoch):
             self.refresh()
             return True
         return False
+
+    def reload_bank(self, features: torch.Tensor, **extra: torch.Tensor) -> None:
+        """Replace every bank row with a fresh feature pass (``refresh_source = "extract"``); labels unchanged
+        until the next refresh."""
+        raise NotImplementedError(f"policy {self.name!r} cannot reload its bank: use refresh_source 'bank'")
 
     def refresh(self) -> None:
         """Recompute the labels from the whole bank (the offline clustering of this method)."""

@@ -53,6 +53,7 @@ class DCMLPolicy(OfflineClusteringPolicy):
         refresh_every: int = 1,
         momentum: float = 0.2,
         seed: int = 0,
+        refresh_source: str = "extract",
         k1: int = 30,
         k2: int = 6,
         eps: float = 0.0,
@@ -66,7 +67,7 @@ class DCMLPolicy(OfflineClusteringPolicy):
         scope: str = "global",
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed)
+                         seed=seed, refresh_source=refresh_source)
         for name, value in (("k1", k1), ("k2", k2), ("min_samples", min_samples), ("k", k),
                             ("min_cluster_size", min_cluster_size)):
             if value < 1:

@@ -83,6 +83,7 @@ class INCLRPolicy(OfflineClusteringPolicy):
         refresh_every: int = 1,
         momentum: float = 0.2,
         seed: int = 0,
+        refresh_source: str = "extract",
         k1: int = 30,
         k2: int = 6,
         eps: float = 0.6,
@@ -93,7 +94,7 @@ class INCLRPolicy(OfflineClusteringPolicy):
         global_only: bool = False,
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed)
+                         seed=seed, refresh_source=refresh_source)
         if k1 < 1 or k2 < 1:
             raise ValueError(f"k1 and k2 must be >= 1, got {k1}, {k2}")
         for name, value in (("eps", eps), ("part_eps", part_eps)):
@@ -154,6 +155,14 @@ class INCLRPolicy(OfflineClusteringPolicy):
                 raise ValueError("inclr was initialised with part features: step needs parts= [B, P, D] too")
             self.part_bank.update(self._part_rows(indices), self._check_parts(parts, indices.numel()))
         super().step(indices, features, cameras)
+
+    def reload_bank(self, features: torch.Tensor, **extra: torch.Tensor) -> None:
+        """Fresh global rows and, when the part bank exists, fresh part rows (``parts`` [N, P, D])."""
+        super().reload_bank(features)
+        if self.part_bank is not None:
+            if "parts" not in extra:
+                raise ValueError("inclr has a part bank: reload_bank needs parts= [N, P, D] too")
+            self.part_bank.initialize(self._check_parts(extra["parts"], self.num_samples))
 
     def part_features(self) -> torch.Tensor | None:
         """The part bank as [N, P, D] (None when clustering the global features only)."""

@@ -78,6 +78,7 @@ class LbGPolicy(OfflineClusteringPolicy):
         refresh_every: int = 1,
         momentum: float = 0.2,
         seed: int = 0,
+        refresh_source: str = "extract",
         eps: float = 0.35,
         min_samples: int = 4,
         min_size: int = 4,
@@ -86,7 +87,7 @@ class LbGPolicy(OfflineClusteringPolicy):
         camera_norm: bool = True,
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed)
+                         seed=seed, refresh_source=refresh_source)
         if not 0 < eps < 2:
             raise ValueError(f"eps is a cosine distance and must be in (0, 2), got {eps}")
         if min_samples < 1 or min_size < 1 or min_cameras < 1:

@@ -101,6 +101,7 @@ class NPLPPolicy(OfflineClusteringPolicy):
         refresh_every: int = 1,
         momentum: float = 0.2,
         seed: int = 0,
+        refresh_source: str = "extract",
         alpha: float = 0.0012,
         beta: float = 0.5,
         startup_rounds: int = 15,
@@ -110,7 +111,7 @@ class NPLPPolicy(OfflineClusteringPolicy):
         silhouette: str = "all",
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed)
+                         seed=seed, refresh_source=refresh_source)
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha (share of cross-camera pairs) must be in (0, 1], got {alpha}")
         if not 0 < beta <= 1:

@@ -3,7 +3,10 @@
 Every step momentum-updates the batch rows of the feature bank; the labels are recomputed from the
 whole bank by the subclass's ``cluster`` at ``initialize`` and every ``refresh_every`` epochs (the
 offline refresh; ``refresh_every = 0`` re-clusters after every batch, which is exact but costs a
-full clustering per step). Cameras are kept for the methods that use them. Subclasses implement
+full clustering per step). With ``refresh_source = "extract"`` (the default, as the papers) the trainer
+re-extracts the target features with the current model before each epoch-end refresh and they replace
+the bank (``reload_bank``); ``"bank"`` clusters the momentum-updated bank as it is. Cameras are kept
+for the methods that use them. Subclasses implement
 ``cluster(features, cameras) -> labels`` and list their hyper-parameters in ``self.config`` so a
 checkpoint from another configuration is refused.
 """
@@ -34,8 +37,13 @@ class OfflineClusteringPolicy(BankUpdatePolicy):
         refresh_every: int = 1,
         momentum: float = 0.2,
         seed: int = 0,
+        refresh_source: str = "extract",
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every)
+        if refresh_source not in ("extract", "bank"):
+            raise ValueError(f"refresh_source must be 'extract' (fresh features before each epoch-end clustering, "
+                             f"as the papers) or 'bank' (the momentum bank), got {refresh_source!r}")
+        self.refresh_source = refresh_source
         self.bank = FeatureBank(num_samples, feat_dim, momentum=momentum, device=self.device)
         self.cameras = torch.zeros(num_samples, dtype=torch.long, device=self.device)
         self._labels = torch.full((num_samples,), -1, dtype=torch.long, device=self.device)
@@ -44,7 +52,7 @@ class OfflineClusteringPolicy(BankUpdatePolicy):
         self.initialized = False
         self.stats: dict[str, float] = {}
         self.config: dict = {"num_samples": num_samples, "feat_dim": feat_dim, "refresh_every": refresh_every,
-                             "momentum": momentum}
+                             "momentum": momentum, "refresh_source": refresh_source}
 
     # ------------------------------------------------------------------ what subclasses provide
     @abc.abstractmethod
@@ -68,6 +76,11 @@ class OfflineClusteringPolicy(BankUpdatePolicy):
             self.cameras = cameras.to(self.device).long()
         self.initialized = True
         self.refresh()
+
+    def reload_bank(self, features: torch.Tensor, **extra: torch.Tensor) -> None:
+        """Every bank row from a fresh feature pass (the papers re-extract before clustering)."""
+        self._require_init()
+        self.bank.initialize(features)
 
     def refresh(self) -> None:
         """Re-cluster the whole bank (the offline step of the method)."""

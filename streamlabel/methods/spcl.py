@@ -123,6 +123,7 @@ class SpCLPolicy(OfflineClusteringPolicy):
         refresh_every: int = 1,
         momentum: float = 0.2,
         seed: int = 0,
+        refresh_source: str = "extract",
         k1: int = 30,
         k2: int = 6,
         eps: float = 0.6,
@@ -136,7 +137,7 @@ class SpCLPolicy(OfflineClusteringPolicy):
         knn_backend: str = "auto",
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed)
+                         seed=seed, refresh_source=refresh_source)
         if k1 < 1 or k2 < 1:
             raise ValueError(f"k1 and k2 must be >= 1, got {k1}, {k2}")
         if k1 >= num_samples:

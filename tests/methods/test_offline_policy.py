@@ -74,3 +74,19 @@ def test_errors():
     policy.initialize(_features())
     with pytest.raises(ValueError, match="NaN|finite"):
         policy.step(torch.tensor([0]), torch.full((1, 4), float("nan")))
+
+
+def test_reload_bank_replaces_every_row_and_the_next_refresh_reads_it():
+    policy = SignPolicy(8, 4, refresh_every=1, momentum=0.5)
+    assert policy.refresh_source == "extract" and policy.config["refresh_source"] == "extract"
+    policy.initialize(_features())
+    fresh = -_features()  # every sign flipped: the next refresh must see it
+    policy.reload_bank(fresh)
+    torch.testing.assert_close(policy.bank.features, torch.nn.functional.normalize(fresh, dim=1))
+    assert policy.labels().tolist() == [0, 1] * 4 and policy.calls == 1  # labels wait for the refresh
+    assert policy.refreshes_after(0) and policy.epoch_end(0)
+    assert (policy.bank.features[:, 0] > 0).long().tolist() == [0, 1] * 4
+    with pytest.raises(ValueError, match="refresh_source must be 'extract'.*or 'bank'"):
+        SignPolicy(8, 4, refresh_source="model")
+    with pytest.raises(ValueError, match="different configuration"):
+        SignPolicy(8, 4, refresh_source="bank").load_state_dict(policy.state_dict())
