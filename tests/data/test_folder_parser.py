@@ -84,6 +84,17 @@ def test_cuhk03_p1_preset_on_fixture(tmp_path: Path) -> None:
     assert {Path(s.path).parent.name for s in trans.query + trans.gallery} == {"train"}
 
 
+def test_cuhk03_p1_train_ids_keeps_the_first_identities(tmp_path: Path) -> None:
+    root = _fake_p1(tmp_path / "cuhk03_p1")
+    full, small = cuhk03_p1(root), cuhk03_p1(root, train_ids=2)
+    first_two = sorted({Path(s.path).name.split("_")[0] for s in full.train})[:2]
+    assert {Path(s.path).name.split("_")[0] for s in small.train} == set(first_two)
+    assert small.num_train_pids == 2 and 0 < len(small.train) < len(full.train)
+    assert small.query == full.query and small.gallery == full.gallery
+    with pytest.raises(ValueError, match="train_ids must be an integer >= 0"):
+        cuhk03_p1(root, train_ids=-1)
+
+
 def test_cuhk03_p1_bad_shot(tmp_path: Path) -> None:
     root = _fake_p1(tmp_path)
     write_images(root / "val", ["0003_12.jpg", "0003.jpg"])
