@@ -393,8 +393,9 @@ class Trainer:
                                       batch_size=train["source_batch"], outliers="exclude", **common)
         target = None
         if phase == "adapt":
+            outliers = "exclude" if self.target_samples == "labelled" else "singleton"
             target = identity_batches(self.target.train, self._epoch_labels, self.cfg,
-                                      batch_size=train["target_batch"], outliers="singleton", **common)
+                                      batch_size=train["target_batch"], outliers=outliers, **common)
         for _ in range(count - skip):
             yield (next(source) if source is not None else None), (next(target) if target is not None else None)
 
@@ -436,11 +437,14 @@ class Trainer:
         if phase == "adapt":
             idx_t = tgt["index"].to(self.device)
             entries, positive = self.policy.memory_entries()
-            losses = self.memory.loss(f_s, y_s, f_t, idx_t, entries, positive)
+            if self.cfg["loss"]["hybrid_memory"]:
+                loss = self.memory.loss(f_s, y_s, *self._memory_view(f_t, idx_t, entries, positive))["loss"]
         else:
             idx_t = none
-            losses = self.memory.loss(f_s, y_s, None, None, f_s.new_zeros(0, self.feat_dim), none)
-        loss = losses["loss"]
+            if self.cfg["loss"]["hybrid_memory"]:
+                loss = self.memory.loss(f_s, y_s, None, None, f_s.new_zeros(0, self.feat_dim), none)["loss"]
+        if not self.cfg["loss"]["hybrid_memory"]:
+            loss = feats.sum() * 0.0  # only loss.terms train the model (a zero that keeps the graph)
         if len(self.loss_terms.terms):
             target_labels = self.policy.labels()[idx_t] if phase == "adapt" else none
             batch = LossBatch(f_s, y_s, f_t, idx_t, target_labels, outputs=outputs, images=batch_images,
@@ -470,6 +474,32 @@ class Trainer:
         if num_source:
             self.memory.update_source(self.acc.gather(f_s.detach()), self.acc.gather(y_s))
         return float(loss.detach())
+
+    @property
+    def target_samples(self) -> str:
+        """``train.target_samples`` resolved: "labelled" (outliers never enter a target batch or the memory)
+        or "all" (outliers are instance entries); "auto" follows the policy's ``train_outliers``."""
+        mode = self.cfg["train"]["target_samples"]
+        if mode == "auto":
+            return "all" if getattr(self.policy, "train_outliers", True) else "labelled"
+        return mode
+
+    def _memory_view(
+        self, f_t: torch.Tensor, idx_t: torch.Tensor, entries: torch.Tensor, positive: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the hybrid memory loss sees of the target: everything, or with ``target_samples: labelled``
+        the cluster entries only and the batch rows that have a label (the sampler drew labelled samples;
+        an online policy may have made one an outlier since)."""
+        if self.target_samples == "all":
+            return f_t, idx_t, entries, positive
+        outlier = self.policy.labels().to(self.device) < 0
+        num_clusters = entries.shape[0] - int(outlier.sum())  # memory_entries: C centres, then one row per outlier
+        if num_clusters <= 0:  # nothing labelled: train the instances rather than nothing
+            return f_t, idx_t, entries, positive
+        if bool((positive[~outlier] >= num_clusters).any()):
+            raise RuntimeError(f"policy {self.policy.name!r}: memory_entries must list the cluster centres first")
+        keep = ~outlier[idx_t]
+        return f_t[keep], idx_t[keep], entries[:num_clusters], positive
 
     def _non_finite(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)

@@ -413,6 +413,9 @@ def _cross_checks(cfg: dict, checker: _Checker) -> None:
         if train[key] % k:
             raise ConfigError(f"'train.{key}' ({train[key]}, from {checker.where('train.' + key)}) must be a "
                               f"multiple of data.num_instances ({k}): batches hold P identities x K images")
+    if not cfg["loss"]["hybrid_memory"] and not cfg["loss"]["terms"]:
+        raise ConfigError(f"'loss.hybrid_memory' is false (from {checker.where('loss.hybrid_memory')}) and "
+                          "loss.terms is empty: nothing would train the model; add a term or turn the memory on")
     policy = cfg["policy"]
     if policy["name"] == "inclr" and not policy.get("global_only") and not cfg["model"]["kwargs"].get("parts"):
         raise ConfigError(f"policy inclr (from {checker.where('policy.name')}) clusters part features but the model "

@@ -35,6 +35,7 @@ DEFAULTS: dict = {
     "loss": {
         "temperature": 0.05,  # tau of the hybrid memory (Eq. 1)
         "source_momentum": 0.2,  # momentum of the source class centres
+        "hybrid_memory": True,  # the hybrid memory loss (Eq. 1); false: only loss.terms train the model
         # extra terms beside the hybrid memory loss: {name: {weight: w, <params>}} (streamlabel.losses)
         "terms": {},
     },
@@ -52,6 +53,7 @@ DEFAULTS: dict = {
         "pretrain_iterations": 0,  # supervised source-only warm-up before adaptation
         "amp": True,  # mixed precision on CUDA only
         "sync_bn": True,  # every BN sees the global batch, whatever the world size
+        "target_samples": "auto",  # auto | all | labelled: do outliers (-1) enter target batches and the memory?
         "freeze_bn": False,  # BatchNorm in eval mode while training: fixed statistics, train features = eval ones
         "log_every": 20,
         "eval_every_epochs": 1,
@@ -94,6 +96,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "data.on_bad_image": ("skip", "raise"),
     "train.on_nonfinite": ("skip", "stop"),
+    "train.target_samples": ("auto", "all", "labelled"),
     "eval.split": ("target", "source"),
 }
 

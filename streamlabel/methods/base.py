@@ -53,6 +53,9 @@ class BankUpdatePolicy(abc.ABC):
     # where an epoch-end refresh reads its features: "bank" (the momentum-updated bank) or "extract" (the
     # trainer re-extracts the target features with the current model and hands them to ``reload_bank`` first)
     refresh_source: str = "bank"
+    # whether samples labelled -1 train as instance entries of the hybrid memory (SpCL, HCD) or are samples
+    # the method rejected (LbG, DCML, ...), kept out of the target batches and the memory (train.target_samples)
+    train_outliers: bool = True
 
     def refreshes_after(self, epoch: int) -> bool:
         """Whether ``epoch_end(epoch)`` runs the offline refresh (``refresh_every`` divides ``epoch + 1``)."""

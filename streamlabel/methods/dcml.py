@@ -5,8 +5,9 @@ the baseline UDA method [34]": re-ranked distances, eps = mean of the smallest r
 pair distances, fixed at the first refresh; clusters of more than two samples), then credible sample
 mining (Sec. 3.2): score every sample by k-NN density (Eq. 5) or prototype distance (Eq. 4) and keep
 the most credible share gamma = gamma0 + r * dgamma (Eq. 6, r = refresh round from 0, capped at 1) of
-all samples under one threshold. Non-credible samples become -1, so the hybrid memory treats them as
-instances and the triplet / IMS terms (losses/triplet.py, losses/ims.py) do not use them as anchors.
+all samples under one threshold. Non-credible samples become -1: rejected, they enter neither the target
+batches nor the hybrid memory (``train.target_samples: auto``; ``all`` trains them as instance entries), and
+the triplet / IMS terms (losses/triplet.py, losses/ims.py) never use them as anchors.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def smallest_share_mean(dists: torch.Tensor, num_samples: int, rho: float) -> fl
 @register_policy("dcml")
 class DCMLPolicy(OfflineClusteringPolicy):
     """Jaccard + DBSCAN labels, then only the most credible share of the samples keeps its label."""
+    train_outliers = False  # its -1 samples are rejected: kept out of target batches and the memory
 
     def __init__(
         self,

@@ -9,9 +9,10 @@ final (global) pseudo label, but gives no formula; we use a label-consistency ru
     s_i  = mean_p a_ip                    (a part outlier shares its part cluster with nobody: a_ip = 1/|G(i)|)
 
 Global refined by local: i keeps its global label when s_i >= ``min_consistency`` (0.3), else it
-becomes an outlier (an instance entry of the hybrid memory). Local refined by global: the parts are trained with
-the refined global labels (the part clusterings only vote, their own labels are not used). Clusters
-left with a single member become outliers. Everything is vectorised over (global, part) label pairs.
+becomes an outlier (-1: rejected, not trained, under ``train.target_samples: auto``). Local refined by
+global: the parts are trained with the refined global labels (the part clusterings only vote, their own
+labels are not used). Clusters left with a single member become outliers. Everything is vectorised over
+(global, part) label pairs.
 
 Part features reach the policy through the optional ``parts=`` [N, P, D] / [B, P, D] keyword of
 ``initialize`` and ``step`` (``accepts_parts = True``; the trainer passes them when the model returns
@@ -71,6 +72,7 @@ def refine_with_parts(global_labels: torch.Tensor, part_labels: torch.Tensor, mi
 @register_policy("inclr")
 class INCLRPolicy(OfflineClusteringPolicy):
     """Offline refresh of INCLR: Jaccard + DBSCAN on the global and on each part bank, LGMR consistency rule."""
+    train_outliers = False  # its -1 samples are rejected: kept out of target batches and the memory
 
     accepts_parts = True  # the trainer passes parts= to initialize / step when the model returns them
 

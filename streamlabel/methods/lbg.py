@@ -68,6 +68,7 @@ def select_clusters(labels: torch.Tensor, cameras: torch.Tensor, *, min_size: in
 @register_policy("lbg")
 class LbGPolicy(OfflineClusteringPolicy):
     """Camera-normalised DBSCAN with cluster selection, re-run from scratch every refresh."""
+    train_outliers = False  # its -1 samples are rejected: kept out of target batches and the memory
 
     def __init__(
         self,

@@ -91,6 +91,7 @@ def cross_camera_eps(
 @register_policy("nplp")
 class NPLPPolicy(OfflineClusteringPolicy):
     """Data-driven DBSCAN eps (startup stage), then silhouette-guided re-clustering (correcting stage)."""
+    train_outliers = False  # its -1 samples are rejected: kept out of target batches and the memory
 
     def __init__(
         self,
