@@ -6,7 +6,10 @@ Every feature f of a batch (source or target) is scored against one memory
 
 with w_k the source class centres (held here, momentum-updated), c_k the centres of the target pseudo
 label clusters and v_o the bank rows of the target outliers (un-clustered samples count as their own
-instance entries, as in SpCL). The loss of f is the cross-entropy of ``f . memory^T / tau`` against its
+instance entries, as in SpCL). The centres c_k are normalised to unit length by default (``loss.centres:
+normalised``, this library's choice: every entry then scores on the same scale); SpCL and HCD use the
+plain mean of the cluster's unit bank rows (``loss.centres: mean``, norm <= 1, smaller for loose
+clusters). The loss of f is the cross-entropy of ``f . memory^T / tau`` against its
 positive entry: w_y for a source sample of class y, its cluster centre (or its own instance entry) for a
 target sample.
 
@@ -22,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 
-def memory_entries(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def memory_entries(
+    features: torch.Tensor, labels: torch.Tensor, *, centres: str = "normalised"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Target memory entries and the positive entry of every sample.
 
     ``features`` [N, D] (bank rows), ``labels`` [N] (pseudo labels, negative = outlier). Returns
@@ -32,6 +37,7 @@ def memory_entries(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
 
     Labels should be dense (0..C-1); ids absent from ``labels`` are dropped (later ids move down) so no
     empty centre ever enters the softmax. A cluster whose rows sum to zero gets a zero centre, never NaN.
+    ``centres="mean"``: the plain mean of the cluster's rows instead (SpCL, HCD), not normalised.
     """
     if features.ndim != 2:
         raise ValueError(f"features must be [N, D], got {tuple(features.shape)}")
@@ -46,24 +52,30 @@ def memory_entries(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     # one row per id: sum of its features (normalise(mean) == normalise(sum), the count cancels)
     sums = torch.zeros(num_ids, features.shape[1], dtype=torch.float32, device=features.device)
     sums.index_add_(0, ids[clustered], features[clustered].float())
-    return memory_entries_from_sums(sums, present, torch.where(clustered, ids, -1), features)
+    counts = torch.bincount(ids[clustered], minlength=num_ids) if centres == "mean" else None
+    return memory_entries_from_sums(sums, present, torch.where(clustered, ids, -1), features, counts=counts)
 
 
 def memory_entries_from_sums(
-    cluster_sums: torch.Tensor, keep: torch.Tensor, sample_ids: torch.Tensor, features: torch.Tensor
+    cluster_sums: torch.Tensor, keep: torch.Tensor, sample_ids: torch.Tensor, features: torch.Tensor,
+    *, counts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``memory_entries`` from per-id feature sums a label bank already maintains.
 
     ``cluster_sums`` [K, D]: feature sum of every cluster id; ``keep`` [K] bool: ids that are clusters
     (entries, in ascending id order); ``sample_ids`` [N]: the cluster id of every sample, negative for
     none; samples whose id is negative or not kept are outliers and get their own row of ``features``.
+    ``counts`` [K] (members per id): the centres are the plain means ``sum / count``; None: unit length.
     """
     keep = keep.to(cluster_sums.device)
     sample_ids = sample_ids.to(cluster_sums.device).long()
     rank = torch.cumsum(keep.long(), 0) - 1  # entry of every kept id
     safe = sample_ids.clamp_min(0)
     clustered = (sample_ids >= 0) & keep[safe] if keep.numel() else torch.zeros_like(sample_ids, dtype=torch.bool)
-    centres = F.normalize(cluster_sums[keep].float(), dim=1)
+    if counts is None:
+        centres = F.normalize(cluster_sums[keep].float(), dim=1)
+    else:
+        centres = cluster_sums[keep].float() / counts.to(cluster_sums.device)[keep].clamp_min(1).unsqueeze(1).float()
     outliers = (~clustered).nonzero().flatten()
     instances = F.normalize(features[outliers].float(), dim=1)
     num_clusters = centres.shape[0]

@@ -436,7 +436,9 @@ class Trainer:
         entries = None
         if phase == "adapt":
             idx_t = tgt["index"].to(self.device)
-            entries, positive = self.policy.memory_entries()
+            mode = self.cfg["loss"]["centres"]  # the default call keeps custom policies without the keyword working
+            entries, positive = self.policy.memory_entries(centres=mode) if mode != "normalised" \
+                else self.policy.memory_entries()
             if self.cfg["loss"]["hybrid_memory"]:
                 loss = self.memory.loss(f_s, y_s, *self._memory_view(f_t, idx_t, entries, positive))["loss"]
         else:

@@ -36,6 +36,7 @@ DEFAULTS: dict = {
         "temperature": 0.05,  # tau of the hybrid memory (Eq. 1)
         "source_momentum": 0.2,  # momentum of the source class centres
         "hybrid_memory": True,  # the hybrid memory loss (Eq. 1); false: only loss.terms train the model
+        "centres": "normalised",  # normalised | mean: target cluster entries of unit length, or the plain mean
         # extra terms beside the hybrid memory loss: {name: {weight: w, <params>}} (streamlabel.losses)
         "terms": {},
     },
@@ -97,6 +98,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("skip", "raise"),
     "train.on_nonfinite": ("skip", "stop"),
     "train.target_samples": ("auto", "all", "labelled"),
+    "loss.centres": ("normalised", "mean"),
     "eval.split": ("target", "source"),
 }
 

@@ -198,12 +198,13 @@ class HCDPolicy(BankUpdatePolicy):
                 dense[keep] = dense_kept
         return dense
 
-    def memory_entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def memory_entries(self, centres: str = "normalised") -> tuple[torch.Tensor, torch.Tensor]:
         """As the default (same entries, same order as ``labels()``), from the maintained top-level sums."""
         self._require_init()
         lb = self.label_bank
         keep = lb.sizes[-1] > (1 if self.singletons_as_outliers else 0)
-        return memory_entries_from_sums(lb.sums[-1], keep, lb.labels[-1], self.bank.features)
+        counts = lb.sizes[-1] if centres == "mean" else None
+        return memory_entries_from_sums(lb.sums[-1], keep, lb.labels[-1], self.bank.features, counts=counts)
 
     def state_dict(self) -> dict:
         return {

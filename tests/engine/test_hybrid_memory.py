@@ -237,12 +237,26 @@ def test_update_source_momentum_by_hand():
     assert torch.allclose(fresh.source_centres[1], torch.tensor([0.0, 1.0]))
 
 
+def test_mean_centres_by_hand():
+    """``centres="mean"`` (SpCL / HCD): the plain mean of the unit rows, shorter than 1 for a loose cluster."""
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.0, -1.0]])
+    entries, positive = memory_entries(feats, torch.tensor([0, 0, 1, -1]), centres="mean")
+    expected = torch.tensor([[0.5, 0.5], [0.6, 0.8], [0.0, -1.0]])  # mean of 0/1, the single row, the outlier
+    torch.testing.assert_close(entries, expected)
+    assert positive.tolist() == [0, 0, 1, 2]
+    normalised, _ = memory_entries(feats, torch.tensor([0, 0, 1, -1]))
+    torch.testing.assert_close(normalised[0], torch.tensor([0.5, 0.5]) / 0.5**0.5)
+
+
 # ---------------------------------------------------------------------------------------- policy side
 def _assert_fast_equals_default(policy) -> None:
     fast_entries, fast_positive = policy.memory_entries()
     slow_entries, slow_positive = memory_entries(policy.bank.features, policy.labels())
     assert torch.equal(fast_positive, slow_positive)
     assert torch.allclose(fast_entries, slow_entries, atol=1e-5)
+    fast_mean, _ = policy.memory_entries(centres="mean")
+    slow_mean, _ = memory_entries(policy.bank.features, policy.labels(), centres="mean")
+    assert torch.allclose(fast_mean, slow_mean, atol=1e-5)
     labels = policy.labels()
     assert fast_entries.shape[0] == int(labels.max()) + 1 + int((labels < 0).sum())
 

@@ -1,0 +1,28 @@
+"""``loss.centres``: the target cluster entries of the hybrid memory are unit-length (default) or the plain
+mean of the cluster's bank rows (SpCL, HCD); the choice reaches the loss of a real run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from conftest import REPO, tiny_overrides
+
+from streamlabel.launch import train as train_entry
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _loss_trace(out: Path, synthetic_root: Path, centres: str) -> list[float]:
+    overrides = [*tiny_overrides(out, synthetic_root), "train.pretrain_iterations=0", f"loss.centres={centres}"]
+    args = argparse.Namespace(config=REPO / "configs" / "demo.yaml", overrides=overrides, resume=False, cpu=True,
+                              quiet=True)
+    return train_entry.run(args)["loss_trace"]
+
+
+def test_mean_centres_change_the_loss(tmp_path: Path, synthetic_root: Path) -> None:
+    unit = _loss_trace(tmp_path / "normalised", synthetic_root, "normalised")
+    mean = _loss_trace(tmp_path / "mean", synthetic_root, "mean")
+    # same model, data and labels at the first step: only the centre entries differ (mean: norm < 1)
+    assert len(unit) == len(mean) == 4 and unit[0] != pytest.approx(mean[0], rel=1e-6)
