@@ -109,6 +109,9 @@ class Trainer:
                                    momentum=cfg["loss"]["source_momentum"]).to(self.device)
         self.loss_terms = LossTerms(cfg["loss"].get("terms")).to(self.device)
         self.policy = build_target_policy(cfg, len(self.target.train), self.feat_dim, self.device)
+        if getattr(self.policy.bank, "features", None) is None:  # found now, not after the final evaluation
+            raise ValueError(f"policy {self.policy.name!r} keeps no feature bank in self.bank (a FeatureBank): the "
+                             "trainer reads bank.features; see BankUpdatePolicy and docs/custom_policy.md")
         global_batch = cfg["train"]["source_batch"] * (self.source is not None) + cfg["train"]["target_batch"]
         bn_note = (f"batch norm reduced over {self.world} processes" if cfg["train"]["sync_bn"] and self.world > 1
                    else f"{self.world} process(es)")
@@ -120,7 +123,7 @@ class Trainer:
     @property
     def _sharded(self) -> bool:
         """Whether the policy's bank rows are split over the processes (``policy.bank: sharded``)."""
-        return bool(getattr(self.policy, "sharded", False))
+        return bool(self.policy.sharded)
 
     def _new_optimizer(self) -> None:
         model = self.model.module if hasattr(self.model, "module") else self.model
@@ -145,7 +148,7 @@ class Trainer:
 
     def _policy_parts(self) -> bool:
         """Whether the policy takes part features (``accepts_parts``) and the model makes them (``parts``)."""
-        return bool(getattr(self.policy, "accepts_parts", False) and getattr(self.net, "parts", 0))
+        return bool(self.policy.accepts_parts and getattr(self.net, "parts", 0))
 
     def _target_pass(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Features of every target train sample with the current model (and parts when the policy takes them)."""
@@ -483,7 +486,7 @@ class Trainer:
         or "all" (outliers are instance entries); "auto" follows the policy's ``train_outliers``."""
         mode = self.cfg["train"]["target_samples"]
         if mode == "auto":
-            return "all" if getattr(self.policy, "train_outliers", True) else "labelled"
+            return "all" if self.policy.train_outliers else "labelled"
         return mode
 
     def _memory_view(

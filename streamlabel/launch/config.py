@@ -392,6 +392,41 @@ class _Checker:
         return out
 
 
+def import_plugins(entries: object, where: str) -> None:
+    """Import the ``imports`` of a config (dotted module names, or ``.py`` files relative to the working folder)
+    so the policies, losses, models and datasets they register exist before the config names them. A module
+    is imported once per process (a second ``load_config`` finds it in ``sys.modules``)."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if entries is None:
+        return
+    if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
+        raise ConfigError(f"'imports' in {where} must be a list of module names or .py files, got {entries!r}")
+    for entry in entries:
+        try:
+            if entry.endswith(".py"):
+                path = Path(entry).expanduser().resolve()
+                name = "streamlabel_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+                if name in sys.modules:
+                    continue
+                if not path.is_file():
+                    raise FileNotFoundError(f"{entry} is not a file (relative paths start at {Path.cwd()})")
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+            else:
+                importlib.import_module(entry)
+        except Exception as err:  # noqa: BLE001 - any failure of user code is reported as a config error
+            raise ConfigError(f"'imports' in {where}: cannot import {entry!r}: {type(err).__name__}: {err}") from None
+
+
 def _plain(value: object) -> bool:
     if value is None or isinstance(value, (bool, int, float, str)):
         return True
@@ -437,6 +472,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict:
         if bad:
             raise ConfigError(f"keys in {label} must be strings, got {bad[0]!r}")
         _merge(cfg, data, origins, label)
+    import_plugins(cfg.get("imports"), origins.get("imports", "the defaults"))
     checker = _Checker(origins)
     try:
         cfg = checker.node(cfg, DEFAULTS, "")

@@ -13,6 +13,7 @@ DEFAULTS: dict = {
     "output_dir": "runs/demo",
     "device": "auto",  # auto | cpu | cuda: accelerate decides with auto
     "cpu_threads": -1,  # torch intra-op threads on the CPU (-1 = all cores but one, 0 = torch's default)
+    "imports": [],  # modules or .py files imported first: they may register policies, losses, models, datasets
     "data": {
         # source: labelled domain (None = unsupervised); target: the unlabelled domain
         "source": {"name": "synthetic", "root": "runs/data/synthetic_source", "kwargs": {"domain": "source"}},

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from streamlabel.banks.feature_bank import FeatureBank
 from streamlabel.banks.hybrid_memory import memory_entries
 from streamlabel.keys import check_keys
 from streamlabel.methods.param_check import check_parameter_types
@@ -21,9 +22,17 @@ _REGISTRY: dict[str, type[BankUpdatePolicy]] = {}
 
 
 class BankUpdatePolicy(abc.ABC):
-    """Base class: subclasses implement ``initialize``, ``step`` and ``labels``."""
+    """Base class: subclasses implement ``initialize``, ``step``, ``labels``, ``state_dict`` and
+    ``load_state_dict``, and keep their feature bank in ``self.bank`` (a ``FeatureBank``: the trainer reads
+    ``bank.features`` for the memory entries and the run's checks). The class attributes below are the rest
+    of what the trainer asks of a policy. ``OfflineClusteringPolicy`` does all of it for a method that only
+    clusters the bank: a complete user policy is ``examples/knn_components_policy.py`` (docs/custom_policy.md).
+    """
 
-    name: str = ""
+    name: str = ""  # set by @register_policy
+    bank: FeatureBank | None = None  # the target feature bank; a policy without one cannot train
+    accepts_parts = False  # True: initialize / step / reload_bank take parts= [N|B, P, D] from a part model
+    sharded = False  # True: bank rows split over the processes (the trainer then never compares whole banks)
 
     def __init__(
         self,
