@@ -10,7 +10,6 @@ teacher's weights) goes into checkpoints.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,8 +17,7 @@ import torch
 from torch import nn
 
 from streamlabel.keys import check_keys
-
-_REGISTRY: dict[str, type[LossTerm]] = {}
+from streamlabel.registry import Registry
 
 
 @dataclass
@@ -58,16 +56,16 @@ class LossTerm(nn.Module):
         """Called after every optimiser step (e.g. a mean teacher's EMA update); default: nothing."""
 
 
+LOSSES: Registry[type[LossTerm]] = Registry("loss term", base=LossTerm)
+
+
 def register_loss(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
     """Class decorator: make a LossTerm buildable by ``name`` under ``loss.terms``."""
+    register = LOSSES.register(name)
 
     def wrap(cls: type[LossTerm]) -> type[LossTerm]:
-        if not issubclass(cls, LossTerm):
-            raise TypeError(f"{cls.__name__} must subclass LossTerm to be registered")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"loss name {name!r} is already registered by {_REGISTRY[name].__name__}")
+        register(cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return wrap
@@ -75,17 +73,13 @@ def register_loss(name: str) -> Callable[[type[LossTerm]], type[LossTerm]]:
 
 def available_losses() -> list[str]:
     """Names accepted under ``loss.terms``."""
-    return sorted(_REGISTRY)
+    return LOSSES.names()
 
 
 def loss_parameters(name: str) -> dict[str, object]:
     """Keyword parameters (and defaults) of a loss term, plus its ``weight``."""
-    check_keys([name], _REGISTRY, "loss terms (loss.terms)")
-    params = {"weight": 1.0}
-    for pname, param in inspect.signature(_REGISTRY[name].__init__).parameters.items():
-        if param.kind is param.KEYWORD_ONLY:
-            params[pname] = param.default
-    return params
+    check_keys([name], LOSSES.names(), "loss terms (loss.terms)")
+    return {"weight": 1.0, **LOSSES.parameters(name)}
 
 
 class LossTerms(nn.Module):
@@ -94,14 +88,14 @@ class LossTerms(nn.Module):
     def __init__(self, spec: dict[str, dict] | None) -> None:
         super().__init__()
         spec = spec or {}
-        check_keys(spec, _REGISTRY, "loss terms (loss.terms)")
+        check_keys(spec, LOSSES.names(), "loss terms (loss.terms)")
         self.terms = nn.ModuleDict()
         self.weights: dict[str, float] = {}
         for name, params in spec.items():
             params = dict(params or {})
             check_keys(params, loss_parameters(name), f"loss term {name!r}")
             self.weights[name] = float(params.pop("weight", 1.0))
-            self.terms[name] = _REGISTRY[name](**params)
+            self.terms[name] = LOSSES.get(name)(**params)
 
     def forward(self, batch: LossBatch) -> dict[str, torch.Tensor]:
         return {name: self.weights[name] * term(batch) for name, term in self.terms.items()}

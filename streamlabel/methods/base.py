@@ -8,7 +8,6 @@ the offline refresh when ``refresh_every`` says so (0 = online, labels change ev
 from __future__ import annotations
 
 import abc
-import inspect
 from collections.abc import Callable
 
 import torch
@@ -17,8 +16,7 @@ from streamlabel.banks.feature_bank import FeatureBank
 from streamlabel.banks.hybrid_memory import memory_entries
 from streamlabel.keys import check_keys
 from streamlabel.methods.param_check import check_parameter_types
-
-_REGISTRY: dict[str, type[BankUpdatePolicy]] = {}
+from streamlabel.registry import Registry
 
 
 class BankUpdatePolicy(abc.ABC):
@@ -107,16 +105,16 @@ class BankUpdatePolicy(abc.ABC):
         """Restore ``state_dict``; refuses a state from a different configuration."""
 
 
+POLICIES: Registry[type[BankUpdatePolicy]] = Registry("policy", base=BankUpdatePolicy)
+
+
 def register_policy(name: str) -> Callable[[type[BankUpdatePolicy]], type[BankUpdatePolicy]]:
     """Class decorator: make a BankUpdatePolicy subclass buildable by ``name`` (YAML, CLI)."""
+    register = POLICIES.register(name)
 
     def wrap(cls: type[BankUpdatePolicy]) -> type[BankUpdatePolicy]:
-        if not issubclass(cls, BankUpdatePolicy):
-            raise TypeError(f"{cls.__name__} must subclass BankUpdatePolicy to be registered")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"policy name {name!r} is already registered by {_REGISTRY[name].__name__}")
+        register(cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return wrap
@@ -124,27 +122,18 @@ def register_policy(name: str) -> Callable[[type[BankUpdatePolicy]], type[BankUp
 
 def available_policies() -> list[str]:
     """Names accepted by ``build_policy``."""
-    return sorted(_REGISTRY)
+    return POLICIES.names()
 
 
 def policy_parameters(name: str) -> dict[str, object]:
     """The keyword parameters (and defaults) a policy accepts, besides num_samples/feat_dim/device."""
-    cls = get_policy_class(name)
-    params: dict[str, object] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is object or "__init__" not in vars(klass):
-            continue
-        for pname, param in inspect.signature(klass.__init__).parameters.items():
-            if param.kind is param.KEYWORD_ONLY:
-                params[pname] = param.default
+    params = POLICIES.parameters(name)
     params.pop("device", None)
     return params
 
 
 def get_policy_class(name: str) -> type[BankUpdatePolicy]:
-    if name not in _REGISTRY:
-        check_keys([name], _REGISTRY, "policy names")
-    return _REGISTRY[name]
+    return POLICIES.get(name)
 
 
 def build_policy(

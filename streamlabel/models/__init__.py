@@ -18,37 +18,30 @@ from collections.abc import Callable
 
 from torch import nn
 
+from streamlabel.registry import Registry
+
 from .batchnorm import calibrate_batchnorm, unfold_batchnorm
 from .layers import GeneralizedMeanPool, ReIDOutput, l2_normalize
 from .osnet import WIDTHS, OSNet, osnet
 from .resnet import ReIDResNet, resnet50, resnet50_ibn_a
 from .weights import LoadReport, load_pretrained
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: make a model factory available to :func:`build_model` (and YAML) under ``name``."""
-
-    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise KeyError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
     """Registered model names."""
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model; every result has ``feat_dim`` and the output contract above."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _REGISTRY[name](**kwargs)
+    return MODELS.get(name)(**kwargs)
 
 
 register_model("resnet50")(resnet50)

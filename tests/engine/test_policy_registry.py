@@ -56,7 +56,7 @@ def test_base_checks_sizes():
 def scratch_name():
     name = "_engine_test_policy"
     yield name
-    policy_base._REGISTRY.pop(name, None)  # keep the global registry as it was
+    policy_base.POLICIES._entries.pop(name, None)  # keep the global registry as it was
 
 
 def test_register_policy_rules(scratch_name):

@@ -172,7 +172,7 @@ CASES = [
     Case("labels_device_not_a_device", ["labels", "--features", "f.npz", "--device", "gpu7"], 2,
          r"--device 'gpu7' is not a torch device", setup=good_dump),
     Case("labels_unknown_policy", ["labels", "--features", "f.npz", "--policy", "hdc"], 2,
-         r"unknown key 'hdc' in policy names; did you mean 'hcd'\?", setup=good_dump),
+         r"unknown policy 'hdc'; did you mean 'hcd'\? \(available: dcml, hcd", setup=good_dump),
     Case("labels_unknown_param", ["labels", "--features", "f.npz", "kk=3"], 2,
          r"unknown key 'kk' in policy 'hcd'; did you mean 'k'\?", setup=good_dump),
     Case("labels_k_zero", ["labels", "--features", "f.npz", "k=0"], 2, r"k must be", setup=good_dump),

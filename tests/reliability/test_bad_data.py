@@ -78,7 +78,7 @@ def test_bad_layout_names_folder_and_expected_layout(tmp_path: Path, case: str, 
 
 
 def test_unknown_dataset_name_lists_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match=r"unknown dataset 'market'; available: .*market1501"):
+    with pytest.raises(KeyError, match=r"unknown dataset 'market'; did you mean 'market1501'\? \(available: .*"):
         build_domain(_spec(tmp_path, name="market"), "skip")
 
 

@@ -21,7 +21,7 @@ EXAMPLE = REPO / "examples" / "knn_components_policy.py"
 @pytest.fixture(autouse=True)
 def private_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The policies these tests import stay out of the other tests: registry and plugin modules restored."""
-    monkeypatch.setattr(policy_base, "_REGISTRY", dict(policy_base._REGISTRY))
+    monkeypatch.setattr(policy_base.POLICIES, "_entries", dict(policy_base.POLICIES._entries))
     before = set(sys.modules)
     yield
     for name in [m for m in sys.modules if m.startswith("streamlabel_plugin_") and m not in before]:

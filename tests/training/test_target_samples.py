@@ -30,7 +30,7 @@ class HalvesPolicy(OfflineClusteringPolicy):
 
 def _run(out: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> list[tuple]:
     """A tiny run with HalvesPolicy registered for this test only; returns what each memory loss saw."""
-    monkeypatch.setitem(policy_base._REGISTRY, "halves-test", HalvesPolicy)
+    monkeypatch.setitem(policy_base.POLICIES._entries, "halves-test", HalvesPolicy)
     monkeypatch.setattr(HalvesPolicy, "name", "halves-test")
     seen: list[tuple] = []
     original = HybridMemory.loss
