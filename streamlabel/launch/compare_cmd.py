@@ -18,6 +18,7 @@ from pathlib import Path
 from streamlabel.launch.arg_checks import output_folder
 from streamlabel.launch.errors import CommandError, InputError
 from streamlabel.launch.packages import require, require_for_training
+from streamlabel.launch.provenance import provenance
 
 __all__ = ["add_arguments", "parse_intervals", "run"]
 
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.md").write_text(table)
     (out_dir / "rows.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    (out_dir / "provenance.json").write_text(json.dumps(provenance(command), indent=2) + "\n")
     plot = plot_rows(rows, out_dir / "compare.png", title=f"{cfg['policy']['name']}: {Path(config).name}")
     print(table)
     return {"policy": cfg["policy"]["name"], "rows": rows, "table": str(out_dir / "table.md"), "plot": str(plot),

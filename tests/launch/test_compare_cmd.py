@@ -49,6 +49,9 @@ def test_two_intervals_table_plot_and_json(tmp_path: Path, capsys: pytest.Captur
     assert "| 0 | every batch (online) |" in "\n".join(printed)  # the table is printed too
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "rows.json").read_text()) == payload["rows"]
+    origin = json.loads((out / "provenance.json").read_text())
+    assert origin["command"] == payload["command"]
+    assert origin["commit"] == "unknown" or len(origin["commit"].split("+")[0]) == 40
 
 
 @pytest.mark.parametrize(("text", "message"), [("0,x", "'x' is not an integer"), ("1,-2", "negative"),
