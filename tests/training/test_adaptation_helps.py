@@ -19,7 +19,8 @@ from streamlabel.launch import train as train_entry
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared, pytest.mark.usefixtures("single_thread")]
 
-MARGIN = 0.02  # mAP (absolute): the gain must exceed this
+# the gain must exceed this (mAP, absolute): seeds 0-2 gained 5.9 +- 1.3 points (min 4.5); mean - 3 sd = 2.0
+MARGIN = 0.02
 
 
 def test_adaptation_beats_the_zero_shot_model(tmp_path: Path) -> None:
