@@ -28,6 +28,12 @@ def tiny_overrides(tmp: Path, data_dir: Path) -> list[str]:
     ]
 
 
+def with_overrides(base: list[str], *extra: str) -> list[str]:
+    """``base`` with the keys ``extra`` sets replaced by ``extra`` (the command line refuses a key twice)."""
+    keys = {item.partition("=")[0] for item in extra}
+    return [item for item in base if item.partition("=")[0] not in keys] + list(extra)
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic images written once per session and shared by the training tests."""

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_overrides
+from conftest import REPO, tiny_overrides, with_overrides
 
 from streamlabel.launch.train import DIAGNOSTIC_KEYS
 
@@ -21,7 +21,7 @@ def _launch(num_processes: int, out: Path, data: Path, extra: tuple[str, ...] = 
     launch = [accelerate, "launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     launch += ["--multi_gpu", "--num_processes", "2"] if num_processes == 2 else ["--num_processes", "1"]
     cmd = [*launch, "-m", "streamlabel.launch.train", "--config", str(REPO / "configs" / "demo.yaml"), "--cpu",
-           "--quiet", "--json", *tiny_overrides(out, data), *extra]
+           "--quiet", "--json", *with_overrides(tiny_overrides(out, data), *extra)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
