@@ -34,6 +34,13 @@ def with_overrides(base: list[str], *extra: str) -> list[str]:
     return [item for item in base if item.partition("=")[0] not in keys] + list(extra)
 
 
+def train_tiny(out: Path, data_dir: Path, *extra: str, config: Path = REPO / "configs" / "demo.yaml") -> dict:
+    """One tiny in-process run of ``config`` (``tiny_overrides``, with ``extra`` on top); returns its results."""
+    overrides = with_overrides(tiny_overrides(out, data_dir), *extra)
+    return train_entry.run(argparse.Namespace(config=config, overrides=overrides, resume=False, cpu=True,
+                                              quiet=True))
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic images written once per session and shared by the training tests."""

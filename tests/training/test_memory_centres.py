@@ -3,22 +3,16 @@ mean of the cluster's bank rows (SpCL, HCD); the choice reaches the loss of a re
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_overrides
-
-from streamlabel.launch import train as train_entry
+from conftest import train_tiny
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _loss_trace(out: Path, synthetic_root: Path, centres: str) -> list[float]:
-    overrides = [*tiny_overrides(out, synthetic_root), "train.pretrain_iterations=0", f"loss.centres={centres}"]
-    args = argparse.Namespace(config=REPO / "configs" / "demo.yaml", overrides=overrides, resume=False, cpu=True,
-                              quiet=True)
-    return train_entry.run(args)["loss_trace"]
+    return train_tiny(out, synthetic_root, "train.pretrain_iterations=0", f"loss.centres={centres}")["loss_trace"]
 
 
 def test_mean_centres_change_the_loss(tmp_path: Path, synthetic_root: Path) -> None:

@@ -4,22 +4,16 @@ refresh schedule of the recipe all run (the real-data numbers come from benchmar
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_overrides
-
-from streamlabel.launch import train as train_entry
+from conftest import REPO, train_tiny
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("method", ["spcl", "lbg", "nplp", "dcml", "inclr"])
 def test_cpu_recipe_trains(method: str, tmp_path: Path, synthetic_root: Path) -> None:
-    overrides = [*tiny_overrides(tmp_path / "run", synthetic_root), "train.iterations=4", "train.iters_per_epoch=2"]
-    args = argparse.Namespace(config=REPO / "configs" / f"{method}_cuhk03.yaml", overrides=overrides, resume=False,
-                              cpu=True, quiet=True)
-    results = train_entry.run(args)
+    results = train_tiny(tmp_path / "run", synthetic_root, config=REPO / "configs" / f"{method}_cuhk03.yaml")
     assert results["skipped_steps"] == 0 and len(results["history"]) == 3  # first labels + 2 epochs
     assert 0.0 <= results["adapted_mAP"] <= 1.0

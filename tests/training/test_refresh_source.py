@@ -3,15 +3,13 @@ as the papers) or the momentum bank ("bank")."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_overrides
+from conftest import train_tiny
 
 from streamlabel.engine.trainer import Trainer
-from streamlabel.launch import train as train_entry
 from streamlabel.methods.offline import OfflineClusteringPolicy
 
 
@@ -36,11 +34,7 @@ def _run(out: Path, synthetic_root: Path, source: str, monkeypatch: pytest.Monke
     monkeypatch.setattr(Trainer, "_target_pass", counting_pass)
     monkeypatch.setattr(OfflineClusteringPolicy, "reload_bank", recording_reload)
     monkeypatch.setattr(OfflineClusteringPolicy, "refresh", recording_refresh)
-    overrides = [*tiny_overrides(out, synthetic_root), "train.iterations=4",
-                 f"policy={{name: spcl, refresh_every: 1, k1: 10, refresh_source: {source}}}"]
-    args = argparse.Namespace(config=REPO / "configs" / "demo.yaml", overrides=overrides, resume=False, cpu=True,
-                              quiet=True)
-    train_entry.run(args)
+    train_tiny(out, synthetic_root, f"policy={{name: spcl, refresh_every: 1, k1: 10, refresh_source: {source}}}")
     return seen
 
 

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_overrides
+from conftest import train_tiny
 
 from streamlabel.banks.hybrid_memory import HybridMemory
-from streamlabel.launch import train as train_entry
 from streamlabel.launch.config import ConfigError
 from streamlabel.methods import base as policy_base
 from streamlabel.methods.offline import OfflineClusteringPolicy
@@ -42,10 +40,7 @@ def _run(out: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, *extr
                         target_positive)
 
     monkeypatch.setattr(HybridMemory, "loss", spy)
-    overrides = [*tiny_overrides(out, synthetic_root), "policy={name: halves-test, refresh_every: 1}", *extra]
-    args = argparse.Namespace(config=REPO / "configs" / "demo.yaml", overrides=overrides, resume=False, cpu=True,
-                              quiet=True)
-    train_entry.run(args)
+    train_tiny(out, synthetic_root, "policy={name: halves-test, refresh_every: 1}", *extra)
     return seen
 
 
