@@ -504,6 +504,8 @@ class Trainer:
         if bool((positive[~outlier] >= num_clusters).any()):
             raise RuntimeError(f"policy {self.policy.name!r}: memory_entries must list the cluster centres first")
         keep = ~outlier[idx_t]
+        if not bool(keep.any()):  # every row of this batch lost its label since the sampler drew it
+            return f_t, idx_t, entries, positive
         return f_t[keep], idx_t[keep], entries[:num_clusters], positive
 
     def _non_finite(self) -> None:
