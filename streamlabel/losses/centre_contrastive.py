@@ -1,4 +1,4 @@
-"""NPLP's centre contrastive loss (seed 002, Eq. 10-11) as a loss term beside the hybrid memory loss.
+"""NPLP's centre contrastive loss (the NPLP paper, Eq. 10-11) as a loss term beside the hybrid memory loss.
 
 The embedding f_e goes through batch normalisation and ReLU, f_r = ReLU(BN(f_e)); each clustered target
 sample is classified against a lookup table V of cluster centroids (Eq. 10):

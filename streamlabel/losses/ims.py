@@ -1,4 +1,4 @@
-"""Instance margin spreading loss of DCML (seed 004, Eq. 7-8): push every pair of instances apart.
+"""Instance margin spreading loss of DCML (Chen et al. ECCV 2020, Eq. 7-8): push every pair of instances apart.
 
 Each batch sample is an instance of its own (no labels): for anchor a,
 

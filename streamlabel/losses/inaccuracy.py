@@ -1,4 +1,4 @@
-"""INCLR's IGMO (seed 001, Sec. III-B, Eq. 4-8): a mean teacher, per-sample inaccuracy and its weighted loss.
+"""INCLR's IGMO (the INCLR paper, Sec. III-B, Eq. 4-8): a mean teacher, per-sample inaccuracy and its weighted loss.
 
 The teacher is an exponential moving average of the model, theta_t <- m theta_t + (1 - m) theta
 (m = 0.999, MMT's mean net), made as a copy of the model at the first adaptation iteration. Both nets

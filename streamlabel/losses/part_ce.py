@@ -1,4 +1,4 @@
-"""INCLR's part loss (seed 001, Eq. 2): every part feature is classified with the sample's global pseudo label.
+"""INCLR's part loss (the INCLR paper, Eq. 2): every part feature is classified with the sample's global pseudo label.
 
 The paper trains one classifier per part region on the (refined) global labels, "local and global
 features share the same pseudo label". As for the global feature (hybrid memory), the classifier here is

@@ -1,4 +1,4 @@
-"""Credible sample mining of DCML (seed 004, Chen et al. ECCV 2020, Sec. 3.2): score, share, selection.
+"""Credible sample mining of DCML (Chen et al. ECCV 2020, Sec. 3.2): score, share, selection.
 
 Two credibility metrics, larger = more credible: the k-NN density C_N(x) = -max_{x_i in N_k(x)} ||x - x_i||
 (Eq. 5) and the prototype centrality C_P(x, y) = -||x - P_y|| with P_y the mean feature of cluster y

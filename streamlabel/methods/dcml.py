@@ -1,4 +1,4 @@
-"""DCML: deep credible metric learning (seed 004, Chen et al. ECCV 2020) as an offline refresh policy.
+"""DCML: deep credible metric learning (Chen et al. ECCV 2020) as an offline refresh policy.
 
 Every refresh: DBSCAN on the sparse k-reciprocal Jaccard distances of the bank (Sec. 4.2: "the same as
 the baseline UDA method [34]": re-ranked distances, eps = mean of the smallest rho = 1.6e-3 share of the

@@ -1,4 +1,4 @@
-"""INCLR's LGMR (seed 001, Sec. III-A): global and part features clustered apart, then refined against each other.
+"""INCLR's LGMR (INCLR paper, Sec. III-A): global and part features clustered apart, then refined by each other.
 
 Every refresh clusters the global bank and each of the P part banks (horizontal stripes, P = 3) by
 DBSCAN on the sparse k-reciprocal Jaccard distance, as the paper's DBSCAN on each feature set. The paper

@@ -1,4 +1,4 @@
-"""LbG: Learn by Guessing, multi-step pseudo-label refinement (seed 000, VISAPP 2022) as an offline policy.
+"""LbG: Learn by Guessing, multi-step pseudo-label refinement (VISAPP 2022) as an offline policy.
 
 Every refresh (one "progressive learning step" of the paper, Sec. 3.2 / 3.6.2):
 1. camera-guided feature normalisation (Eq. 4): per camera c and per feature dimension,

@@ -1,4 +1,4 @@
-"""NPLP: noisy pseudo-label processing (seed 002) as an offline policy.
+"""NPLP: noisy pseudo-label processing (the NPLP paper) as an offline policy.
 
 Every refresh is one iteration of the paper's Algorithm 1 on the current bank (Euclidean distances of
 the L2-normalised features):

@@ -1,4 +1,4 @@
-"""Per-cluster silhouette (NPLP's self-assessment score, seed 002 Eq. 6-8), exact, in row blocks.
+"""Per-cluster silhouette (NPLP's self-assessment score, Eq. 6-8), exact, in row blocks.
 
 For every clustered sample i (label >= 0) with Euclidean distances d:
   a_i = mean distance to the other members of its cluster (Eq. 6);

@@ -1,4 +1,4 @@
-"""NPLP's pyramidal average pooling (PAP-I, seed 002 Sec. III-D): a multi-granularity head option.
+"""NPLP's pyramidal average pooling (PAP-I, NPLP paper Sec. III-D): a multi-granularity head option.
 
 Granularity i (1..I) cuts the feature map [B, C, H, W] into i horizontal stripes and average-pools each,
 so PAP-I yields C * I(I+1)/2 values per image (PAP-1 = global average pooling). The backbones follow it
