@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from streamlabel.keys import UnknownKeyError
@@ -69,9 +69,3 @@ class Registry(Generic[T]):
                 if param.kind is param.KEYWORD_ONLY:
                     params[pname] = param.default
         return params
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries or name in self._lazy
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())

@@ -91,10 +91,9 @@ class BankUpdatePolicy(abc.ABC):
     def memory_entries(self, centres: str = "normalised") -> tuple[torch.Tensor, torch.Tensor]:
         """Target entries of the hybrid memory loss and each sample's positive entry (banks/hybrid_memory.py):
         one centre per cluster of ``labels()`` from the feature bank ``self.bank``, one entry per outlier."""
-        bank = getattr(self, "bank", None)
-        if bank is None:
+        if self.bank is None:
             raise NotImplementedError(f"policy {self.name!r} has no feature bank: override memory_entries")
-        return memory_entries(bank.features, self.labels(), centres=centres)
+        return memory_entries(self.bank.features, self.labels(), centres=centres)
 
     @abc.abstractmethod
     def state_dict(self) -> dict:
