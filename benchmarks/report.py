@@ -27,11 +27,19 @@ CUHK03_FILES = (EMBEDDINGS / "cuhk03p1_train_osnet_x0_25_msmt17.npz",
 
 def commit() -> str:
     """The checked-out commit, with "+dirty" when tracked code differs from it (results and docs, which the
-    benchmarks themselves rewrite, do not count)."""
+    benchmarks themselves rewrite, do not count). A copy of the tree without ``.git`` (a remote GPU machine)
+    reports ``STREAMLABEL_COMMIT`` + "+copy", the commit the copy was sent from, when that variable is set."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+        try:
+            done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        except OSError:  # no git program
+            return ""
+        return done.stdout.strip()
 
-    head = git("rev-parse", "HEAD") or "unknown"
+    head = git("rev-parse", "HEAD")
+    if not head:
+        sent_from = os.environ.get("STREAMLABEL_COMMIT", "")
+        return f"{sent_from}+copy" if sent_from else "unknown"
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results", ":!docs")
     return head + ("+dirty" if changed else "")
 
