@@ -94,25 +94,13 @@ class HCDPolicy(BankUpdatePolicy):
                  "cross_camera_from": cross_camera_from, "alpha_merge": alpha_merge, "sigma": sigma,
                  "merge_norm": merge_norm, "init_rounds": init_rounds, "refresh_rounds": refresh_rounds,
                  "assign": assign}
-        preset = _resolve_preset(dynamics, given)
-        _check_common(k=k, num_levels=num_levels, max_anchors=max_anchors, alpha_split=alpha_split,
-                      anchor_method=anchor_method, bank_dtype=bank_dtype, link_k=preset["link_k"])
-        _check_preset(dynamics, preset)
-        _check_scale_options(bank, sums_dtype, knn_projection, knn_backend, feat_dim, dynamics)
-        self.dynamics_name = dynamics
-        self.k, self.num_levels = int(k), int(num_levels)
-        self.alpha_split, self.max_anchors, self.anchor_method = float(alpha_split), int(max_anchors), anchor_method
-        self.merge_only = bool(merge_only)
-        self.link_k, self.criterion = int(preset["link_k"]), str(preset["criterion"])
-        self.split_gap = preset.get("split_gap")
-        self.merge_floor = preset.get("merge_floor")
-        self.cross_camera_from = preset.get("cross_camera_from")
-        self.alpha_merge, self.sigma, self.merge_norm = preset.get("alpha_merge"), preset.get("sigma"), \
-            preset.get("merge_norm")
-        self.init_rounds, self.refresh_rounds = preset.get("init_rounds"), preset.get("refresh_rounds")
-        self.assign = preset.get("assign")
-        self.singletons_as_outliers = bool(singletons_as_outliers)
-        self.sharded = bank == "sharded"
+        preset = _validated_preset(
+            dynamics, given, k=k, num_levels=num_levels, max_anchors=max_anchors, alpha_split=alpha_split,
+            anchor_method=anchor_method, bank_dtype=bank_dtype, bank=bank, sums_dtype=sums_dtype,
+            knn_projection=knn_projection, knn_backend=knn_backend, feat_dim=feat_dim)
+        self._set_parameters(dynamics, preset, k=k, num_levels=num_levels, alpha_split=alpha_split,
+                             max_anchors=max_anchors, anchor_method=anchor_method, merge_only=merge_only,
+                             singletons_as_outliers=singletons_as_outliers, bank=bank)
         self.config = {
             "num_samples": num_samples, "feat_dim": feat_dim, "dynamics": dynamics, "num_levels": num_levels,
             "k": k, "alpha_split": alpha_split, "max_anchors": max_anchors, "anchor_method": anchor_method,
@@ -127,6 +115,27 @@ class HCDPolicy(BankUpdatePolicy):
         self.graphs = self.rules.build_graphs(knn_slack, knn_backend)
         self.initialized = False
         self.stats: dict[str, float] = {}
+
+    def _set_parameters(
+        self, dynamics: str, preset: dict[str, object], *, k: int, num_levels: int, alpha_split: float,
+        max_anchors: int, anchor_method: str, merge_only: bool, singletons_as_outliers: bool, bank: str,
+    ) -> None:
+        """Keep the validated parameters as typed attributes (the rule sets read them from the policy);
+        a parameter the preset does not use is None."""
+        self.dynamics_name = dynamics
+        self.k, self.num_levels = int(k), int(num_levels)
+        self.alpha_split, self.max_anchors, self.anchor_method = float(alpha_split), int(max_anchors), anchor_method
+        self.merge_only = bool(merge_only)
+        self.link_k, self.criterion = int(preset["link_k"]), str(preset["criterion"])
+        self.split_gap = preset.get("split_gap")
+        self.merge_floor = preset.get("merge_floor")
+        self.cross_camera_from = preset.get("cross_camera_from")
+        self.alpha_merge, self.sigma = preset.get("alpha_merge"), preset.get("sigma")
+        self.merge_norm = preset.get("merge_norm")
+        self.init_rounds, self.refresh_rounds = preset.get("init_rounds"), preset.get("refresh_rounds")
+        self.assign = preset.get("assign")
+        self.singletons_as_outliers = bool(singletons_as_outliers)
+        self.sharded = bank == "sharded"
 
     def _build_banks(self, momentum: float, bank_dtype: str, sums_dtype: str, knn_projection: int, seed: int) -> None:
         """The feature bank and the label bank, replicated or split by rows over the ranks (docs/scaling.md)."""
@@ -233,6 +242,24 @@ class HCDPolicy(BankUpdatePolicy):
     def _require_init(self) -> None:
         if not self.initialized:
             raise RuntimeError("call initialize(features) before using the hcd policy")
+
+
+def _validated_preset(
+    dynamics: str, given: dict[str, object], *, k: int, num_levels: int, max_anchors: int, alpha_split: float,
+    anchor_method: str, bank_dtype: str, bank: str, sums_dtype: str, knn_projection: int, knn_backend: str,
+    feat_dim: int,
+) -> dict[str, object]:
+    """Resolve the preset and refuse any bad parameter before a bank is allocated; returns the preset.
+
+    The checks run in a fixed order (preset keys, common ranges, preset ranges, scale options), so a
+    configuration with several bad values always reports the same first error.
+    """
+    preset = _resolve_preset(dynamics, given)
+    _check_common(k=k, num_levels=num_levels, max_anchors=max_anchors, alpha_split=alpha_split,
+                  anchor_method=anchor_method, bank_dtype=bank_dtype, link_k=preset["link_k"])
+    _check_preset(dynamics, preset)
+    _check_scale_options(bank, sums_dtype, knn_projection, knn_backend, feat_dim, dynamics)
+    return preset
 
 
 def _resolve_preset(dynamics: str, given: dict[str, object]) -> dict[str, object]:
