@@ -51,7 +51,7 @@ import streamlabel.banks.row_shards as row_shards_module
 import streamlabel.banks.sharded_graph as sharded_graph_module
 from streamlabel.banks import distributed
 from streamlabel.banks.knn_graph import KnnGraph
-from streamlabel.banks.label_bank import HierarchicalLabelBank
+from streamlabel.banks.replicated_rows import ReplicatedRows
 from streamlabel.banks.row_shards import RowShards
 from streamlabel.methods import build_policy
 
@@ -105,14 +105,13 @@ def build_state(policy, seed: int = 0) -> None:
     num_ids, num_groups, num_super = max(1, n // 10), max(1, n // 100), max(1, n // 1000)
     ident = _identity_vectors(num_ids, num_groups, dim, seed)
     noise = F.normalize(torch.randn(CHUNK, dim, generator=torch.Generator().manual_seed(seed + 1)), dim=1)
-    store = policy.bank.features
-    first, last = (store.start, store.stop) if isinstance(store, RowShards) else (0, n)
+    store = policy.bank.storage  # ReplicatedRows or RowShards: this process's rows start..stop in ``local``
+    first, last = store.start, store.stop
     for c0 in range((first // CHUNK) * CHUNK, last, CHUNK):
         c1 = min(c0 + CHUNK, n)
         rows = _rows_chunk(c0, c1, ident, noise)
         a, b = max(c0, first), min(c1, last)
-        target = store.local if isinstance(store, RowShards) else store
-        target[a - first : b - first] = rows[a - c0 : b - c0].to(target.dtype)
+        store.local[a - first : b - first] = rows[a - c0 : b - c0].to(store.dtype)
     if isinstance(store, RowShards):
         store.reproject()
     del ident
@@ -202,10 +201,10 @@ class CostHooks:
             return wrapped
 
         def centres(fn):  # replicated (rebuilds only): normalising the whole [N, D] sums reads and writes them
-            def wrapped(self, level):
-                if not self.sharded:
-                    hooks.bytes += 2 * self.sums[level].numel() * self.sums[level].element_size()
-                return fn(self, level)
+            def wrapped(self):
+                if self.normalize_rows:
+                    hooks.bytes += 2 * self.local.numel() * self.local.element_size()
+                return fn(self)
             return wrapped
 
         self._patch(RowShards, "score_blocks", score_blocks)
@@ -214,7 +213,7 @@ class CostHooks:
         self._patch(row_shards_module, "merge_topk", merge_topk)
         self._patch(KnnGraph, "forget", forget)
         self._patch(KnnGraph, "refresh", refresh)
-        self._patch(HierarchicalLabelBank, "centres", centres)
+        self._patch(ReplicatedRows, "centres", centres)
 
 
 # ---------------------------------------------------------------------------------------- memory
@@ -263,7 +262,7 @@ def measure(cfg: dict, rank: int, world: int, out: Path) -> None:
     peak_build = _vm("VmHWM")
     _reset_peak()
     for i, rows in enumerate(batch_rows(n, cfg["warmup"] + cfg["steps"], seed=3)):
-        base = policy.bank.features[rows].float()
+        base = policy.bank.storage.gather_rows(rows).float()
         feats = F.normalize(base + 0.14 * F.normalize(torch.randn(base.shape, generator=gen), dim=1), dim=1)
         hooks.bytes = hooks.flops = 0
         distributed.TRAFFIC.update(bytes=0, calls=0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from streamlabel.banks.replicated_rows import ReplicatedRows
+
 _MIN_NORM = 1e-12  # below this a vector has no usable direction (F.normalize's own eps)
 _MAX_SAFE = 1e18  # float32 squares overflow above ~1.8e19
 
@@ -92,6 +94,12 @@ class FeatureBank:
     def device(self) -> torch.device:
         return self.features.device
 
+    @property
+    def storage(self) -> ReplicatedRows:
+        """The rows behind the row-storage interface (banks/replicated_rows.py): read them with
+        ``storage.gather_rows(ids)``, which a sharded bank answers with a collective."""
+        return ReplicatedRows(self.features)
+
     def _check(self, indices: torch.Tensor, features: torch.Tensor) -> None:
         if features.ndim != 2 or features.shape[1] != self.feat_dim:
             raise ValueError(f"features must be [B, {self.feat_dim}], got {tuple(features.shape)}")
@@ -120,7 +128,7 @@ class FeatureBank:
         indices = indices.to(self.device).long()
         self._check(indices, features)
         indices, features = dedupe_rows(indices, features.to(self.device, torch.float32))
-        old = self.features[indices].float()
+        old = self.storage.gather_rows(indices).float()  # collective on a sharded bank: every rank is here
         mixed = self.momentum * old + (1.0 - self.momentum) * unit_rows(features)
         # a (near-)zero feature has no direction: with momentum 0 it would zero the row, so the row keeps its value
         lost = mixed.norm(dim=1, keepdim=True) < _MIN_NORM

@@ -24,6 +24,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from streamlabel.banks.replicated_rows import ReplicatedRows, as_row_storage
+from streamlabel.banks.row_shards import RowShards
+
+Rows = torch.Tensor | ReplicatedRows | RowShards
+
 
 def memory_entries(
     features: torch.Tensor, labels: torch.Tensor, *, centres: str = "normalised"
@@ -57,7 +62,7 @@ def memory_entries(
 
 
 def memory_entries_from_sums(
-    cluster_sums: torch.Tensor, keep: torch.Tensor, sample_ids: torch.Tensor, features: torch.Tensor,
+    cluster_sums: Rows, keep: torch.Tensor, sample_ids: torch.Tensor, features: Rows,
     *, counts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``memory_entries`` from per-id feature sums a label bank already maintains.
@@ -66,18 +71,22 @@ def memory_entries_from_sums(
     (entries, in ascending id order); ``sample_ids`` [N]: the cluster id of every sample, negative for
     none; samples whose id is negative or not kept are outliers and get their own row of ``features``.
     ``counts`` [K] (members per id): the centres are the plain means ``sum / count``; None: unit length.
+    ``cluster_sums`` and ``features`` are tensors or row storages (banks/replicated_rows.py); a RowShards
+    is read with ``gather_rows``, a collective: every rank calls this function.
     """
+    cluster_sums, features = as_row_storage(cluster_sums), as_row_storage(features)
     keep = keep.to(cluster_sums.device)
     sample_ids = sample_ids.to(cluster_sums.device).long()
     rank = torch.cumsum(keep.long(), 0) - 1  # entry of every kept id
     safe = sample_ids.clamp_min(0)
     clustered = (sample_ids >= 0) & keep[safe] if keep.numel() else torch.zeros_like(sample_ids, dtype=torch.bool)
     if counts is None:
-        centres = F.normalize(cluster_sums[keep].float(), dim=1)
+        centres = F.normalize(cluster_sums.gather_rows(keep).float(), dim=1)
     else:
-        centres = cluster_sums[keep].float() / counts.to(cluster_sums.device)[keep].clamp_min(1).unsqueeze(1).float()
+        size = counts.to(cluster_sums.device)[keep].clamp_min(1).unsqueeze(1).float()
+        centres = cluster_sums.gather_rows(keep).float() / size
     outliers = (~clustered).nonzero().flatten()
-    instances = F.normalize(features[outliers].float(), dim=1)
+    instances = F.normalize(features.gather_rows(outliers).float(), dim=1)
     num_clusters = centres.shape[0]
     outlier_rank = torch.cumsum((~clustered).long(), 0) - 1
     cluster_entry = rank[safe] if keep.numel() else torch.zeros_like(sample_ids)

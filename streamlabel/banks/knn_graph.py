@@ -4,8 +4,9 @@ Memory is O(C * k). A step that moves R centres costs one R x C product against 
 moved units get exact fresh lists, entries pointing at them elsewhere take their new similarity, and
 a moved unit enters another list only where it beats that list's weakest entry. Lists carry ``slack``
 spare entries so that a neighbour moving away can be replaced without a full rebuild; ``rebuild``
-recomputes every list exactly (blocked, never C x C in memory). When the centres are RowShards
-(sharded banks) both go through ``banks/sharded_graph.py``.
+recomputes every list exactly (blocked, never C x C in memory). The centres here are a tensor; a row
+storage runs the graph through its own ``rebuild_graph`` / ``refresh_graph`` (RowShards: the distributed
+version in ``banks/sharded_graph.py``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import torch
 
 from streamlabel.banks.indexing import rows_of
 from streamlabel.banks.knn import shares_tag, topk_inner_product
-from streamlabel.banks.row_shards import RowShards
-from streamlabel.banks.sharded_graph import rebuild_sharded, refresh_sharded
 
 _NEG_INF = float("-inf")
 _EPS = 1e-12  # as F.normalize: a zero row stays zero
@@ -72,11 +71,8 @@ class KnnGraph:
         """The first k (default: the graph's k) neighbour ids of ``rows``; -1 where a list is short."""
         return self.idx[rows, : (self.k if k is None else k)]
 
-    def rebuild(self, centres: torch.Tensor | RowShards, alive: torch.Tensor) -> None:
+    def rebuild(self, centres: torch.Tensor, alive: torch.Tensor) -> None:
         """Exact lists for every alive unit (a full k-NN pass over the alive centres)."""
-        if isinstance(centres, RowShards):
-            rebuild_sharded(self, centres, alive)
-            return
         self.idx.fill_(-1)
         self.sims.fill_(_NEG_INF)
         rows = alive.nonzero().flatten()
@@ -105,7 +101,7 @@ class KnnGraph:
         return changed, live_rows
 
     def refresh(
-        self, rows: torch.Tensor, centres: torch.Tensor | RowShards, alive: torch.Tensor,
+        self, rows: torch.Tensor, centres: torch.Tensor, alive: torch.Tensor,
         norms: torch.Tensor | None = None,
     ) -> None:
         """Bring the lists up to date after the centres of ``rows`` changed (or rows died / were born).
@@ -117,9 +113,6 @@ class KnnGraph:
         ``k + slack`` of (its old entries, the moved units at their new similarity), with the candidates
         gathered sparsely instead of merging all R moved units into every list.
         """
-        if isinstance(centres, RowShards):
-            refresh_sharded(self, rows, centres, alive)
-            return
         rows = torch.unique(rows)
         units = alive.nonzero().flatten()
         if rows.numel() == 0:

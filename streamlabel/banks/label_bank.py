@@ -6,19 +6,26 @@ freed when its cluster empties and reused for the next new cluster, so ids stay 
 moving any per-cluster storage; ``dense_labels`` gives compact 0..C-1 ids for output.
 
 The sums are one [H, N, D] tensor (``sums_dtype``, float32 by default), or with ``make_rows`` one
-RowShards per level (sharded over the ranks by cluster id; labels and sizes stay replicated). Next to
-replicated sums the bank keeps their row norms [H, N], updated for the ids each change touches, so the
-k-NN graphs score cluster centres without normalising all N rows every step.
+RowShards per level (sharded over the ranks by cluster id; labels and sizes stay replicated). Either way
+``rows[level]`` is the level's row storage (a ReplicatedRows view of the tensor, or the RowShards), and
+every read, write, graph update and recompute goes through its interface (banks/replicated_rows.py), so
+the bank does not branch on the storage; only the checkpoint format differs (one tensor, or each rank's
+shards). Next to replicated sums the bank keeps their row norms [H, N], updated for the ids each change
+touches, so the k-NN graphs score cluster centres without normalising all N rows every step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
+from streamlabel.banks.replicated_rows import ReplicatedRows, as_row_storage, row_norms
 from streamlabel.banks.row_shards import RowShards
+
+if TYPE_CHECKING:
+    from streamlabel.banks.knn_graph import KnnGraph
 
 
 class InvariantError(AssertionError):
@@ -38,11 +45,17 @@ class HierarchicalLabelBank:
         self.labels = torch.zeros(h, n, dtype=torch.long, device=device)
         self.sizes = torch.zeros(h, n, dtype=torch.long, device=device)
         self.sharded = make_rows is not None
-        self.sums: torch.Tensor | list[RowShards] = (
-            [make_rows() for _ in range(h)] if make_rows is not None
-            else torch.zeros(h, n, feat_dim, dtype=sums_dtype, device=device))
-        self.sums_dtype = self.sums[0].dtype
-        self.norms = None if self.sharded else torch.zeros(h, n, dtype=torch.float32, device=device)
+        self.sums: torch.Tensor | list[RowShards]
+        self.rows: list[ReplicatedRows | RowShards]
+        if make_rows is not None:
+            self.sums = self.rows = [make_rows() for _ in range(h)]
+            self.norms = None
+        else:
+            self.sums = torch.zeros(h, n, feat_dim, dtype=sums_dtype, device=device)
+            self.norms = torch.zeros(h, n, dtype=torch.float32, device=device)
+            self.rows = [ReplicatedRows(self.sums[level], normalize_rows=True, norms=self.norms[level])
+                         for level in range(h)]
+        self.sums_dtype = self.rows[0].dtype
 
     @property
     def num_levels(self) -> int:
@@ -75,34 +88,32 @@ class HierarchicalLabelBank:
         self.recompute(features)
         self.check_invariant()
 
-    def recompute(self, features: torch.Tensor | RowShards, levels: range | list[int] | None = None) -> None:
-        """Exact sizes and sums of ``levels`` (default all) from the labels (clears any drift of the
-        incremental updates)."""
-        feats = None if isinstance(features, RowShards) else features.float()
+    def recompute(
+        self, features: torch.Tensor | ReplicatedRows | RowShards, levels: range | list[int] | None = None
+    ) -> None:
+        """Exact sizes and sums of ``levels`` (default all) from the labels and the feature rows (a tensor,
+        or the feature bank's ``storage``, laid out like the sums); clears any drift of the incremental
+        updates."""
+        features = as_row_storage(features)
         for level in range(self.num_levels) if levels is None else levels:
             lab = self.labels[level]
             self.sizes[level] = torch.bincount(lab, minlength=self.num_samples)
-            if self.sharded:
-                self.sums[level].assign_segment_sums_(lab, features)
-            elif self.sums_dtype == torch.float32:
-                self.sums[level].zero_().index_add_(0, lab, feats)
-            else:  # accumulate in float32, store rounded
-                self.sums[level].copy_(torch.zeros_like(feats).index_add_(0, lab, feats))
-            if self.norms is not None:
-                self.norms[level] = _row_norms(self.sums[level])
+            self.rows[level].assign_segment_sums_(lab, features)
 
     # ----------------------------------------------------------------- queries
     def centres(self, level: int) -> torch.Tensor | RowShards:
         """L2-normalised cluster centres at ``level`` ([N, D]; rows of free ids are zero). Sharded: the sums
         themselves, which read normalised for similarity (``RowShards.normalize_rows``)."""
-        if self.sharded:
-            return self.sums[level]
-        return F.normalize(self.sums[level], dim=1)
+        return self.rows[level].centres()
 
-    def centre_rows(self, level: int) -> tuple[torch.Tensor | RowShards, torch.Tensor | None]:
-        """(cluster sums, their row norms) at ``level``: centres without normalising every row. Sharded:
-        (the RowShards, None), which read normalised already."""
-        return self.sums[level], None if self.norms is None else self.norms[level]
+    def rebuild_graph(self, level: int, graph: KnnGraph) -> None:
+        """Exact k-NN lists of the alive cluster centres of ``level`` (collective when sharded)."""
+        self.rows[level].rebuild_graph(graph, self.alive[level])
+
+    def refresh_graph(self, level: int, graph: KnnGraph, changed: torch.Tensor) -> None:
+        """Update the k-NN lists of ``level``'s centres after the clusters ``changed`` moved (replicated:
+        scored against the kept row norms, no pass normalising every row; collective when sharded)."""
+        self.rows[level].refresh_graph(graph, changed, self.alive[level])
 
     def parent(self, level: int) -> torch.Tensor:
         """Cluster id at level+1 of every cluster id at ``level`` (-1 for free ids and for the top level)."""
@@ -152,12 +163,11 @@ class HierarchicalLabelBank:
         for level in range(self.num_levels):
             self.sizes[level].index_add_(0, old_labels[level], -ones)
             self.sizes[level].index_add_(0, new_labels[level], ones)
-            self.sums[level].index_add_(0, old_labels[level], -old_feats.to(self.sums_dtype))
-            self.sums[level].index_add_(0, new_labels[level], new_feats.to(self.sums_dtype))
-            if self.sharded:  # free the slots of the clusters this emptied (compact sums)
-                emptied = old_labels[level][self.sizes[level][old_labels[level]] == 0]
-                self.sums[level][emptied] = 0.0
-            self._update_norms(level, torch.cat([old_labels[level], new_labels[level]]))
+            sums = self.rows[level]
+            sums.index_add_(0, old_labels[level], -old_feats.to(self.sums_dtype))
+            sums.index_add_(0, new_labels[level], new_feats.to(self.sums_dtype))
+            sums.release_emptied_(old_labels[level], self.sizes[level])  # compact sums: free their slots
+            sums.update_norms(torch.cat([old_labels[level], new_labels[level]]))
         self.labels[:, rows] = new_labels
 
     def relabel_level(self, level: int, mapping: torch.Tensor, touched: torch.Tensor, unit_sums: torch.Tensor,
@@ -168,28 +178,26 @@ class HierarchicalLabelBank:
         from the units (``unit_labels`` -> new id, with ``unit_sums`` / ``unit_sizes``).
         """
         self.labels[level] = mapping
-        self.sums[level][touched] = 0.0
+        rows = self.rows[level]
+        rows.empty_rows_(touched)
         self.sizes[level, touched] = 0
-        self.sums[level].index_add_(0, unit_labels, unit_sums.to(self.sums_dtype))
+        rows.index_add_(0, unit_labels, unit_sums.to(self.sums_dtype))
         self.sizes[level].index_add_(0, unit_labels, unit_sizes)
-        self._update_norms(level, torch.cat([touched, unit_labels]))
+        rows.update_norms(torch.cat([touched, unit_labels]))
 
     def merge_clusters(self, level: int, moved: torch.Tensor, root: torch.Tensor) -> None:
         """Clusters ``moved`` at ``level`` join ``root[moved]`` (an id map [N]): statistics move, labels follow."""
-        self.sums[level].index_add_(0, root[moved], self.sums[level][moved])
+        rows = self.rows[level]
+        rows.index_add_(0, root[moved], rows.gather_rows(moved))  # collective when sharded
         self.sizes[level].index_add_(0, root[moved], self.sizes[level][moved])
-        self.sums[level][moved] = 0.0
+        rows.empty_rows_(moved)
         self.sizes[level][moved] = 0
         self.labels[level] = root[self.labels[level]]
-        self._update_norms(level, torch.cat([root[moved], moved]))
-
-    def _update_norms(self, level: int, ids: torch.Tensor) -> None:
-        """Recompute the kept row norms of the sums ``ids`` (replicated sums only)."""
-        if self.norms is not None:
-            self.norms[level, ids] = _row_norms(self.sums[level][ids])
+        rows.update_norms(torch.cat([root[moved], moved]))
 
     def state_dict(self) -> dict:
-        """Labels and the incrementally kept statistics (saved, not recomputed, so resume is exact)."""
+        """Labels and the incrementally kept statistics (saved, not recomputed, so resume is exact). The
+        format is the storage's: one [H, N, D] tensor, or a list of each level's shard states."""
         sums = [rows.state_dict() for rows in self.sums] if self.sharded else self.sums.clone()
         return {"labels": self.labels.clone(), "sizes": self.sizes.clone(), "sums": sums}
 
@@ -210,10 +218,5 @@ class HierarchicalLabelBank:
         self.sizes.copy_(state["sizes"])
         self.sums.copy_(state["sums"])
         for level in range(self.num_levels):  # row by row, so equal to the norms kept before the save
-            self.norms[level] = _row_norms(self.sums[level])
+            self.norms[level] = row_norms(self.sums[level])
         self.check_invariant()
-
-
-def _row_norms(rows: torch.Tensor) -> torch.Tensor:
-    """L2 norm of every row, in float32 (each row reduced on its own, so a subset gives the same values)."""
-    return torch.linalg.vector_norm(rows.float(), dim=1)

@@ -1,27 +1,34 @@
 """RowShards: an N x D matrix (feature bank, cluster sums) split by rows over the ranks of torch.distributed.
 
 Rank r holds rows [r*s, min((r+1)*s, N)) with s = ceil(N / world); at world 1 (no process group, or
-``distributed=False``) it holds every row and no collective runs. Reading rows (``m[ids]``) sums the
-owners' rows over the ranks (the others contribute zeros, so the result is exact); writes
-(``index_add_`` / ``index_copy_`` / ``m[ids] = 0``) touch only the owner's rows. ``search`` is the k-NN
+``distributed=False``) it holds every row and no collective runs. Reading rows (``gather_rows(ids)``, a
+collective: every rank calls it with the same ids) sums the owners' rows over the ranks (the others
+contribute zeros, so the result is exact); writes (``index_add_`` / ``index_copy_`` / ``empty_rows_``)
+touch only the owner's rows. The interface is the one ``ReplicatedRows`` (banks/replicated_rows.py)
+offers for a matrix held whole, so callers never branch on the storage. ``search`` is the k-NN
 of query rows against every shard: local top-k per block of rows, then a global merge of the
 candidates. With a ``projection`` [D, d] each shard also keeps its rows projected to d dimensions;
 candidates are then found in d dimensions (``oversample`` x k of them) and re-scored exactly.
 
 ``compact=True`` (cluster sums) stores only the rows in use: a slot map gives each written row a slot
-(lowest free first, the store grows by doubling), emptying a row (``m[ids] = 0``) frees its slot, and
+(lowest free first, the store grows by doubling), emptying a row frees its slot, and
 searches scan the slots in use. Memory and scan cost then follow the number of clusters, not N.
+Emptying a row (``empty_rows_``) frees its slot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from streamlabel.banks.distributed import all_gather_cat, all_reduce_, ordered_sum_to, reduce_to, world_and_rank
+
+if TYPE_CHECKING:
+    from streamlabel.banks.knn_graph import KnnGraph
 
 _NEG_INF = float("-inf")
 
@@ -79,6 +86,7 @@ class RowShards:
         self.slot = torch.full((self.shard_rows if self.compact else 0,), -1, dtype=torch.long, device=device)
         self.slot_row = torch.full((capacity if self.compact else 0,), -1, dtype=torch.long, device=device)
         self.used = 0 if self.compact else self.owned_rows
+        self.norms = None  # as ReplicatedRows: no row norms kept (rows are normalised on read)
 
     # ------------------------------------------------------------------ tensor-like access
     @property
@@ -136,8 +144,12 @@ class RowShards:
             return self.slot_row[first:last].clone()
         return torch.arange(self.start + first, self.start + last, device=self.device)
 
-    def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
-        """Rows ``ids`` (any shape, or a bool mask over the N rows) as float32 on every rank."""
+    def gather_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` (any shape, or a bool mask over the N rows) as float32 on every rank.
+
+        Collective (an all_reduce when there are several ranks or the store is compact): every rank must
+        call it, with the same ids.
+        """
         if ids.dtype == torch.bool:
             ids = ids.nonzero().flatten()
         if self.world == 1 and not self.compact:
@@ -150,19 +162,28 @@ class RowShards:
         all_reduce_(out, world=self.world)
         return out.reshape(*ids.shape, self.dim)
 
-    def __setitem__(self, ids: torch.Tensor, value: float) -> None:
-        """Fill rows ``ids`` with a constant (used to empty cluster sums; compact: 0 only, frees the slots)."""
+    def all_rows(self) -> torch.Tensor:
+        """Every row [N, D] as float32 on every rank. Collective, and N x D in memory on each rank."""
+        return self.gather_rows(torch.arange(self.num_rows, device=self.device))
+
+    def empty_rows_(self, ids: torch.Tensor) -> None:
+        """Zero rows ``ids`` on their owner (compact: frees their slots). Local: no collective."""
         mask, local = self._owned(ids)
-        if self.compact and value != 0:
-            raise ValueError("a compact RowShards can only empty rows (value 0)")
         slots = self._slots(local)
         slots = slots[slots >= 0]
-        self.local[slots] = value
+        self.local[slots] = 0.0
         if self.local_proj is not None:
-            self.local_proj[slots] = value
+            self.local_proj[slots] = 0.0
         if self.compact:
             self.slot_row[slots] = -1
             self.slot[local] = -1
+
+    def release_emptied_(self, ids: torch.Tensor, sizes: torch.Tensor) -> None:
+        """Empty the rows among ``ids`` whose size in ``sizes`` [N] is 0 (a compact store frees their slots)."""
+        self.empty_rows_(ids[sizes[ids] == 0])
+
+    def update_norms(self, ids: torch.Tensor) -> None:
+        """Nothing: sharded rows keep no norms (similarity normalises the rows it reads)."""
 
     def index_add_(self, dim: int, ids: torch.Tensor, values: torch.Tensor) -> RowShards:
         """Add ``values`` [R, D] to rows ``ids`` on their owner (tensor.index_add_ semantics, dim 0)."""
@@ -248,8 +269,34 @@ class RowShards:
     # ------------------------------------------------------------------ similarity
     def query_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` as read for similarity (L2-normalised when ``normalize_rows``), float32."""
-        rows = self[ids]
+        rows = self.gather_rows(ids)
         return F.normalize(rows, dim=-1) if self.normalize_rows else rows
+
+    def centres(self) -> RowShards:
+        """The rows as read for similarity: the store itself (``normalize_rows`` applies on read)."""
+        return self
+
+    def rebuild_graph(self, graph: KnnGraph, alive: torch.Tensor) -> None:
+        """Exact (or projected + re-scored) lists of ``graph`` for every alive row. Collective."""
+        from streamlabel.banks.sharded_graph import rebuild_sharded  # sharded_graph imports this module
+
+        rebuild_sharded(graph, self, alive)
+
+    def refresh_graph(self, graph: KnnGraph, moved: torch.Tensor, alive: torch.Tensor) -> None:
+        """Bring ``graph`` up to date after rows ``moved`` changed (banks/sharded_graph.py). Collective."""
+        from streamlabel.banks.sharded_graph import refresh_sharded
+
+        refresh_sharded(graph, moved, self, alive)
+
+    def nearest_segments(self, labels: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """For every alive id of ``labels`` [N], the id whose normalised row sum is nearest, [C, 1]: the
+        sums are sharded like these rows and searched a chunk of ids at a time. Collective."""
+        ids = alive.nonzero().flatten()
+        sums = RowShards(self.num_rows, self.dim, device=self.device, normalize_rows=True,
+                         distributed=self.world > 1)
+        sums.assign_segment_sums_(labels, self)
+        return torch.cat([sums.search(sums.query_rows(part), 1, query_ids=part, valid=alive)[1]
+                          for part in ids.split(1024)])
 
     def score_blocks(
         self, queries: torch.Tensor, *, projected: bool = False

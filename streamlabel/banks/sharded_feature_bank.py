@@ -3,7 +3,8 @@
 Every rank calls every method with the same arguments (the trainer gathers the batch on all ranks);
 ``initialize`` (inherited) hands the full pass to ``RowShards.copy_``, which keeps this rank's rows.
 The momentum rows are computed identically everywhere from the gathered old rows; only the owner
-writes them. ``features`` is a RowShards: index it (``bank.features[ids]``) to read rows on every rank.
+writes them. ``features`` (and ``storage``) is a RowShards: ``bank.storage.gather_rows(ids)`` reads rows
+on every rank (a collective: every rank calls it with the same ids).
 """
 
 from __future__ import annotations
@@ -33,12 +34,17 @@ class ShardedFeatureBank(FeatureBank):
         self.features = RowShards(num_samples, feat_dim, dtype=dtype, device=device, distributed=distributed,
                                   projection=projection)
 
+    @property
+    def storage(self) -> RowShards:
+        """The RowShards holding this rank's rows (the row-storage interface, banks/replicated_rows.py)."""
+        return self.features
+
     def segment_means(self, labels: torch.Tensor, num_segments: int, normalize: bool = True) -> torch.Tensor:
         """Mean feature of each label ([num_segments, D] on every rank); rows with label < 0 are ignored."""
         sums = RowShards(num_segments, self.feat_dim, device=self.device, distributed=self.features.world > 1)
         keep = labels >= 0
         sums.assign_segment_sums_(torch.where(keep, labels, num_segments), self.features)  # label N_seg: ignored
-        means = sums[torch.arange(num_segments, device=self.device)]
+        means = sums.all_rows()
         counts = torch.bincount(labels[keep], minlength=num_segments).clamp_min(1).unsqueeze(1)
         means = means / counts
         return F.normalize(means, dim=1) if normalize else means

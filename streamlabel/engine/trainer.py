@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from streamlabel.banks.hybrid_memory import HybridMemory
+from streamlabel.banks.replicated_rows import as_row_storage
 from streamlabel.engine.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
 from streamlabel.engine.evaluator import evaluate_model, label_churn
 from streamlabel.engine.global_bn import convert_global_batchnorm
@@ -325,11 +326,11 @@ class Trainer:
         """Hashes of the labels and bank rows: equal on every rank, and comparable between runs (replicated
         or sharded: rows are read a block at a time, so a sharded bank is never gathered whole)."""
         labels = self.policy.labels().cpu().numpy()
-        features = self.policy.bank.features
+        features = as_row_storage(self.policy.bank.features)
         digest, total = hashlib.sha256(), 0.0
         for start in range(0, self.policy.num_samples, block):
             rows = torch.arange(start, min(start + block, self.policy.num_samples), device=self.device)
-            part = features[rows].detach().float().cpu().numpy()
+            part = features.gather_rows(rows).detach().float().cpu().numpy()  # collective when sharded
             digest.update(part.tobytes())
             total += float(part.astype("float64").sum())
         return {"labels_sha": hashlib.sha256(labels.tobytes()).hexdigest()[:16],

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from streamlabel.banks.distributed import all_gather_rows
 from streamlabel.banks.feature_bank import segment_means
-from streamlabel.banks.row_shards import RowShards
+from streamlabel.banks.replicated_rows import as_row_storage
 from streamlabel.losses.base import LossBatch, LossTerm, register_loss
 
 __all__ = ["CentreContrastiveLoss", "halving_update"]
@@ -81,9 +81,9 @@ class CentreContrastiveLoss(LossTerm):
         round_id = int(getattr(policy, "rounds", 0))
         if (round_id != int(self.built_round) or labels.shape != self.built_labels.shape
                 or not torch.equal(labels, self.built_labels.to(labels.device))):
-            if isinstance(bank, RowShards):  # sharded: every process reads all rows, once per rebuild (the
-                bank = bank[torch.arange(bank.shape[0], device=bank.device)]  # labels, hence this branch, agree)
-            self.rebuild(bank, labels, round_id)
+            # every row (sharded: a collective, every process reads all rows once per rebuild; the labels,
+            # hence this branch, agree on every process); replicated: the bank tensor itself, no copy
+            self.rebuild(as_row_storage(bank).all_rows(), labels, round_id)
 
     # ------------------------------------------------------------------ loss
     def forward(self, batch: LossBatch) -> torch.Tensor:

@@ -173,7 +173,7 @@ class HCDPolicy(BankUpdatePolicy):
         self._require_init()
         ran = super().epoch_end(epoch)
         if not ran:  # clear float drift of the incremental sums (tracking: and re-apply the rules everywhere)
-            self.label_bank.recompute(self.bank.features)
+            self.label_bank.recompute(self.bank.storage)
             if self.refresh_every == 0:
                 self.rules.rederive()
         return ran
@@ -182,9 +182,9 @@ class HCDPolicy(BankUpdatePolicy):
         """Momentum update of the batch rows, then (online) the label dynamics around them."""
         self._require_init()
         rows, new_feats = self.bank.momentum_rows(indices, features)
-        old_feats = self.bank.features[rows].float()
+        old_feats = self.bank.storage.gather_rows(rows).float()
         self.bank.write(rows, new_feats)
-        new_feats = self.bank.features[rows].float()  # as stored (fp16/bf16 banks round), so sums match the bank
+        new_feats = self.bank.storage.gather_rows(rows).float()  # as stored (fp16/bf16 round), so sums match the bank
         lb = self.label_bank
         if self.refresh_every > 0:  # offline mode: labels wait for the refresh
             lb.move_samples(rows, lb.labels[:, rows].clone(), old_feats, new_feats)
@@ -213,7 +213,7 @@ class HCDPolicy(BankUpdatePolicy):
         lb = self.label_bank
         keep = lb.sizes[-1] > (1 if self.singletons_as_outliers else 0)
         counts = lb.sizes[-1] if centres == "mean" else None
-        return memory_entries_from_sums(lb.sums[-1], keep, lb.labels[-1], self.bank.features, counts=counts)
+        return memory_entries_from_sums(lb.rows[-1], keep, lb.labels[-1], self.bank.storage, counts=counts)
 
     def state_dict(self) -> dict:
         return {

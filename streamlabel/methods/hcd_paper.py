@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from streamlabel.banks.knn import topk_inner_product
 from streamlabel.banks.knn_graph import KnnGraph
-from streamlabel.banks.row_shards import RowShards
 from streamlabel.methods.cluster_dynamics import connected_components, merge_scores, padded_groups, split_blocks
 from streamlabel.methods.linking import kth_neighbour_floor
 
@@ -49,11 +47,11 @@ class PaperDynamics:
     def initialize(self, cameras: torch.Tensor | None) -> int:
         """Bootstrap hierarchy and full dynamics on the bank as it is; returns the rounds run."""
         p = self.policy
-        p.graphs[0].rebuild(p.bank.features, _everyone(p))
+        p.bank.storage.rebuild_graph(p.graphs[0], _everyone(p))
         self._calibrate()
-        p.label_bank.assign(self._bootstrap_labels(), p.bank.features)
+        p.label_bank.assign(self._bootstrap_labels(), p.bank.storage)
         for level in range(p.num_levels):
-            p.graphs[level + 1].rebuild(p.label_bank.centres(level), p.label_bank.alive[level])
+            p.label_bank.rebuild_graph(level, p.graphs[level + 1])
         return self._run_full(p.init_rounds) if p.init_rounds > 0 else 0
 
     def rederive(self) -> None:
@@ -64,7 +62,7 @@ class PaperDynamics:
         """Nearest-neighbour label for the batch rows, then split/merge level by level (bottom-up)."""
         p = self.policy
         lb = p.label_bank
-        p.graphs[0].refresh(rows, p.bank.features, _everyone(p))
+        p.bank.storage.refresh_graph(p.graphs[0], rows, _everyone(p))
         nearest = p.graphs[0].idx[rows, 0]
         if p.assign == "mutual":  # follow the nearest neighbour only when the pair is mutual k-NN
             back = p.graphs[0].neighbors(nearest.clamp_min(0))
@@ -106,18 +104,7 @@ class PaperDynamics:
 
     def _nearest_centre(self, labels: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """For every alive cluster of ``labels`` [N], the id of the cluster with the nearest centre, [C, 1]."""
-        p = self.policy
-        ids = alive.nonzero().flatten()
-        if p.sharded:
-            sums = RowShards(p.num_samples, p.feat_dim, device=p.device, normalize_rows=True)
-            sums.assign_segment_sums_(labels, p.bank.features)
-            return torch.cat([sums.search(sums.query_rows(part), 1, query_ids=part, valid=alive)[1]
-                              for part in ids.split(1024)])
-        centres = torch.zeros(p.num_samples, p.feat_dim, device=p.device)
-        centres.index_add_(0, labels, p.bank.features.float())
-        centres = torch.nn.functional.normalize(centres[ids], dim=1)  # the alive clusters only
-        _, nearest = topk_inner_product(centres, centres, 1, query_ids=torch.arange(ids.numel(), device=p.device))
-        return torch.where(nearest >= 0, ids[nearest.clamp_min(0)], nearest)
+        return self.policy.bank.storage.nearest_segments(labels, alive)
 
     # ------------------------------------------------------------------ dynamics
     def _run_full(self, max_rounds: int) -> int:
@@ -128,9 +115,9 @@ class PaperDynamics:
             before = lb.labels.clone()
             for level in range(p.num_levels):
                 if self._split(level, None).numel():
-                    p.graphs[level + 1].rebuild(lb.centres(level), lb.alive[level])
+                    lb.rebuild_graph(level, p.graphs[level + 1])
                 if self._merge(level, None).numel():
-                    p.graphs[level + 1].rebuild(lb.centres(level), lb.alive[level])
+                    lb.rebuild_graph(level, p.graphs[level + 1])
             if torch.equal(before, lb.labels):
                 return round_index
         return max_rounds
@@ -147,16 +134,16 @@ class PaperDynamics:
         """L2-normalised centres of the units ``ids`` (any shape): only these rows are normalised, not all N."""
         p = self.policy
         if unit_level < 0:
-            return p.bank.features[ids]
-        return torch.nn.functional.normalize(p.label_bank.sums[unit_level][ids], dim=-1)
+            return p.bank.storage.gather_rows(ids)
+        return torch.nn.functional.normalize(p.label_bank.rows[unit_level].gather_rows(ids), dim=-1)
 
     def _unit_means(self, unit_level: int, ids: torch.Tensor) -> torch.Tensor:
         """Mean feature of the units ``ids``: their inner products are average pairwise cosines."""
         p = self.policy
         if unit_level < 0:
-            return p.bank.features[ids].float()
+            return p.bank.storage.gather_rows(ids).float()
         sizes = p.label_bank.sizes[unit_level][ids].clamp_min(1).float().unsqueeze(-1)
-        return p.label_bank.sums[unit_level][ids].float() / sizes
+        return p.label_bank.rows[unit_level].gather_rows(ids).float() / sizes
 
     def _split(self, level: int, clusters: torch.Tensor | None) -> torch.Tensor:
         """Split the given clusters of ``level`` (None = all); returns the ids whose membership changed."""
@@ -234,10 +221,10 @@ class PaperDynamics:
         per_sample = unit_map if level == 0 else unit_map[lb.labels[level - 1]]
         mapping = torch.where(per_sample >= 0, per_sample, lb.labels[level])
         if level == 0:
-            unit_sums = p.bank.features[units].float()
+            unit_sums = p.bank.storage.gather_rows(units).float()
             unit_sizes = torch.ones_like(units)
         else:
-            unit_sums, unit_sizes = lb.sums[level - 1][units], lb.sizes[level - 1][units]
+            unit_sums, unit_sizes = lb.rows[level - 1].gather_rows(units), lb.sizes[level - 1][units]
         lb.relabel_level(level, mapping, touched, unit_sums, unit_sizes, new_ids)
 
     def _merge(self, level: int, units: torch.Tensor | None) -> torch.Tensor:
@@ -288,8 +275,7 @@ class PaperDynamics:
     def _refresh_graph(self, level: int, changed: torch.Tensor) -> None:
         """Update the k-NN lists of level ``level``'s cluster centres after the clusters ``changed`` moved."""
         p = self.policy
-        sums, norms = p.label_bank.centre_rows(level)
-        p.graphs[level + 1].refresh(changed, sums, p.label_bank.alive[level], norms=norms)
+        p.label_bank.refresh_graph(level, p.graphs[level + 1], changed)
 
     def _calibrate(self) -> None:
         """Floor of the average-linkage criterion: median similarity of a sample to its k-th neighbour."""

@@ -40,7 +40,7 @@ def stream_run(params: dict, steps: int = 12, batch_size: int = 16) -> dict:
         "labels": torch.stack([policy.labels(level) for level in range(SMALL["num_levels"])]),
         "raw_labels": policy.label_bank.labels.clone(),
         "losses": losses,
-        "bank": policy.bank.features[rows],  # every rank reads every row (gathered when sharded)
+        "bank": policy.bank.storage.gather_rows(rows),  # every rank reads every row (a collective when sharded)
         "graph0": policy.graphs[0].idx.clone(),
     }
 

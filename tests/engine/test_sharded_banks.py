@@ -15,19 +15,21 @@ from streamlabel.methods import build_policy
 
 
 # ------------------------------------------------------------------------------- RowShards, world 1
-def test_row_shards_read_write_like_a_tensor():
+def test_row_shards_gather_and_write_rows():
     full = unit_rows(20, 6, seed=1)
     rows = RowShards(20, 6, distributed=False)
     rows.copy_(full)
     ids = torch.tensor([[3, 0], [19, 3]])
-    assert torch.equal(rows[ids], full[ids])
+    assert torch.equal(rows.gather_rows(ids), full[ids])
     rows.index_add_(0, torch.tensor([2, 2]), torch.ones(2, 6))
-    rows[torch.tensor([5])] = 0.0
+    rows.empty_rows_(torch.tensor([5]))
     expect = full.clone()
     expect[2] += 2.0
     expect[5] = 0.0
-    assert torch.allclose(rows[torch.arange(20)], expect, atol=1e-6)
-    assert torch.equal(rows[torch.arange(20) < 4], rows[torch.arange(4)])
+    assert torch.allclose(rows.gather_rows(torch.arange(20)), expect, atol=1e-6)
+    assert torch.equal(rows.all_rows(), rows.gather_rows(torch.arange(20)))
+    assert torch.equal(rows.gather_rows(torch.arange(20) < 4), rows.gather_rows(torch.arange(4)))
+    assert not hasattr(rows, "__getitem__")  # reading rows is a collective: always spelled gather_rows
 
 
 def test_row_shards_search_is_exact_top_k_in_small_blocks():
@@ -66,7 +68,7 @@ def test_segment_sums_match_index_add():
     source.copy_(feats)
     sums = RowShards(30, 4, distributed=False, block_rows=7)
     sums.assign_segment_sums_(labels, source)
-    assert torch.equal(sums[torch.arange(30)], torch.zeros(30, 4).index_add_(0, labels, feats))
+    assert torch.equal(sums.gather_rows(torch.arange(30)), torch.zeros(30, 4).index_add_(0, labels, feats))
 
 
 def test_compact_rows_store_only_rows_in_use_and_search_like_dense():
@@ -76,12 +78,12 @@ def test_compact_rows_store_only_rows_in_use_and_search_like_dense():
     ids = torch.randperm(3000, generator=torch.Generator().manual_seed(1))[:1500]
     for rows in (dense, compact):
         rows.index_copy_(0, ids, full[ids])
-        rows[ids[:500]] = 0.0  # emptied: the compact store frees these slots ...
+        rows.empty_rows_(ids[:500])  # emptied: the compact store frees these slots ...
         rows.index_add_(0, ids[:10], full[ids[:10]])  # ... and reuses them
     assert compact.used == 1500 and compact.local.shape[0] == 2048  # 1024 doubled once, never N
     assert int((compact.slot_row >= 0).sum()) == 1010
     everything = torch.arange(3000)
-    assert torch.equal(compact[everything], dense[everything])
+    assert torch.equal(compact.gather_rows(everything), dense.gather_rows(everything))
     valid = torch.zeros(3000, dtype=torch.bool)
     valid[ids[500:]] = True
     valid[ids[:10]] = True
@@ -116,11 +118,12 @@ def test_scale_options_keep_the_label_bank_consistent(params):
     lb = policy.label_bank
     lb.check_invariant()
     everything = torch.arange(feats.shape[0])
-    bank = policy.bank.features[everything].float()
+    bank = policy.bank.storage.gather_rows(everything).float()
     low_precision = params.get("sums_dtype", "float32") != "float32"
     for level in range(lb.num_levels):  # incremental sums == exact sums of the bank (up to the sums' rounding)
         exact = torch.zeros_like(bank).index_add_(0, lb.labels[level], bank)
-        assert torch.allclose(lb.sums[level][everything].float(), exact, atol=0.05 if low_precision else 1e-4)
+        sums = lb.rows[level].gather_rows(everything).float()
+        assert torch.allclose(sums, exact, atol=0.05 if low_precision else 1e-4)
 
 
 def test_sharded_state_round_trip():
@@ -176,4 +179,4 @@ def test_sharded_bank_initialize_checks_like_the_feature_bank():
         bank.initialize(feats.index_fill(0, torch.tensor([3]), float("nan")))
     feats[3, 1] = 5.0
     bank.initialize(feats)
-    assert torch.allclose(bank.features[torch.arange(4)], torch.nn.functional.normalize(feats, dim=1))
+    assert torch.allclose(bank.storage.gather_rows(torch.arange(4)), torch.nn.functional.normalize(feats, dim=1))
