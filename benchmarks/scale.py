@@ -251,8 +251,8 @@ def measure(cfg: dict, rank: int, world: int, out: Path) -> None:
     torch.set_num_threads(cfg["threads"])
     n, dim = cfg["n"], cfg["dim"]
     start = time.perf_counter()
-    policy = build_policy("hcd", num_samples=n, feat_dim=dim, bank=cfg["bank"], bank_dtype=cfg["dtype"],
-                          sums_dtype=cfg["dtype"], knn_projection=cfg["projection"])
+    policy = build_policy("hcd", num_samples=n, feat_dim=dim, dynamics="paper", bank=cfg["bank"],
+                          bank_dtype=cfg["dtype"], sums_dtype=cfg["dtype"], knn_projection=cfg["projection"])
     build_state(policy)
     build_s = time.perf_counter() - start
     hooks = CostHooks()
