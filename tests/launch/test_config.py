@@ -389,6 +389,15 @@ def test_fingerprint_ignores_bookkeeping(override):
     assert config_fingerprint(load_config(None, [override])) == config_fingerprint(load_config(None))
 
 
+# sha256 of the default config as written before the schema moved to streamlabel/config (issue 16):
+# checkpoints record it, so a change here means older runs can no longer be resumed
+DEFAULT_FINGERPRINT = "f6f120f57499da14b429bf0b60d39348ebaa33deb457ad3dc54fe759a1cc5e0e"
+
+
+def test_fingerprint_of_the_defaults_is_pinned():
+    assert config_fingerprint(load_config(None)) == DEFAULT_FINGERPRINT
+
+
 def test_fingerprint_does_not_modify_cfg():
     cfg = load_config(None)
     before = copy.deepcopy(cfg)
