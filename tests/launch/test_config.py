@@ -9,16 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streamlabel.config.errors import ConfigError, ConfigKeyError
+from streamlabel.config.fingerprint import config_fingerprint, dump_config
+from streamlabel.config.schema import DEFAULTS, FINGERPRINT_EXCLUDE
 from streamlabel.keys import UnknownKeyError
-from streamlabel.launch.config import (
-    FINGERPRINT_EXCLUDE,
-    ConfigError,
-    ConfigKeyError,
-    config_fingerprint,
-    dump_config,
-    load_config,
-)
-from streamlabel.launch.config_schema import DEFAULTS
+from streamlabel.launch.run_config import load_run_config as load_config
 from streamlabel.methods import available_policies
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -105,3 +105,26 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 # maps whose keys are free (passed through to a builder)
 FREE_MAPS = ("data.source.kwargs", "data.target.kwargs", "model.kwargs")
+
+# keys that do not change what is trained: a checkpoint stays valid when only these differ
+FINGERPRINT_EXCLUDE = (
+    "output_dir",
+    "log",
+    "eval",
+    "train.checkpoint_every_epochs",
+    "train.checkpoint_every_iters",
+    "train.eval_every_epochs",
+    "train.iterations",  # a resume may extend a run; the trainer checks the checkpoint is not beyond the end
+    "train.log_every",
+)
+# bounds for keys that RANGES leaves open (0 = never / off where allowed)
+EXTRA_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "seed": (0, None, True),
+    "data.pad": (0, None, True),
+    "optim.milestones": (0, None, True),
+    "train.grad_clip": (0.0, None, True),
+    "train.log_every": (1, None, True),
+    "train.eval_every_epochs": (0, None, True),
+    "train.checkpoint_every_epochs": (0, None, True),
+    "train.checkpoint_every_iters": (0, None, True),
+}
