@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamlabel.config.errors import ConfigError, ConfigKeyError
-from streamlabel.config.schema import CHOICES, EXTRA_RANGES, FREE_MAPS, RANGES
+from streamlabel.config.schema import CHOICES, FREE_MAPS, RANGES
 
 __all__ = ["Checker", "PluginChecks", "cross_checks"]
 
@@ -130,7 +130,7 @@ class Checker:
         return value
 
     def bounds(self, values: list, path: str) -> None:
-        spec = RANGES.get(path) or EXTRA_RANGES.get(path)
+        spec = RANGES.get(path)
         if spec is None:
             return
         low, high, low_inclusive = spec
