@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from streamlabel.config.errors import ConfigError
 from streamlabel.data import ReidDataset, build_dataset, build_transforms, verify_dataset
 from streamlabel.data.image_dataset import ReidImageDataset
 from streamlabel.data.samplers import IdentityBatchSampler
-from streamlabel.launch.config import ConfigError
 from streamlabel.methods import BankUpdatePolicy, build_policy
 from streamlabel.methods.param_check import check_fits_samples
 from streamlabel.models import build_model, load_pretrained

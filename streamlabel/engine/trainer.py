@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from streamlabel.banks.hybrid_memory import HybridMemory
 from streamlabel.banks.replicated_rows import as_row_storage
+from streamlabel.config.fingerprint import config_fingerprint, dump_config
 from streamlabel.engine.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
 from streamlabel.engine.evaluator import evaluate_model, label_churn
 from streamlabel.engine.global_bn import convert_global_batchnorm
@@ -37,7 +38,6 @@ from streamlabel.engine.setup import (
 )
 from streamlabel.engine.shard_checkpoint import load_policy_shard, save_policy_shard
 from streamlabel.evaluation import extract_features, label_quality_report
-from streamlabel.launch.config import config_fingerprint, dump_config
 from streamlabel.losses import LossBatch, LossTerms
 
 

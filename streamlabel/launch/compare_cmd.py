@@ -62,11 +62,11 @@ def parse_intervals(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> dict:
     from streamlabel.engine.checkpoint import CheckpointError
     from streamlabel.launch import train
-    from streamlabel.launch.config import load_config
+    from streamlabel.launch.run_config import load_run_config
 
     intervals = parse_intervals(args.refresh_every)
     config = args.config or train.default_config()
-    cfg = load_config(config, args.overrides)  # bad overrides fail here, before any run starts
+    cfg = load_run_config(config, args.overrides)  # bad overrides fail here, before any run starts
     if any(_key(item) == "policy.refresh_every" for item in args.overrides):
         raise CommandError("compare sets policy.refresh_every itself: give the intervals with --refresh-every")
     per_run = [item for item in args.overrides if _key(item) != "output_dir"]  # output_dir is the base folder
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> dict:
     out_dir = output_folder(args.out or base_dir / "compare")
     runs = [(cfg["policy"]["name"], n, [f"policy.refresh_every={n}"]) for n in intervals]
     if args.baseline:
-        load_config(config, [*per_run, f"policy={{name: {args.baseline}}}"])  # an unknown name fails now
+        # an unknown name fails now
+        load_run_config(config, [*per_run, f"policy={{name: {args.baseline}}}"])
         runs.append((args.baseline, None, [f"policy={{name: {args.baseline}}}"]))
     run_dirs = [base_dir / (f"refresh_every_{n}" if n is not None else f"baseline_{policy}")
                 for policy, n, _ in runs]

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from streamlabel.config.loading import parse_override_items
 from streamlabel.engine.checkpoint import atomic_write
 from streamlabel.engine.label_health import degenerate_message
 from streamlabel.evaluation import label_quality_report
 from streamlabel.launch.arg_checks import checked_device, in_range, output_file
-from streamlabel.launch.config import parse_override_items
 from streamlabel.launch.errors import CommandError
 from streamlabel.launch.feature_dump import feature_rank, load_feature_dump, unit_rows
 from streamlabel.methods import available_policies, build_policy

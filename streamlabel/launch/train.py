@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> dict:
 
     from streamlabel.engine.checkpoint import atomic_write
     from streamlabel.engine.trainer import Trainer
-    from streamlabel.launch.config import load_config
+    from streamlabel.launch.run_config import load_run_config
 
-    cfg = load_config(args.config or default_config(), args.overrides)
+    cfg = load_run_config(args.config or default_config(), args.overrides)
     require_for_training(cfg)
     check_run_folder(Path(cfg["output_dir"]), args.resume)
     threads = cpu_threads(cfg["cpu_threads"])

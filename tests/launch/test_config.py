@@ -9,16 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from streamlabel.config.errors import ConfigError, ConfigKeyError
+from streamlabel.config.fingerprint import config_fingerprint, dump_config
+from streamlabel.config.schema import CHOICES, DEFAULTS, FINGERPRINT_EXCLUDE, KEYS, RANGES, Key
 from streamlabel.keys import UnknownKeyError
-from streamlabel.launch.config import (
-    FINGERPRINT_EXCLUDE,
-    ConfigError,
-    ConfigKeyError,
-    config_fingerprint,
-    dump_config,
-    load_config,
-)
-from streamlabel.launch.config_schema import DEFAULTS
+from streamlabel.launch.run_config import load_run_config as load_config
 from streamlabel.methods import available_policies
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -387,6 +382,38 @@ def test_fingerprint_changed_by_relevant_keys(override):
                                       "train.eval_every_epochs=3", "train.iterations=100"])
 def test_fingerprint_ignores_bookkeeping(override):
     assert config_fingerprint(load_config(None, [override])) == config_fingerprint(load_config(None))
+
+
+# sha256 of the default config as written before the schema moved to streamlabel/config (issue 16):
+# checkpoints record it, so a change here means older runs can no longer be resumed
+DEFAULT_FINGERPRINT = "f6f120f57499da14b429bf0b60d39348ebaa33deb457ad3dc54fe759a1cc5e0e"
+
+
+def test_fingerprint_of_the_defaults_is_pinned():
+    assert config_fingerprint(load_config(None)) == DEFAULT_FINGERPRINT
+
+
+def test_schema_tables_derive_from_keys():
+    def leaves(tree, prefix=""):
+        for name, value in tree.items():
+            if isinstance(value, dict) and f"{prefix}{name}" not in KEYS:
+                yield from leaves(value, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    assert list(leaves(DEFAULTS)) == list(KEYS)
+    # a section whose keys all do not count is excluded whole, as the fingerprint always did
+    assert set(FINGERPRINT_EXCLUDE) == {
+        "output_dir", "log", "eval", "train.iterations", "train.log_every",
+        "train.eval_every_epochs", "train.checkpoint_every_epochs", "train.checkpoint_every_iters"}
+    assert RANGES["loss.temperature"] == (0.0, None, False)
+    assert RANGES["data.flip_p"] == (0.0, 1.0, True)
+    assert RANGES["seed"] == (0, None, True)
+    assert CHOICES["device"] == ("auto", "cpu", "cuda")
+    with pytest.raises(ValueError):
+        Key(1, low=0, above=0)
+    with pytest.raises(ValueError):
+        Key(1, high=2)
 
 
 def test_fingerprint_does_not_modify_cfg():

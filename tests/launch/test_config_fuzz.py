@@ -9,9 +9,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamlabel.config.errors import ConfigError
+from streamlabel.config.fingerprint import config_fingerprint, dump_config
+from streamlabel.config.schema import DEFAULTS
 from streamlabel.keys import UnknownKeyError
-from streamlabel.launch.config import ConfigError, config_fingerprint, dump_config, load_config
-from streamlabel.launch.config_schema import DEFAULTS
+from streamlabel.launch.run_config import load_run_config as load_config
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streamlabel.launch.config import load_config
+from streamlabel.launch.run_config import load_run_config as load_config
 from streamlabel.methods import available_policies
 
 ROOT = Path(__file__).resolve().parents[2]

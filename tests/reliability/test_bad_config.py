@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from reliability_inputs import DEMO, tiny_train_overrides
 
+from streamlabel.config.errors import ConfigError
 from streamlabel.launch import cli
-from streamlabel.launch.config import ConfigError, load_config
+from streamlabel.launch.run_config import load_run_config as load_config
 
 # (case, YAML text, regex the message must match; FILE stands for the config's path)
 BAD_FILES = [

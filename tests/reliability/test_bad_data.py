@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from reliability_inputs import DEMO, MARKET_TRAIN, image_bytes, market_tree
 
+from streamlabel.config.errors import ConfigError
 from streamlabel.data import DatasetLayoutError, UnreadableImageError, build_transforms, load_image
 from streamlabel.data.image_dataset import ReidImageDataset
 from streamlabel.data.samples import ReidSample
 from streamlabel.engine.setup import build_domain
 from streamlabel.launch import cli
-from streamlabel.launch.config import ConfigError
 
 
 def _spec(root: Path, name: str = "market1501", **kwargs: object) -> dict:

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from streamlabel.banks.feature_bank import FeatureBank
-from streamlabel.launch.config import ConfigError, load_config
+from streamlabel.config.errors import ConfigError
 from streamlabel.launch.errors import InputError
 from streamlabel.launch.feature_dump import load_feature_dump
+from streamlabel.launch.run_config import load_run_config as load_config
 from streamlabel.methods import build_policy, policy_parameters
 
 FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

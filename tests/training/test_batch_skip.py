@@ -11,7 +11,7 @@ import torch
 from streamlabel.data import build_dataset
 from streamlabel.data.image_dataset import ReidImageDataset
 from streamlabel.engine.setup import identity_batches
-from streamlabel.launch.config import load_config
+from streamlabel.launch.run_config import load_run_config as load_config
 
 SIZES = {"num_train_ids": 6, "num_test_ids": 2, "num_cams": 2, "images_per_cam": 2, "height": 32, "width": 16}
 

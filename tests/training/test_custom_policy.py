@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_overrides
 
+from streamlabel.config.errors import ConfigError
 from streamlabel.launch import cli
-from streamlabel.launch.config import ConfigError, load_config
+from streamlabel.launch.run_config import load_run_config as load_config
 from streamlabel.methods import base as policy_base
 
 EXAMPLE = REPO / "examples" / "knn_components_policy.py"

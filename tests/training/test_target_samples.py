@@ -10,7 +10,7 @@ import torch
 from conftest import train_tiny
 
 from streamlabel.banks.hybrid_memory import HybridMemory
-from streamlabel.launch.config import ConfigError
+from streamlabel.config.errors import ConfigError
 from streamlabel.methods import base as policy_base
 from streamlabel.methods.offline import OfflineClusteringPolicy
 
