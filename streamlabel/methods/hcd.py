@@ -14,6 +14,10 @@ h inside one cluster of level h+1) are updated every mini-batch. Two rule sets, 
 
 With ``refresh_every = n > 0`` the steps only update features and every n epochs ``refresh`` re-clusters
 the current bank from scratch (the offline arm). docs/engine.md compares the presets on real data.
+``refresh_source: extract`` fills the bank from a fresh feature pass before each refresh; online
+(``refresh_every = 0``) it re-anchors the labels at every epoch end: the trainer reloads the bank from a
+fresh pass of the current model and the labels start anew from it, so the momentum blend of training-mode
+features of successive models never outlives an epoch.
 
 Scale (docs/scaling.md, paper dynamics): ``bank: sharded`` splits the feature bank and every level's
 cluster sums by rows over the ranks of torch.distributed; ``sums_dtype`` stores the sums in 16 bits;
@@ -61,6 +65,7 @@ class HCDPolicy(BankUpdatePolicy):
         *,
         device: torch.device | str | None = None,
         refresh_every: int = 0,
+        refresh_source: str = "bank",
         dynamics: str = "tracking",
         num_levels: int = 3,
         k: int = 30,
@@ -90,6 +95,10 @@ class HCDPolicy(BankUpdatePolicy):
         seed: int = 0,
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every)
+        if refresh_source not in ("bank", "extract"):
+            raise ValueError(f"refresh_source must be 'bank' (refresh from the momentum bank) or 'extract' (a fresh "
+                             f"pass first; online: at every epoch end), got {refresh_source!r}")
+        self.refresh_source = refresh_source
         given = {"link_k": link_k, "criterion": criterion, "split_gap": split_gap, "merge_floor": merge_floor,
                  "cross_camera_from": cross_camera_from, "alpha_merge": alpha_merge, "sigma": sigma,
                  "merge_norm": merge_norm, "init_rounds": init_rounds, "refresh_rounds": refresh_rounds,
@@ -105,6 +114,7 @@ class HCDPolicy(BankUpdatePolicy):
             "num_samples": num_samples, "feat_dim": feat_dim, "dynamics": dynamics, "num_levels": num_levels,
             "k": k, "alpha_split": alpha_split, "max_anchors": max_anchors, "anchor_method": anchor_method,
             "merge_only": merge_only, "momentum": momentum, "refresh_every": refresh_every,
+            "refresh_source": refresh_source,
             "bank_dtype": bank_dtype, "knn_slack": knn_slack, "bank": bank, "sums_dtype": sums_dtype,
             "knn_projection": knn_projection, **preset,
         }
@@ -168,6 +178,18 @@ class HCDPolicy(BankUpdatePolicy):
         """Offline refresh: re-cluster the current bank from scratch (exact graphs, first labels anew)."""
         self._require_init()
         self.rules.initialize(getattr(self.rules, "cameras", None))
+
+    def refreshes_after(self, epoch: int) -> bool:
+        """Offline: every ``refresh_every`` epochs. Online with ``refresh_source: extract``: every epoch end
+        (the labels re-anchored on a fresh pass)."""
+        if self.refresh_every == 0 and self.refresh_source == "extract":
+            return True
+        return super().refreshes_after(epoch)
+
+    def reload_bank(self, features: torch.Tensor, **extra: torch.Tensor) -> None:
+        """Every bank row from a fresh feature pass; the labels follow at the refresh that comes next."""
+        self._require_init()
+        self.bank.initialize(features)
 
     def epoch_end(self, epoch: int) -> bool:
         self._require_init()

@@ -360,3 +360,27 @@ def test_graph_k_larger_than_samples_pads():
     assert (lists[:, :11] >= 0).all() and (lists[:, 11:] == -1).all()
     policy.step(torch.tensor([0, 5]), feats[[1, 6]])
     check_policy_invariants(policy, torch.tensor([0, 5]))
+
+
+def test_online_extract_reanchors_on_the_fresh_pass_at_every_epoch_end(preset):
+    feats, ids, centres, g = gaussian_mixture(8, 16, 8, 12, 0.05, seed=5)
+    n = feats.shape[0]
+    assert not _small_policy(n, 16, preset).refreshes_after(0)  # online from the bank: no epoch-end refresh
+    policy = _small_policy(n, 16, preset, refresh_source="extract")
+    assert all(policy.refreshes_after(epoch) for epoch in range(3))
+    policy.initialize(feats)
+    _stream(policy, feats, ids, centres, g, batches=3)
+    fresh_pass = F.normalize(centres[ids] + 0.05 * torch.randn(n, 16, generator=g), dim=1)
+    policy.reload_bank(fresh_pass)
+    torch.testing.assert_close(policy.bank.features, fresh_pass)  # every row replaced, no momentum blend
+    assert policy.epoch_end(0) is True
+    check_policy_invariants(policy)
+    # the labels start anew from the fresh pass: those of a fresh initialize on it
+    reference = _small_policy(n, 16, preset)
+    reference.initialize(fresh_pass)
+    assert torch.equal(policy.labels(), reference.labels())
+
+
+def test_refresh_source_is_bank_or_extract():
+    with pytest.raises(ValueError, match="refresh_source must be 'bank'"):
+        _small_policy(10, 4, refresh_source="fresh")
