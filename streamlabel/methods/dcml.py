@@ -12,6 +12,8 @@ the triplet / IMS terms (losses/triplet.py, losses/ims.py) never use them as anc
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from streamlabel.methods.base import register_policy
@@ -51,11 +53,6 @@ class DCMLPolicy(OfflineClusteringPolicy):
         num_samples: int,
         feat_dim: int,
         *,
-        device: torch.device | str | None = None,
-        refresh_every: int = 1,
-        momentum: float = 0.2,
-        seed: int = 0,
-        refresh_source: str = "extract",
         k1: int = 30,
         k2: int = 6,
         eps: float = 0.0,
@@ -67,9 +64,9 @@ class DCMLPolicy(OfflineClusteringPolicy):
         gamma0: float = 0.75,
         dgamma: float = 0.05,
         scope: str = "global",
+        **common: Any,
     ) -> None:
-        super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed, refresh_source=refresh_source)
+        super().__init__(num_samples, feat_dim, **common)  # OfflineClusteringPolicy's parameters
         for name, value in (("k1", k1), ("k2", k2), ("min_samples", min_samples), ("k", k),
                             ("min_cluster_size", min_cluster_size)):
             if value < 1:

@@ -29,6 +29,8 @@ part instead of the mean, did not change the picture (+-0.01).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from streamlabel.banks.feature_bank import FeatureBank, check_finite
@@ -81,11 +83,6 @@ class INCLRPolicy(OfflineClusteringPolicy):
         num_samples: int,
         feat_dim: int,
         *,
-        device: torch.device | str | None = None,
-        refresh_every: int = 1,
-        momentum: float = 0.2,
-        seed: int = 0,
-        refresh_source: str = "extract",
         k1: int = 30,
         k2: int = 6,
         eps: float = 0.6,
@@ -94,9 +91,9 @@ class INCLRPolicy(OfflineClusteringPolicy):
         num_parts: int = 3,
         min_consistency: float = 0.3,
         global_only: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed, refresh_source=refresh_source)
+        super().__init__(num_samples, feat_dim, **common)  # OfflineClusteringPolicy's parameters
         if k1 < 1 or k2 < 1:
             raise ValueError(f"k1 and k2 must be >= 1, got {k1}, {k2}")
         for name, value in (("eps", eps), ("part_eps", part_eps)):
@@ -111,7 +108,7 @@ class INCLRPolicy(OfflineClusteringPolicy):
         self.k1, self.k2, self.eps, self.part_eps = k1, k2, eps, part_eps
         self.min_samples, self.num_parts, self.min_consistency = min_samples, num_parts, min_consistency
         self.global_only = bool(global_only)  # True: plain Jaccard + DBSCAN of the global features (not INCLR)
-        self.momentum = momentum
+        self.momentum = self.bank.momentum  # the part bank moves as the global one
         self.part_bank: FeatureBank | None = None  # [N * P, D] rows i * P + p; made when parts arrive
         self.refine_stats: dict[str, float] = {}
         self.config.update({"k1": k1, "k2": k2, "eps": eps, "part_eps": part_eps, "min_samples": min_samples,

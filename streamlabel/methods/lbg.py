@@ -21,6 +21,8 @@ eps range (0.35 for DukeMTMC, 0.42 for Market-1501) is meaningful.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -75,20 +77,15 @@ class LbGPolicy(OfflineClusteringPolicy):
         num_samples: int,
         feat_dim: int,
         *,
-        device: torch.device | str | None = None,
-        refresh_every: int = 1,
-        momentum: float = 0.2,
-        seed: int = 0,
-        refresh_source: str = "extract",
         eps: float = 0.35,
         min_samples: int = 4,
         min_size: int = 4,
         min_cameras: int = 2,
         k: int = 30,
         camera_norm: bool = True,
+        **common: Any,
     ) -> None:
-        super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed, refresh_source=refresh_source)
+        super().__init__(num_samples, feat_dim, **common)  # OfflineClusteringPolicy's parameters
         if not 0 < eps < 2:
             raise ValueError(f"eps is a cosine distance and must be in (0, 2), got {eps}")
         if min_samples < 1 or min_size < 1 or min_cameras < 1:

@@ -22,6 +22,7 @@ which holds the m smallest. When the lists hold fewer than m cross-camera pairs,
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -98,11 +99,6 @@ class NPLPPolicy(OfflineClusteringPolicy):
         num_samples: int,
         feat_dim: int,
         *,
-        device: torch.device | str | None = None,
-        refresh_every: int = 1,
-        momentum: float = 0.2,
-        seed: int = 0,
-        refresh_source: str = "extract",
         alpha: float = 0.0012,
         beta: float = 0.5,
         startup_rounds: int = 15,
@@ -110,9 +106,9 @@ class NPLPPolicy(OfflineClusteringPolicy):
         min_samples: int = 4,
         k: int = 30,
         silhouette: str = "all",
+        **common: Any,
     ) -> None:
-        super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed, refresh_source=refresh_source)
+        super().__init__(num_samples, feat_dim, **common)  # OfflineClusteringPolicy's parameters
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha (share of cross-camera pairs) must be in (0, 1], got {alpha}")
         if not 0 < beta <= 1:

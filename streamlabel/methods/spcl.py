@@ -31,6 +31,8 @@ CPU (``knn_backend: auto``; ``torch`` / ``faiss`` force one; same neighbours, ti
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from streamlabel.banks.knn import faiss_available
@@ -119,11 +121,6 @@ class SpCLPolicy(OfflineClusteringPolicy):
         num_samples: int,
         feat_dim: int,
         *,
-        device: torch.device | str | None = None,
-        refresh_every: int = 1,
-        momentum: float = 0.2,
-        seed: int = 0,
-        refresh_source: str = "extract",
         k1: int = 30,
         k2: int = 6,
         eps: float = 0.6,
@@ -135,9 +132,9 @@ class SpCLPolicy(OfflineClusteringPolicy):
         comp_threshold: float | None = None,
         row_max_scaling: bool = False,
         knn_backend: str = "auto",
+        **common: Any,
     ) -> None:
-        super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every, momentum=momentum,
-                         seed=seed, refresh_source=refresh_source)
+        super().__init__(num_samples, feat_dim, **common)  # OfflineClusteringPolicy's parameters
         if k1 < 1 or k2 < 1:
             raise ValueError(f"k1 and k2 must be >= 1, got {k1}, {k2}")
         if k1 >= num_samples:
