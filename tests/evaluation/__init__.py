@@ -1,1 +1,1 @@
-"""Tests of evaluation."""
+"""Tests of streamlabel.evaluation: retrieval metrics, re-ranking, feature extraction, label quality."""

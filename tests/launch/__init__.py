@@ -1,1 +1,1 @@
-"""Tests of launch."""
+"""Tests of streamlabel.launch: the commands (evaluate, labels, compare), argument checks, recipes, packages."""

@@ -1,1 +1,1 @@
-"""Tests of losses."""
+"""Tests of streamlabel.losses."""

@@ -1,1 +1,2 @@
-"""Tests of methods."""
+"""Tests of streamlabel.methods: the policies (hcd and its tracking, dbscan, spcl, ...), anchors, cluster
+dynamics, label propagation and the policy registry."""

@@ -1,1 +1,1 @@
-"""Tests of models."""
+"""Tests of streamlabel.models: backbones, heads, part features, weights and ONNX import."""

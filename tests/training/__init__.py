@@ -1,1 +1,1 @@
-"""Tests of training."""
+"""Cross-cutting end-to-end training runs (trainer, launch.train, policies, banks together)."""

@@ -10,7 +10,7 @@ import torch
 
 from streamlabel.banks.row_shards import RowShards, projection_matrix
 from streamlabel.methods import build_policy
-from tests.engine.sharded_runs import SMALL, run_processes, stream_run
+from tests.banks.sharded_runs import SMALL, run_processes, stream_run
 from tests.helpers.features import brute_topk_sims, gaussian_mixture, unit_rows
 
 
