@@ -4,7 +4,8 @@ present, where it fails it (so CI cannot pass on a broken copy of ../shared)."""
 from __future__ import annotations
 
 import pytest
-import shared_data
+
+from tests.helpers import shared_data
 
 
 def test_missing_file_skips_without_the_variable(tmp_path, monkeypatch) -> None:

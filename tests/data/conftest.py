@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reid_layouts import (
+
+from tests.data.reid_layouts import (
     DUKE_GALLERY,
     DUKE_QUERY,
     DUKE_TRAIN,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reid_layouts import market_like
 
 from streamlabel.data import DatasetLayoutError, build_dataset, cuhk03np
+from tests.data.reid_layouts import market_like
 
 TRAIN = ["0001_c1_1.png", "0001_c1_2.png", "0001_c2_6.png", "0004_c1_1.png", "0004_c2_7.png"]
 QUERY = ["0003_c1_1.png", "0005_c2_6.png"]

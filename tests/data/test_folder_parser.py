@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reid_layouts import write_images
-from shared_data import shared_file
 
 from streamlabel.data import (
     DatasetLayoutError,
@@ -16,6 +14,8 @@ from streamlabel.data import (
     folder_dataset,
     reverse_direction,
 )
+from tests.data.reid_layouts import write_images
+from tests.helpers.shared_data import shared_file
 
 
 def test_default_pattern(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from reid_layouts import jpeg_bytes, market_like
 
 from streamlabel.data import (
     ReidDataset,
@@ -19,6 +18,7 @@ from streamlabel.data import (
     verify_dataset,
     verify_images,
 )
+from tests.data.reid_layouts import jpeg_bytes, market_like
 
 
 def _big_jpeg() -> bytes:

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from reid_layouts import MARKET_TRAIN, write_images
 
 from streamlabel.data import DatasetLayoutError, build_dataset, dukemtmcreid, market1501
+from tests.data.reid_layouts import MARKET_TRAIN, write_images
 
 
 def test_market_counts_relabel_and_cameras(market_root: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from reid_layouts import write_images
 
 from streamlabel.data import DatasetLayoutError, build_dataset, msmt17
+from tests.data.reid_layouts import write_images
 
 TRAIN = ["0000/0000_000_01_0303morning_0015_0.jpg", "0000/0000_001_05_0303morning_0016_1.jpg",
          "0001/0001_000_15_0303noon_0100_0.jpg"]

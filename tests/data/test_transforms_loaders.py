@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from reid_layouts import MARKET_GALLERY, MARKET_QUERY, MARKET_TRAIN, market_like
 
 from streamlabel.data import (
     IdentityBatchSampler,
@@ -17,6 +16,7 @@ from streamlabel.data import (
     build_transforms,
     market1501,
 )
+from tests.data.reid_layouts import MARKET_GALLERY, MARKET_QUERY, MARKET_TRAIN, market_like
 
 
 def test_transform_shapes_and_normalisation() -> None:

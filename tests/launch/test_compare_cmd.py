@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,9 @@ import pytest
 
 from streamlabel.launch.cli import main
 from streamlabel.launch.compare_cmd import markdown_table, parse_intervals
+from tests.training.tiny_runs import tiny_overrides  # the tiny synthetic config of the training tests
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tiny_overrides(tmp: Path, data_dir: Path) -> list[str]:
-    """The tiny synthetic config of the training tests (tests/training/conftest.py), loaded under its own name."""
-    spec = importlib.util.spec_from_file_location("training_conftest", REPO / "tests" / "training" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.tiny_overrides(tmp, data_dir)
 
 
 def test_two_intervals_table_plot_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

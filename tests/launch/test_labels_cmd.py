@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shared_data import shared_file
 
 from streamlabel.launch.cli import main
+from tests.helpers.shared_data import shared_file
 
 
 def _dump(tmp_path: Path, **overrides: np.ndarray) -> Path:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from shared_data import shared_file
 
 from streamlabel.models import build_model, calibrate_batchnorm
 from streamlabel.models.onnx_import import map_module_path, scope_to_module_path
+from tests.helpers.shared_data import shared_file
 
 needs_shared = pytest.mark.shared
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)

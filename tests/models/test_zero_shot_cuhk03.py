@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shared_data import shared_file
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
+
+from tests.helpers.shared_data import shared_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 

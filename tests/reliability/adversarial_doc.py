@@ -59,8 +59,8 @@ def table(cases) -> str:
 
 
 def main() -> None:
-    sys.path.insert(0, str(HERE))
-    from test_adversarial_cli import CASES
+    sys.path.insert(0, str(HERE.parents[1]))  # the checkout, so the tests package imports by path
+    from tests.reliability.test_adversarial_cli import CASES
 
     text = DOC.read_text()
     start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)

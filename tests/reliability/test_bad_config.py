@@ -6,11 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
-from reliability_inputs import DEMO, tiny_train_overrides
 
 from streamlabel.config.errors import ConfigError
 from streamlabel.launch import cli
 from streamlabel.launch.run_config import load_run_config as load_config
+from tests.reliability.reliability_inputs import DEMO, tiny_train_overrides
 
 # (case, YAML text, regex the message must match; FILE stands for the config's path)
 BAD_FILES = [

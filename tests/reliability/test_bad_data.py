@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reliability_inputs import DEMO, MARKET_TRAIN, image_bytes, market_tree
 
 from streamlabel.config.errors import ConfigError
 from streamlabel.data import DatasetLayoutError, UnreadableImageError, build_transforms, load_image
@@ -19,6 +18,7 @@ from streamlabel.data.image_dataset import ReidImageDataset
 from streamlabel.data.samples import ReidSample
 from streamlabel.engine.setup import build_domain
 from streamlabel.launch import cli
+from tests.reliability.reliability_inputs import DEMO, MARKET_TRAIN, image_bytes, market_tree
 
 
 def _spec(root: Path, name: str = "market1501", **kwargs: object) -> dict:

@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
-from reliability_inputs import DEMO, tiny_train_overrides
 
 import streamlabel.engine.checkpoint as checkpoint_module
 from streamlabel.engine.checkpoint import find_latest, load_checkpoint
 from streamlabel.engine.trainer import Trainer
 from streamlabel.launch import cli
+from tests.reliability.reliability_inputs import DEMO, tiny_train_overrides
 
 
 class _FullDisk:

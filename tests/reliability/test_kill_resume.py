@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_inputs import DEMO, REPO, tiny_train_overrides
 
 from streamlabel.engine.checkpoint import find_latest, load_checkpoint
+from tests.reliability.reliability_inputs import DEMO, REPO, tiny_train_overrides
 
 HERE = Path(__file__).resolve().parent
 ITERS_PER_EPOCH, ITERATIONS = 3, 6  # 1 pre-training epoch, then 2 adaptation epochs of 3 iterations

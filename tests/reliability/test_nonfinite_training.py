@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_inputs import DEMO, tiny_train_overrides
 
 import streamlabel.engine.trainer as trainer_module
 from streamlabel.engine.checkpoint import load_checkpoint
 from streamlabel.engine.trainer import NonFiniteError, Trainer
 from streamlabel.launch import cli
 from streamlabel.launch import train as train_entry
+from tests.reliability.reliability_inputs import DEMO, tiny_train_overrides
 
 POISONED_CALL = 4  # train-mode forward passes: 2 pre-training iterations, then the 2nd adaptation iteration
 

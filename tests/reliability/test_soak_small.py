@@ -8,9 +8,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from reliability_inputs import REPO
-
 from streamlabel.banks.label_bank import HierarchicalLabelBank
+from tests.reliability.reliability_inputs import REPO
 
 
 def _soak_module():

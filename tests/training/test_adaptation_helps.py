@@ -12,10 +12,10 @@ import argparse
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from shared_data import shared_file
 
 from streamlabel.launch import train as train_entry
+from tests.helpers.shared_data import shared_file
+from tests.training.tiny_runs import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared, pytest.mark.usefixtures("single_thread")]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_overrides
-from shared_data import shared_file
 
 from streamlabel.evaluation.label_quality import bcubed
 from streamlabel.launch import train as train_entry
 from streamlabel.methods import build_policy
+from tests.helpers.shared_data import shared_file
+from tests.training.tiny_runs import REPO, tiny_overrides
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

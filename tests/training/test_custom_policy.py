@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_overrides
 
 from streamlabel.config.errors import ConfigError
 from streamlabel.launch import cli
 from streamlabel.launch.run_config import load_run_config as load_config
 from streamlabel.methods import base as policy_base
+from tests.training.tiny_runs import REPO, tiny_overrides
 
 EXAMPLE = REPO / "examples" / "knn_components_policy.py"
 

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_overrides, with_overrides
 
 from streamlabel.launch.train import DIAGNOSTIC_KEYS
+from tests.training.tiny_runs import REPO, tiny_overrides, with_overrides
 
 
 def _launch(num_processes: int, out: Path, data: Path, extra: tuple[str, ...] = ()) -> dict:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, crash_then_resume, tiny_overrides
 
 from streamlabel.engine.checkpoint import load_checkpoint
 from streamlabel.engine.trainer import Trainer
 from streamlabel.launch import train as train_entry
+from tests.training.tiny_runs import REPO, crash_then_resume, tiny_overrides
 
 
 def _args(out: Path, data: Path, resume: bool = False) -> argparse.Namespace:

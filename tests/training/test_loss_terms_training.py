@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_overrides
 
 from streamlabel.engine.checkpoint import load_checkpoint
 from streamlabel.launch import train as train_entry
+from tests.training.tiny_runs import REPO, tiny_overrides
 
 CONFIG = REPO / "configs" / "dcml_demo.yaml"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import train_tiny
+
+from tests.training.tiny_runs import train_tiny
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, train_tiny
+
+from tests.training.tiny_runs import REPO, train_tiny
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_tiny
 
 from streamlabel.engine.trainer import Trainer
 from streamlabel.methods.offline import OfflineClusteringPolicy
+from tests.training.tiny_runs import train_tiny
 
 
 def _run(out: Path, synthetic_root: Path, source: str, monkeypatch: pytest.MonkeyPatch) -> dict:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, crash_then_resume, tiny_overrides
-from test_distributed import _launch
 
 from streamlabel.engine.checkpoint import CheckpointError, load_checkpoint
 from streamlabel.engine.shard_checkpoint import load_policy_shard, save_policy_shard, shard_path
 from streamlabel.launch import train as train_entry
+from tests.training.test_distributed import _launch
+from tests.training.tiny_runs import REPO, crash_then_resume, tiny_overrides
 
 COMPARED = ("loss_trace", "labels_sha", "bank_sha", "bank_sum", "adapted_mAP", "bcubed_f")
 

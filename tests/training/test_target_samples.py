@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_tiny
 
 from streamlabel.banks.hybrid_memory import HybridMemory
 from streamlabel.config.errors import ConfigError
 from streamlabel.methods import base as policy_base
 from streamlabel.methods.offline import OfflineClusteringPolicy
+from tests.training.tiny_runs import train_tiny
 
 
 class HalvesPolicy(OfflineClusteringPolicy):

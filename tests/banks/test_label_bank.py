@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_helpers import unit_rows
 
 from streamlabel.banks.label_bank import HierarchicalLabelBank, InvariantError
+from tests.helpers.features import unit_rows
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

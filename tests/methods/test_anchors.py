@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_helpers import circle_points, knn_lists
 
 from streamlabel.methods.anchors import density_peak_scores, select_anchors, unit_density
 from streamlabel.methods.label_propagation import mutual_knn_affinity
+from tests.helpers.features import circle_points, knn_lists
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

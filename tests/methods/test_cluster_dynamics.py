@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from engine_helpers import circle_points, knn_lists
 
 from streamlabel.methods.cluster_dynamics import connected_components, merge_scores, padded_groups, split_blocks
+from tests.helpers.features import circle_points, knn_lists
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from shared_data import shared_file
 
 from streamlabel.evaluation.tracking_probe import toward_identity_means, track
+from tests.helpers.shared_data import shared_file
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shared_data import shared_file
 
 from streamlabel.evaluation import evaluate_retrieval
 from streamlabel.launch.cli import main
+from tests.helpers.shared_data import shared_file
 
 
 def _dump(path: Path, rng: np.random.Generator, n: int, **overrides) -> Path:

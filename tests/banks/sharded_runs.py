@@ -10,10 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from engine_helpers import gaussian_mixture
 
 from streamlabel.banks.hybrid_memory import HybridMemory
 from streamlabel.methods import build_policy
+from tests.helpers.features import gaussian_mixture
 
 DIM = 32
 SMALL = {"k": 6, "link_k": 2, "num_levels": 3, "knn_slack": 4, "dynamics": "paper"}  # sharded: paper rules

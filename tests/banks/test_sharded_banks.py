@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_helpers import brute_topk_sims, gaussian_mixture, unit_rows
-from sharded_runs import SMALL, run_processes, stream_run
 
 from streamlabel.banks.row_shards import RowShards, projection_matrix
 from streamlabel.methods import build_policy
+from tests.banks.sharded_runs import SMALL, run_processes, stream_run
+from tests.helpers.features import brute_topk_sims, gaussian_mixture, unit_rows
 
 
 # ------------------------------------------------------------------------------- RowShards, world 1

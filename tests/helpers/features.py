@@ -1,4 +1,4 @@
-"""Shared helpers for the online-engine tests (small, seeded, CPU only)."""
+"""Feature helpers shared by the bank and method tests (small, seeded, CPU only)."""
 
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_helpers import brute_topk_sims, unit_rows
 
 from streamlabel.banks.knn import faiss_available, topk_inner_product
+from tests.helpers.features import brute_topk_sims, unit_rows
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

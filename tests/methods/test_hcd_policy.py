@@ -8,12 +8,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from engine_helpers import gaussian_mixture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamlabel.evaluation import bcubed
 from streamlabel.methods import build_policy
+from tests.helpers.features import gaussian_mixture
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

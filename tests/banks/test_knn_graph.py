@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from engine_helpers import brute_topk_sims, unit_rows
 
 from streamlabel.banks.knn_graph import KnnGraph
+from tests.helpers.features import brute_topk_sims, unit_rows
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from engine_helpers import unit_rows
 
 from streamlabel.banks.feature_bank import FeatureBank, dedupe_rows
+from tests.helpers.features import unit_rows
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

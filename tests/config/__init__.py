@@ -1,0 +1,1 @@
+"""Tests of streamlabel.config: schema, loading, checks, fingerprint (fuzzed too)."""

@@ -1,0 +1,1 @@
+"""Tests of streamlabel.data: dataset parsers, the synthetic generator, samplers, transforms and loaders."""

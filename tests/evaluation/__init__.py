@@ -1,0 +1,1 @@
+"""Tests of streamlabel.evaluation: retrieval metrics, re-ranking, feature extraction, label quality."""

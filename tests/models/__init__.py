@@ -1,0 +1,1 @@
+"""Tests of streamlabel.models: backbones, heads, part features, weights and ONNX import."""

@@ -1,0 +1,1 @@
+"""Cross-cutting end-to-end training runs (trainer, launch.train, policies, banks together)."""
