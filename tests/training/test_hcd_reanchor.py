@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_tiny
 
 from streamlabel.engine.trainer import Trainer
 from streamlabel.methods.hcd import HCDPolicy
+from tests.training.tiny_runs import train_tiny
 
 
 def test_online_hcd_reanchors_on_a_fresh_pass_every_epoch(tmp_path: Path, synthetic_root: Path,
