@@ -25,6 +25,7 @@ from streamlabel.engine.checkpoint import CheckpointError, find_latest, load_che
 from streamlabel.engine.evaluator import evaluate_model, label_churn
 from streamlabel.engine.global_bn import convert_global_batchnorm
 from streamlabel.engine.label_health import degenerate_message
+from streamlabel.engine.phases import ADAPT, PHASES, PRETRAIN, Phase, phase_named
 from streamlabel.engine.rng import capture_rng_state, restore_rng_state
 from streamlabel.engine.setup import (
     build_domain,
@@ -74,8 +75,6 @@ class Trainer:
         self.fingerprint = config_fingerprint(cfg)
         train = cfg["train"]
         self.ipe = train["iters_per_epoch"]
-        self.pretrain_epochs = math.ceil(train["pretrain_iterations"] / self.ipe)
-        self.adapt_epochs = math.ceil(train["iterations"] / self.ipe)
         self.world = accelerator.num_processes
         self.results: dict = {}
         self.history: list[dict] = []
@@ -169,20 +168,20 @@ class Trainer:
         self.policy.epoch_end(epoch)
 
     # ------------------------------------------------------------------ checkpoints
-    def _state(self, phase: str, epoch: int, iteration: int = 0) -> dict:
+    def _state(self, phase: Phase, epoch: int, iteration: int = 0) -> dict:
         return {
             "config": self.cfg,
-            "phase": phase,
+            "phase": phase.name,
             "epoch": epoch,
             "iteration": iteration,  # > 0: a mid-epoch checkpoint, that many batches of ``epoch`` done
-            "epoch_labels": self._epoch_labels if iteration and phase == "adapt" else None,  # the epoch's sampler
+            "epoch_labels": self._epoch_labels if iteration and phase.uses_target else None,  # the epoch's sampler
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "memory": self.memory.state_dict(),
             "loss_terms": self.loss_terms.state_dict(),
-            "policy": self.policy.state_dict() if phase == "adapt" and not self._sharded else None,
-            "policy_shards": self.world if phase == "adapt" and self._sharded else 0,  # per-process files
+            "policy": self.policy.state_dict() if phase.uses_target and not self._sharded else None,
+            "policy_shards": self.world if phase.uses_target and self._sharded else 0,  # per-process files
             "rng": capture_rng_state(),
             "results": dict(self.results),
             "history": list(self.history),
@@ -191,16 +190,16 @@ class Trainer:
             "seconds": self._seconds(),
         }
 
-    def _save(self, phase: str, epoch: int, iteration: int = 0) -> None:
+    def _save(self, phase: Phase, epoch: int, iteration: int = 0) -> None:
         """Checkpoint at the end of ``epoch`` (every ``checkpoint_every_epochs``-th epoch and the last one of
         the phase) or, with ``iteration`` > 0, after that many of its batches."""
         every = self.cfg["train"]["checkpoint_every_iters" if iteration else "checkpoint_every_epochs"]
-        last = epoch + 1 == (self.pretrain_epochs if phase == "pretrain" else self.adapt_epochs)
+        last = epoch + 1 == self.epochs(phase)
         if every <= 0 or (not iteration and (epoch + 1) % every != 0 and not last):
             return
         suffix = f"_iter{iteration:06d}" if iteration else ""
-        path = self.out_dir / "checkpoints" / f"{phase}_epoch{epoch:04d}{suffix}.pt"
-        if phase == "adapt" and self._sharded:  # every process its rows first, then the main checkpoint
+        path = self.out_dir / "checkpoints" / f"{phase.name}_epoch{epoch:04d}{suffix}.pt"
+        if phase.uses_target and self._sharded:  # every process its rows first, then the main checkpoint
             save_policy_shard(path, self.policy.state_dict(), rank=self.acc.process_index, world=self.world,
                               fingerprint=self.fingerprint)
             self.acc.wait_for_everyone()
@@ -208,7 +207,7 @@ class Trainer:
             save_checkpoint(path, self._state(phase, epoch, iteration), fingerprint=self.fingerprint)
         self.acc.wait_for_everyone()
 
-    def _restore(self) -> tuple[str, int] | None:
+    def _restore(self) -> tuple[Phase, int] | None:
         """Load the latest checkpoint of this output_dir; returns (phase, epoch to run next) or None. A
         mid-epoch checkpoint returns its own epoch and leaves where to go on in ``self._resume_at``."""
         ckpt_dir = self.out_dir / "checkpoints"
@@ -218,9 +217,9 @@ class Trainer:
                 self._log(f"--resume: no checkpoint in {ckpt_dir}, starting from scratch")
             return None
         state = load_checkpoint(latest, fingerprint=self.fingerprint, config=self.cfg, map_location="cpu")
-        phase, epoch = state["phase"], int(state["epoch"])
+        phase, epoch = phase_named(state["phase"]), int(state["epoch"])
         self._check_extension(state, latest)
-        if phase == "adapt":
+        if phase is ADAPT:  # adaptation starts with a fresh optimiser (``_start_adaptation``): load into one
             self._new_optimizer()
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -241,9 +240,9 @@ class Trainer:
         iteration = int(state.get("iteration", 0))
         if iteration:
             self._resume_at = (iteration, state["epoch_labels"])
-            self._log(f"resumed from {phase} epoch {epoch}, iteration {iteration} ({latest})")
+            self._log(f"resumed from {phase.name} epoch {epoch}, iteration {iteration} ({latest})")
             return phase, epoch
-        self._log(f"resumed from {phase} epoch {epoch} ({latest})")
+        self._log(f"resumed from {phase.name} epoch {epoch} ({latest})")
         return phase, epoch + 1
 
     def _check_extension(self, state: dict, path: Path) -> None:
@@ -253,7 +252,7 @@ class Trainer:
         run ended inside an epoch (its last epoch was short)."""
         saved = int(state.get("config", {}).get("train", {}).get("iterations", self.cfg["train"]["iterations"]))
         wanted = int(self.cfg["train"]["iterations"])
-        if saved == wanted or state["phase"] != "adapt":
+        if saved == wanted or state["phase"] != ADAPT.name:
             return
         epoch, iteration = int(state["epoch"]), int(state.get("iteration", 0))
         done = epoch * self.ipe + iteration if iteration else min((epoch + 1) * self.ipe, saved)
@@ -277,36 +276,29 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             dump_config(self.cfg, self.out_dir / "config.yaml")
         restored = self._restore()
-        phase, first_epoch = restored if restored else ("pretrain", 0)
+        phase, first_epoch = restored if restored else (PRETRAIN, 0)
         if self.acc.is_main_process and self.cfg["log"]["tensorboard"]:
             self.acc.init_trackers("streamlabel")
-        if phase == "pretrain":
+        if phase is PRETRAIN:
             if restored is None:
                 self._init_source_memory()
-            for epoch in range(first_epoch, self.pretrain_epochs):
-                self._epoch(epoch, phase="pretrain")
-                self._save("pretrain", epoch)
-            if "source_mAP" not in self.results:
-                metrics = self._evaluate()
-                self.results.update({"source_mAP": metrics["mAP"], "source_rank1": metrics["rank1"]})
-                self._log(f"source-only model on the target: mAP {100 * metrics['mAP']:.1f}% "
-                          f"rank-1 {100 * metrics['rank1']:.1f}%")
-            phase, first_epoch = "adapt", 0
-            self._new_optimizer()
-            self._init_source_memory()
-            self._init_policy()
+            for epoch in range(first_epoch, self.epochs(PRETRAIN)):
+                self._epoch(epoch, PRETRAIN)
+                self._save(PRETRAIN, epoch)
+            self._start_adaptation()
             self.history.append(self._label_stats(-1))
-        for epoch in range(first_epoch, self.adapt_epochs):
-            self._epoch(epoch, phase="adapt")
+            first_epoch = 0
+        for epoch in range(first_epoch, self.epochs(ADAPT)):
+            self._epoch(epoch, ADAPT)
             self._refresh_policy(epoch)
             self._check_ranks_agree()
             stats = self._label_stats(epoch)
             self.history.append(stats)
             every = self.cfg["train"]["eval_every_epochs"]
-            if every > 0 and ((epoch + 1) % every == 0) and epoch + 1 < self.adapt_epochs:
+            if every > 0 and ((epoch + 1) % every == 0) and epoch + 1 < self.epochs(ADAPT):
                 stats.update({f"eval_{k}": v for k, v in self._evaluate().items() if k in ("mAP", "rank1")})
             self._tracker_log(stats, step=(epoch + 1) * self.ipe)
-            self._save("adapt", epoch)
+            self._save(ADAPT, epoch)
         metrics = self._evaluate()
         final = self.history[-1] if self.history else {}
         self.results.update({
@@ -320,6 +312,18 @@ class Trainer:
         if self.cfg["log"]["tensorboard"]:
             self.acc.end_training()
         return self.results
+
+    def _start_adaptation(self) -> None:
+        """Between the phases: the source-only evaluation (once, a resume keeps it), then a fresh optimiser,
+        the source class centres from the warmed-up model and the policy's first labels."""
+        if "source_mAP" not in self.results:
+            metrics = self._evaluate()
+            self.results.update({"source_mAP": metrics["mAP"], "source_rank1": metrics["rank1"]})
+            self._log(f"source-only model on the target: mAP {100 * metrics['mAP']:.1f}% "
+                      f"rank-1 {100 * metrics['rank1']:.1f}%")
+        self._new_optimizer()
+        self._init_source_memory()
+        self._init_policy()
 
     def _bank_fingerprint(self, block: int = 65536) -> dict:
         """Hashes of the labels and bank rows: equal on every rank, and comparable between runs (replicated
@@ -376,84 +380,88 @@ class Trainer:
         split = self.target if self.cfg["eval"]["split"] == "target" else self.source
         return evaluate_model(self.net, split, self.cfg, device=self.device, progress=self.progress)
 
-    def _epoch_length(self, epoch: int, phase: str) -> int:
-        """Batches in ``epoch`` of ``phase`` (the last epoch takes what is left of the iterations)."""
-        train = self.cfg["train"]
-        total_epochs = self.pretrain_epochs if phase == "pretrain" else self.adapt_epochs
-        total_iters = train["pretrain_iterations"] if phase == "pretrain" else train["iterations"]
-        return min(self.ipe, total_iters - epoch * self.ipe) if epoch == total_epochs - 1 else self.ipe
+    def epochs(self, phase: Phase) -> int:
+        """Epochs of ``phase``: its iterations in epochs of ``train.iters_per_epoch``, the last one maybe short."""
+        return math.ceil(self.cfg["train"][phase.iterations_key] / self.ipe)
 
-    def _batches(self, epoch: int, phase: str, skip: int = 0):
+    def epoch_length(self, epoch: int, phase: Phase) -> int:
+        """Batches in ``epoch`` of ``phase`` (the last epoch takes what is left of the iterations)."""
+        total_iters = self.cfg["train"][phase.iterations_key]
+        return min(self.ipe, total_iters - epoch * self.ipe) if epoch == self.epochs(phase) - 1 else self.ipe
+
+    def _seed_epoch(self, epoch: int, phase: Phase) -> int:
+        """``epoch`` counted from the start of the run (the samplers' seed): the earlier phases' epochs first."""
+        return sum(self.epochs(earlier) for earlier in PHASES[:PHASES.index(phase)]) + epoch
+
+    def _batches(self, epoch: int, phase: Phase, skip: int = 0):
         """(source, target) batches ``skip``.. of ``epoch``; the target sampler uses the epoch's labels."""
         train = self.cfg["train"]
-        count = self._epoch_length(epoch, phase)
-        seed_epoch = epoch if phase == "pretrain" else self.pretrain_epochs + epoch
-        common = {"epoch": seed_epoch, "num_batches": count, "num_replicas": self.world,
+        count = self.epoch_length(epoch, phase)
+        common = {"epoch": self._seed_epoch(epoch, phase), "num_batches": count, "num_replicas": self.world,
                   "rank": self.acc.process_index, "skip": skip}
         source = None
         if self.source is not None and train["source_batch"] > 0:
             source = identity_batches(self.source.train, torch.tensor([s.pid for s in self.source.train]), self.cfg,
                                       batch_size=train["source_batch"], outliers="exclude", **common)
         target = None
-        if phase == "adapt":
+        if phase.uses_target:
             outliers = "exclude" if self.target_samples == "labelled" else "singleton"
             target = identity_batches(self.target.train, self._epoch_labels, self.cfg,
                                       batch_size=train["target_batch"], outliers=outliers, **common)
         for _ in range(count - skip):
             yield (next(source) if source is not None else None), (next(target) if target is not None else None)
 
-    def _epoch(self, epoch: int, phase: str) -> None:
+    def _epoch(self, epoch: int, phase: Phase) -> None:
         """One epoch (from where a mid-epoch checkpoint stopped, after a resume), with the mid-epoch
         checkpoints of ``train.checkpoint_every_iters``."""
-        self.model.train()
-        if self.cfg["train"]["freeze_bn"]:  # statistics stay those of the starting model
-            for module in self.model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+        self._train_mode()
         start, labels = self._resume_at or (0, None)
         self._resume_at = None
-        if phase == "adapt":  # the target sampler is drawn from the labels at the start of the epoch
+        if phase.uses_target:  # the target sampler is drawn from the labels at the start of the epoch
             self._epoch_labels = labels if labels is not None else self.policy.labels().cpu()
-        count, every = self._epoch_length(epoch, phase), self.cfg["train"]["checkpoint_every_iters"]
-        bar = tqdm(self._batches(epoch, phase, skip=start), total=count, initial=start, desc=f"{phase} epoch {epoch}",
-                   disable=not self.progress, leave=False)
+        count, every = self.epoch_length(epoch, phase), self.cfg["train"]["checkpoint_every_iters"]
+        bar = tqdm(self._batches(epoch, phase, skip=start), total=count, initial=start,
+                   desc=f"{phase.name} epoch {epoch}", disable=not self.progress, leave=False)
         for step_index, (src, tgt) in enumerate(bar, start=start):
-            loss = self._iteration(src, tgt, phase)
+            loss = self.run_step(src, tgt, phase)
             done = step_index + 1
             if every > 0 and done % every == 0 and done < count:
                 self._save(phase, epoch, done)
             if loss is not None and step_index % self.cfg["train"]["log_every"] == 0:
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-                self._tracker_log({f"{phase}/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]},
+                self._tracker_log({f"{phase.name}/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]},
                                   step=epoch * self.ipe + step_index)
 
-    def _iteration(self, src: dict | None, tgt: dict | None, phase: str) -> float | None:
-        images = [b["img"] for b in (src, tgt) if b is not None]
+    def _train_mode(self) -> None:
+        """Train mode; with ``train.freeze_bn`` the BatchNorm statistics stay those of the starting model."""
+        self.model.train()
+        if self.cfg["train"]["freeze_bn"]:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def run_step(self, src: dict | None, tgt: dict | None, phase: Phase) -> float | None:
+        """One training step in the order of the module docstring; returns the loss (the mean over this
+        process's batch), or None when a non-finite loss made it skip the step (``train.on_nonfinite``)."""
         num_source = src["img"].shape[0] if src is not None else 0
-        batch_images = torch.cat(images).to(self.device)
+        batch_images = torch.cat([b["img"] for b in (src, tgt) if b is not None]).to(self.device)
         with self.acc.autocast():
             feats, outputs = embed_outputs(self.model, batch_images)
         f_s, f_t = feats[:num_source], feats[num_source:]
         none = torch.empty(0, dtype=torch.long, device=self.device)
         y_s = src["pid"].to(self.device) if src is not None else none
-        entries = None
-        if phase == "adapt":
+        idx_t, entries, positive = none, None, None
+        if phase.uses_target:
             idx_t = tgt["index"].to(self.device)
             mode = self.cfg["loss"]["centres"]  # the default call keeps custom policies without the keyword working
             entries, positive = self.policy.memory_entries(centres=mode) if mode != "normalised" \
                 else self.policy.memory_entries()
-            if self.cfg["loss"]["hybrid_memory"]:
-                loss = self.memory.loss(f_s, y_s, *self._memory_view(f_t, idx_t, entries, positive))["loss"]
-        else:
-            idx_t = none
-            if self.cfg["loss"]["hybrid_memory"]:
-                loss = self.memory.loss(f_s, y_s, None, None, f_s.new_zeros(0, self.feat_dim), none)["loss"]
-        if not self.cfg["loss"]["hybrid_memory"]:
-            loss = feats.sum() * 0.0  # only loss.terms train the model (a zero that keeps the graph)
+        loss = self._memory_loss(f_s, y_s, f_t, idx_t, entries, positive) if self.cfg["loss"]["hybrid_memory"] \
+            else feats.sum() * 0.0  # only loss.terms train the model (a zero that keeps the graph)
         if len(self.loss_terms.terms):
-            target_labels = self.policy.labels()[idx_t] if phase == "adapt" else none
+            target_labels = self.policy.labels()[idx_t] if phase.uses_target else none
             batch = LossBatch(f_s, y_s, f_t, idx_t, target_labels, outputs=outputs, images=batch_images,
-                              num_source=num_source, policy=self.policy if phase == "adapt" else None,
+                              num_source=num_source, policy=self.policy if phase.uses_target else None,
                               model=self.model, target_entries=entries)
             for term in self.loss_terms(batch).values():
                 loss = loss + term
@@ -463,15 +471,10 @@ class Trainer:
             return self._non_finite()
         if len(self.loss_trace) < 64:
             self.loss_trace.append(float(self.acc.gather(loss.detach().reshape(1)).mean()))
-        self.acc.backward(loss)
-        if self.cfg["train"]["grad_clip"] > 0:
-            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["train"]["grad_clip"])
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss_terms.after_optimizer_step(self.net)
-        if phase == "adapt":
+        self._optimise(loss)
+        if phase.steps_scheduler:
             self.scheduler.step()
-            # explicit bank updates, identical on every process
+        if phase.updates_policy:  # explicit bank updates, identical on every process
             rows = self.acc.gather(idx_t)
             extra = ({"parts": self.acc.gather(F.normalize(outputs["parts"][num_source:].detach().float(), dim=2))}
                      if self._policy_parts() else {})
@@ -479,6 +482,24 @@ class Trainer:
         if num_source:
             self.memory.update_source(self.acc.gather(f_s.detach()), self.acc.gather(y_s))
         return float(loss.detach())
+
+    def _memory_loss(self, f_s: torch.Tensor, y_s: torch.Tensor, f_t: torch.Tensor, idx_t: torch.Tensor,
+                     entries: torch.Tensor | None, positive: torch.Tensor | None) -> torch.Tensor:
+        """The hybrid memory loss: source features against the class centres and, when the phase uses the
+        target (``entries`` given), target features against the policy's entries."""
+        if entries is None:
+            none = torch.empty(0, dtype=torch.long, device=self.device)
+            return self.memory.loss(f_s, y_s, None, None, f_s.new_zeros(0, self.feat_dim), none)["loss"]
+        return self.memory.loss(f_s, y_s, *self._memory_view(f_t, idx_t, entries, positive))["loss"]
+
+    def _optimise(self, loss: torch.Tensor) -> None:
+        """Backward (gradients clipped to ``train.grad_clip``), optimiser step, the loss terms' own update."""
+        self.acc.backward(loss)
+        if self.cfg["train"]["grad_clip"] > 0:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["train"]["grad_clip"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss_terms.after_optimizer_step(self.net)
 
     @property
     def target_samples(self) -> str:

@@ -12,6 +12,7 @@ from reliability_inputs import DEMO, tiny_train_overrides
 
 import streamlabel.engine.checkpoint as checkpoint_module
 from streamlabel.engine.checkpoint import find_latest, load_checkpoint
+from streamlabel.engine.phases import Phase
 from streamlabel.engine.trainer import Trainer
 from streamlabel.launch import cli
 
@@ -43,8 +44,8 @@ def test_disk_full_during_a_training_checkpoint(tmp_path: Path, monkeypatch: pyt
     real_fdopen, real_save = os.fdopen, Trainer._save
     full = {"now": False}
 
-    def save(self: Trainer, phase: str, epoch: int) -> None:
-        full["now"] = phase == "adapt"  # pre-training saves fine, the first adaptation checkpoint hits a full disk
+    def save(self: Trainer, phase: Phase, epoch: int) -> None:
+        full["now"] = phase.name == "adapt"  # pre-training saves fine, the first adaptation checkpoint hits a full disk
         real_save(self, phase, epoch)
 
     monkeypatch.setattr(Trainer, "_save", save)
