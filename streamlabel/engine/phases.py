@@ -16,8 +16,9 @@ class Phase:
 
     name: str  # checkpoint file prefix and "phase" field
     iterations_key: str  # the phase lasts ``train.<iterations_key>`` batches
-    uses_target: bool  # target batches drawn from the policy's labels, the target loss, policy state saved
-    updates_policy: bool  # ``policy.step`` after every batch, ``policy.epoch_end`` after every epoch
+    # target batches drawn from the policy's labels, the target loss, the policy's state saved
+    uses_target: bool
+    updates_policy: bool  # ``policy.step`` after each batch, ``policy.epoch_end`` after each epoch
     steps_scheduler: bool  # the lr scheduler steps (its milestones count adaptation iterations)
 
 
@@ -32,7 +33,8 @@ def phase_named(name: str) -> Phase:
     for phase in PHASES:
         if phase.name == name:
             return phase
-    raise ValueError(f"unknown training phase {name!r}; expected one of {[p.name for p in PHASES]}")
+    names = [phase.name for phase in PHASES]
+    raise ValueError(f"unknown training phase {name!r}; expected one of {names}")
 
 
 __all__ = ["ADAPT", "PHASES", "PRETRAIN", "Phase", "phase_named"]

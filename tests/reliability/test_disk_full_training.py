@@ -45,7 +45,8 @@ def test_disk_full_during_a_training_checkpoint(tmp_path: Path, monkeypatch: pyt
     full = {"now": False}
 
     def save(self: Trainer, phase: Phase, epoch: int) -> None:
-        full["now"] = phase.name == "adapt"  # pre-training saves fine, the first adaptation checkpoint hits a full disk
+        # pre-training saves fine, the first adaptation checkpoint hits a full disk
+        full["now"] = phase.name == "adapt"
         real_save(self, phase, epoch)
 
     monkeypatch.setattr(Trainer, "_save", save)
