@@ -26,8 +26,10 @@ and settings it does not apply to):
    evaluation. Inside an epoch it also comes after the tracker: a step's loss is logged, then the
    mid-epoch checkpoint is written.
 
-A measurement of your own: subclass :class:`Hook`, override what you need and append it before
-``run`` (``trainer.hooks.append(MyHook())``); it then runs after the five above.
+A measurement of your own: subclass :class:`Hook`, override what you need and add it before
+``run``. ``trainer.hooks.append(MyHook())`` runs it after the five above (the epoch's checkpoint is
+written by then); one that adds to ``trainer.epoch_stats`` goes before the checkpoint hook,
+``trainer.hooks.insert(-1, MyHook())``, so that checkpoints (and a resumed run) keep its numbers.
 """
 
 from __future__ import annotations
