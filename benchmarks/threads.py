@@ -57,17 +57,17 @@ def worker(threads: int, iterations: int, out: Path) -> None:
     from streamlabel.launch import train as train_entry
 
     seconds: list[float] = []
-    original = Trainer._iteration
+    original = Trainer.run_step
 
     def timed(self, src, tgt, phase):
         start = time.perf_counter()
         try:
             return original(self, src, tgt, phase)
         finally:
-            if phase == "adapt":
+            if phase.name == "adapt":
                 seconds.append(time.perf_counter() - start)
 
-    Trainer._iteration = timed
+    Trainer.run_step = timed
     with tempfile.TemporaryDirectory() as run_dir:
         overrides = [f"output_dir={run_dir}", f"cpu_threads={threads}", "train.pretrain_iterations=4",
                      f"train.iterations={iterations}", f"train.iters_per_epoch={iterations}",

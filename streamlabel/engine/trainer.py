@@ -1,11 +1,26 @@
 """The training loop: source-only warm-up, then adaptation with a bank update policy every batch.
 
-Order inside an adaptation iteration (the bank update is an explicit step, never hidden in autograd):
-forward source + target images -> hybrid memory loss (HCD Eq. 1) against source class centres and the
-policy's target entries -> backward, optimiser and scheduler step -> gather the target rows of every
-process -> ``policy.step`` (same inputs on every rank, so the banks stay identical) -> source centre
-momentum update. ``policy.epoch_end`` runs after every epoch (offline refresh when its interval says so;
-with the policy's ``refresh_source = "extract"`` the target features are extracted afresh into its bank first).
+A run goes through the phases of :mod:`streamlabel.engine.phases` (``PRETRAIN``, then
+``ADAPT``); the loop reads a phase's flags (``uses_target``, ``updates_policy``,
+``steps_scheduler``), never its name. Everything around the steps and epochs (checkpoints,
+evaluation, label statistics, TensorBoard, the cross-rank check) is a hook of ``Trainer.hooks``
+(:mod:`streamlabel.engine.hooks` gives their order); append one to measure more without editing
+the loop.
+
+One step (``Trainer.run_step``; the bank update is an explicit step, never hidden in autograd):
+forward source + target images -> hybrid memory loss (HCD Eq. 1) against source class centres and
+the policy's target entries, plus ``loss.terms`` -> backward, optimiser step -> scheduler step
+(``steps_scheduler``) -> gather the target rows of every process -> ``policy.step``
+(``updates_policy``; same inputs on every rank, so the banks stay identical) -> source centre
+momentum update. The warm-up's steps have no target batch (``uses_target`` off).
+
+One epoch: ``before_epoch`` hooks -> the steps, each between ``before_step`` and ``after_step``
+hooks -> ``policy.epoch_end`` (``updates_policy``: an offline refresh when its interval says so;
+with the policy's ``refresh_source = "extract"`` the target features are first extracted afresh
+into its bank) -> ``after_epoch`` hooks: cross-rank check -> label statistics -> evaluation ->
+tracker log -> checkpoint. Between the phases: source-only evaluation, fresh optimiser, source
+centres, the policy's first labels; after the last epoch: the final evaluation, then
+``after_train`` hooks.
 """
 
 from __future__ import annotations
@@ -24,9 +39,10 @@ from streamlabel.banks.hybrid_memory import HybridMemory
 from streamlabel.banks.replicated_rows import as_row_storage
 from streamlabel.config.fingerprint import config_fingerprint, dump_config
 from streamlabel.engine.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
-from streamlabel.engine.evaluator import evaluate_model, label_churn
+from streamlabel.engine.evaluator import evaluate_model
 from streamlabel.engine.global_bn import convert_global_batchnorm
-from streamlabel.engine.label_health import degenerate_message
+from streamlabel.engine.hooks import Hook, default_hooks
+from streamlabel.engine.phases import ADAPT, PHASES, PRETRAIN, Phase, phase_named
 from streamlabel.engine.rng import capture_rng_state, restore_rng_state
 from streamlabel.engine.setup import (
     build_domain,
@@ -37,7 +53,7 @@ from streamlabel.engine.setup import (
     identity_batches,
 )
 from streamlabel.engine.shard_checkpoint import load_policy_shard, save_policy_shard
-from streamlabel.evaluation import extract_features, label_quality_report
+from streamlabel.evaluation import extract_features
 from streamlabel.losses import LossBatch, LossTerms
 
 
@@ -75,8 +91,6 @@ class Trainer:
         self.fingerprint = config_fingerprint(cfg)
         train = cfg["train"]
         self.ipe = train["iters_per_epoch"]
-        self.pretrain_epochs = math.ceil(train["pretrain_iterations"] / self.ipe)
-        self.adapt_epochs = math.ceil(train["iterations"] / self.ipe)
         self.world = accelerator.num_processes
         self.results: dict = {}
         self.history: list[dict] = []
@@ -86,9 +100,12 @@ class Trainer:
         self._resume_at: tuple[int, torch.Tensor | None] | None = None  # (iteration, epoch labels) after a resume
         self._started = time.perf_counter()
         self._seconds_before = 0.0  # wall seconds of the sessions before a resume
+        self.epoch_stats: dict = {}  # the current epoch's numbers, filled by after_epoch hooks
+        self.hooks: list[Hook] = default_hooks(self)  # called in order; append one to measure more
 
     # ------------------------------------------------------------------ setup
-    def _log(self, message: str) -> None:
+    def log(self, message: str) -> None:
+        """One ``[streamlabel]`` line on the main process (above the progress bars)."""
         if self.acc.is_main_process:
             tqdm.write(f"[streamlabel] {message}")
 
@@ -117,9 +134,10 @@ class Trainer:
         bn_note = (f"batch norm reduced over {self.world} processes" if cfg["train"]["sync_bn"] and self.world > 1
                    else f"{self.world} process(es)")
         per_bn = global_batch if (cfg["train"]["sync_bn"] or self.world == 1) else global_batch // self.world
-        self._log(f"source {self.source.summary() if self.source else 'none (unsupervised)'}; "
+        self.log(f"source {self.source.summary() if self.source else 'none (unsupervised)'}; "
                   f"target {self.target.summary()}")
-        self._log(f"each BatchNorm sees {per_bn} images per step ({bn_note}); global batch {global_batch}")
+        self.log(f"each BatchNorm sees {per_bn} images per step ({bn_note}); "
+                 f"global batch {global_batch}")
 
     @property
     def _sharded(self) -> bool:
@@ -170,20 +188,22 @@ class Trainer:
         self.policy.epoch_end(epoch)
 
     # ------------------------------------------------------------------ checkpoints
-    def _state(self, phase: str, epoch: int, iteration: int = 0) -> dict:
+    def _state(self, phase: Phase, epoch: int, iteration: int = 0) -> dict:
+        policy = phase.uses_target  # the policy holds labels (adaptation): its banks are saved
         return {
             "config": self.cfg,
-            "phase": phase,
+            "phase": phase.name,
             "epoch": epoch,
             "iteration": iteration,  # > 0: a mid-epoch checkpoint, that many batches of ``epoch`` done
-            "epoch_labels": self._epoch_labels if iteration and phase == "adapt" else None,  # the epoch's sampler
+            # mid-epoch: the labels the epoch's target sampler was drawn from
+            "epoch_labels": self._epoch_labels if iteration and phase.uses_target else None,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "memory": self.memory.state_dict(),
             "loss_terms": self.loss_terms.state_dict(),
-            "policy": self.policy.state_dict() if phase == "adapt" and not self._sharded else None,
-            "policy_shards": self.world if phase == "adapt" and self._sharded else 0,  # per-process files
+            "policy": self.policy.state_dict() if policy and not self._sharded else None,
+            "policy_shards": self.world if policy and self._sharded else 0,  # per-process files
             "rng": capture_rng_state(),
             "results": dict(self.results),
             "history": list(self.history),
@@ -192,16 +212,16 @@ class Trainer:
             "seconds": self._seconds(),
         }
 
-    def _save(self, phase: str, epoch: int, iteration: int = 0) -> None:
+    def _save(self, phase: Phase, epoch: int, iteration: int = 0) -> None:
         """Checkpoint at the end of ``epoch`` (every ``checkpoint_every_epochs``-th epoch and the last one of
         the phase) or, with ``iteration`` > 0, after that many of its batches."""
         every = self.cfg["train"]["checkpoint_every_iters" if iteration else "checkpoint_every_epochs"]
-        last = epoch + 1 == (self.pretrain_epochs if phase == "pretrain" else self.adapt_epochs)
+        last = epoch + 1 == self.epochs(phase)
         if every <= 0 or (not iteration and (epoch + 1) % every != 0 and not last):
             return
         suffix = f"_iter{iteration:06d}" if iteration else ""
-        path = self.out_dir / "checkpoints" / f"{phase}_epoch{epoch:04d}{suffix}.pt"
-        if phase == "adapt" and self._sharded:  # every process its rows first, then the main checkpoint
+        path = self.out_dir / "checkpoints" / f"{phase.name}_epoch{epoch:04d}{suffix}.pt"
+        if phase.uses_target and self._sharded:  # each process its rows, then the main checkpoint
             save_policy_shard(path, self.policy.state_dict(), rank=self.acc.process_index, world=self.world,
                               fingerprint=self.fingerprint)
             self.acc.wait_for_everyone()
@@ -209,19 +229,19 @@ class Trainer:
             save_checkpoint(path, self._state(phase, epoch, iteration), fingerprint=self.fingerprint)
         self.acc.wait_for_everyone()
 
-    def _restore(self) -> tuple[str, int] | None:
+    def _restore(self) -> tuple[Phase, int] | None:
         """Load the latest checkpoint of this output_dir; returns (phase, epoch to run next) or None. A
         mid-epoch checkpoint returns its own epoch and leaves where to go on in ``self._resume_at``."""
         ckpt_dir = self.out_dir / "checkpoints"
         latest = find_latest(ckpt_dir) if self.resume else None
         if latest is None:
             if self.resume:
-                self._log(f"--resume: no checkpoint in {ckpt_dir}, starting from scratch")
+                self.log(f"--resume: no checkpoint in {ckpt_dir}, starting from scratch")
             return None
         state = load_checkpoint(latest, fingerprint=self.fingerprint, config=self.cfg, map_location="cpu")
-        phase, epoch = state["phase"], int(state["epoch"])
+        phase, epoch = phase_named(state["phase"]), int(state["epoch"])
         self._check_extension(state, latest)
-        if phase == "adapt":
+        if phase is ADAPT:  # adaptation starts with a fresh optimiser (``_start_adaptation``)
             self._new_optimizer()
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -242,9 +262,9 @@ class Trainer:
         iteration = int(state.get("iteration", 0))
         if iteration:
             self._resume_at = (iteration, state["epoch_labels"])
-            self._log(f"resumed from {phase} epoch {epoch}, iteration {iteration} ({latest})")
+            self.log(f"resumed from {phase.name} epoch {epoch}, iteration {iteration} ({latest})")
             return phase, epoch
-        self._log(f"resumed from {phase} epoch {epoch} ({latest})")
+        self.log(f"resumed from {phase.name} epoch {epoch} ({latest})")
         return phase, epoch + 1
 
     def _check_extension(self, state: dict, path: Path) -> None:
@@ -254,7 +274,7 @@ class Trainer:
         run ended inside an epoch (its last epoch was short)."""
         saved = int(state.get("config", {}).get("train", {}).get("iterations", self.cfg["train"]["iterations"]))
         wanted = int(self.cfg["train"]["iterations"])
-        if saved == wanted or state["phase"] != "adapt":
+        if saved == wanted or state["phase"] != ADAPT.name:
             return
         epoch, iteration = int(state["epoch"]), int(state.get("iteration", 0))
         done = epoch * self.ipe + iteration if iteration else min((epoch + 1) * self.ipe, saved)
@@ -264,7 +284,8 @@ class Trainer:
         if done % self.ipe:
             raise CheckpointError(f"{path} ended inside an epoch (train.iterations={saved} is not a multiple of "
                                   f"iters_per_epoch={self.ipe}); it cannot be extended to {wanted}")
-        self._log(f"--resume: train.iterations {saved} -> {wanted} (continuing at iteration {done})")
+        self.log(f"--resume: train.iterations {saved} -> {wanted} "
+                 f"(continuing at iteration {done})")
 
     # ------------------------------------------------------------------ training
     def _seconds(self) -> float:
@@ -272,43 +293,46 @@ class Trainer:
         return self._seconds_before + time.perf_counter() - self._started
 
     def run(self) -> dict:
+        """Set up, resume (with ``resume``), pretrain, adapt, evaluate; returns the results."""
         self._started = time.perf_counter()
         self.setup()
         if self.acc.is_main_process:  # once data and model are known good: a refused run leaves no folder
             self.out_dir.mkdir(parents=True, exist_ok=True)
             dump_config(self.cfg, self.out_dir / "config.yaml")
         restored = self._restore()
-        phase, first_epoch = restored if restored else ("pretrain", 0)
-        if self.acc.is_main_process and self.cfg["log"]["tensorboard"]:
-            self.acc.init_trackers("streamlabel")
-        if phase == "pretrain":
+        phase, first_epoch = restored if restored else (PRETRAIN, 0)
+        self._call_hooks("before_train")
+        if phase is PRETRAIN:
             if restored is None:
                 self._init_source_memory()
-            for epoch in range(first_epoch, self.pretrain_epochs):
-                self._epoch(epoch, phase="pretrain")
-                self._save("pretrain", epoch)
-            if "source_mAP" not in self.results:
-                metrics = self._evaluate()
-                self.results.update({"source_mAP": metrics["mAP"], "source_rank1": metrics["rank1"]})
-                self._log(f"source-only model on the target: mAP {100 * metrics['mAP']:.1f}% "
-                          f"rank-1 {100 * metrics['rank1']:.1f}%")
-            phase, first_epoch = "adapt", 0
-            self._new_optimizer()
-            self._init_source_memory()
-            self._init_policy()
-            self.history.append(self._label_stats(-1))
-        for epoch in range(first_epoch, self.adapt_epochs):
-            self._epoch(epoch, phase="adapt")
-            self._refresh_policy(epoch)
-            self._check_ranks_agree()
-            stats = self._label_stats(epoch)
-            self.history.append(stats)
-            every = self.cfg["train"]["eval_every_epochs"]
-            if every > 0 and ((epoch + 1) % every == 0) and epoch + 1 < self.adapt_epochs:
-                stats.update({f"eval_{k}": v for k, v in self._evaluate().items() if k in ("mAP", "rank1")})
-            self._tracker_log(stats, step=(epoch + 1) * self.ipe)
-            self._save("adapt", epoch)
-        metrics = self._evaluate()
+            self._train_phase(PRETRAIN, first_epoch)
+            self._start_adaptation()
+            first_epoch = 0
+        self._train_phase(ADAPT, first_epoch)
+        self._final_results()
+        self._call_hooks("after_train")
+        return self.results
+
+    def _call_hooks(self, method: str, *args) -> None:
+        """``method`` of every hook of ``self.hooks``, in list order."""
+        for hook in self.hooks:
+            getattr(hook, method)(self, *args)
+
+    def _start_adaptation(self) -> None:
+        """Between the phases: the source-only evaluation (once, a resume keeps it), then a fresh
+        optimiser, the source class centres from the warmed-up model, the policy's first labels."""
+        if "source_mAP" not in self.results:
+            metrics = self.evaluate()
+            self.results.update({"source_mAP": metrics["mAP"], "source_rank1": metrics["rank1"]})
+            self.log(f"source-only model on the target: mAP {100 * metrics['mAP']:.1f}% "
+                     f"rank-1 {100 * metrics['rank1']:.1f}%")
+        self._new_optimizer()
+        self._init_source_memory()
+        self._init_policy()
+
+    def _final_results(self) -> dict:
+        """The final evaluation, then the results: metrics, last label statistics, hashes."""
+        metrics = self.evaluate()
         final = self.history[-1] if self.history else {}
         self.results.update({
             "adapted_mAP": metrics["mAP"], "adapted_rank1": metrics["rank1"],
@@ -318,8 +342,6 @@ class Trainer:
             "processes": self.world, "loss_trace": list(self.loss_trace), **self._bank_fingerprint(),
             "history": [{k: v for k, v in stats.items() if k != "labels"} for stats in self.history],
         })
-        if self.cfg["log"]["tensorboard"]:
-            self.acc.end_training()
         return self.results
 
     def _bank_fingerprint(self, block: int = 65536) -> dict:
@@ -336,126 +358,110 @@ class Trainer:
         return {"labels_sha": hashlib.sha256(labels.tobytes()).hexdigest()[:16],
                 "bank_sha": digest.hexdigest()[:16], "bank_sum": total}
 
-    def _check_ranks_agree(self) -> None:
-        """Stop with a clear error if the banks or labels differ between processes (they must not)."""
-        if self.world == 1:
-            return
-        labels = self.policy.labels()
-        weights = torch.arange(1, labels.numel() + 1, device=labels.device, dtype=torch.float64)
-        checks = [(labels.double() * weights).sum()]
-        if not self._sharded:  # sharded rows live on one process each: nothing to compare
-            checks.append(self.policy.bank.features.double().sum())
-        local = torch.stack(checks)
-        everyone = self.acc.gather(local.unsqueeze(0).to(self.device))
-        if not bool((everyone == everyone[0]).all()):
-            raise RuntimeError(f"banks or labels differ between processes: {everyone.tolist()}")
-
-    def _label_stats(self, epoch: int) -> dict:
-        labels = self.policy.labels().cpu()
-        stats = {"epoch": epoch, "clusters": int(labels.max()) + 1 if bool((labels >= 0).any()) else 0,
-                 "outlier_frac": float((labels < 0).float().mean())}
-        if self.history and "labels" in self.history[-1]:
-            stats["label_churn"] = label_churn(self.history[-1]["labels"], labels)
-        if bool((self.target_pids >= 0).all()):
-            quality = label_quality_report(labels.numpy(), self.target_pids.numpy())
-            stats.update({k: quality[k] for k in ("bcubed_p", "bcubed_r", "bcubed_f", "nmi")})
-        if self.history:
-            self.history[-1].pop("labels", None)
-        stats["labels"] = labels
-        note = degenerate_message(labels, self.target_cams)
-        if note:  # training goes on, but the log says what happened
-            self._log(f"warning: epoch {epoch}: {note}")
-        self._log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in stats.items() if k != "labels"))
-        return stats
-
-    def _tracker_log(self, values: dict, step: int) -> None:
-        if self.cfg["log"]["tensorboard"]:
-            self.acc.log({k: v for k, v in values.items() if isinstance(v, int | float)}, step=step)
-
-    def _evaluate(self) -> dict:
+    def evaluate(self) -> dict:
+        """Retrieval metrics of the current model on ``eval.split`` (query against gallery)."""
         split = self.target if self.cfg["eval"]["split"] == "target" else self.source
         return evaluate_model(self.net, split, self.cfg, device=self.device, progress=self.progress)
 
-    def _epoch_length(self, epoch: int, phase: str) -> int:
-        """Batches in ``epoch`` of ``phase`` (the last epoch takes what is left of the iterations)."""
-        train = self.cfg["train"]
-        total_epochs = self.pretrain_epochs if phase == "pretrain" else self.adapt_epochs
-        total_iters = train["pretrain_iterations"] if phase == "pretrain" else train["iterations"]
-        return min(self.ipe, total_iters - epoch * self.ipe) if epoch == total_epochs - 1 else self.ipe
+    def epochs(self, phase: Phase) -> int:
+        """Epochs of ``phase``: its iterations in epochs of ``train.iters_per_epoch`` (the last one
+        may be short)."""
+        return math.ceil(self.cfg["train"][phase.iterations_key] / self.ipe)
 
-    def _batches(self, epoch: int, phase: str, skip: int = 0):
+    def epoch_length(self, epoch: int, phase: Phase) -> int:
+        """Batches in ``epoch`` of ``phase`` (the last epoch takes what is left of the iterations)."""
+        total_iters = self.cfg["train"][phase.iterations_key]
+        if epoch != self.epochs(phase) - 1:
+            return self.ipe
+        return min(self.ipe, total_iters - epoch * self.ipe)
+
+    def _seed_epoch(self, epoch: int, phase: Phase) -> int:
+        """``epoch`` counted from the start of the run (the samplers' seed): after the earlier
+        phases' epochs."""
+        return sum(self.epochs(earlier) for earlier in PHASES[:PHASES.index(phase)]) + epoch
+
+    def _batches(self, epoch: int, phase: Phase, skip: int = 0):
         """(source, target) batches ``skip``.. of ``epoch``; the target sampler uses the epoch's labels."""
         train = self.cfg["train"]
-        count = self._epoch_length(epoch, phase)
-        seed_epoch = epoch if phase == "pretrain" else self.pretrain_epochs + epoch
-        common = {"epoch": seed_epoch, "num_batches": count, "num_replicas": self.world,
-                  "rank": self.acc.process_index, "skip": skip}
+        count = self.epoch_length(epoch, phase)
+        common = {"epoch": self._seed_epoch(epoch, phase), "num_batches": count,
+                  "num_replicas": self.world, "rank": self.acc.process_index, "skip": skip}
         source = None
         if self.source is not None and train["source_batch"] > 0:
             source = identity_batches(self.source.train, torch.tensor([s.pid for s in self.source.train]), self.cfg,
                                       batch_size=train["source_batch"], outliers="exclude", **common)
         target = None
-        if phase == "adapt":
+        if phase.uses_target:
             outliers = "exclude" if self.target_samples == "labelled" else "singleton"
             target = identity_batches(self.target.train, self._epoch_labels, self.cfg,
                                       batch_size=train["target_batch"], outliers=outliers, **common)
         for _ in range(count - skip):
             yield (next(source) if source is not None else None), (next(target) if target is not None else None)
 
-    def _epoch(self, epoch: int, phase: str) -> None:
-        """One epoch (from where a mid-epoch checkpoint stopped, after a resume), with the mid-epoch
-        checkpoints of ``train.checkpoint_every_iters``."""
+    def _train_phase(self, phase: Phase, first_epoch: int) -> None:
+        """The epochs ``first_epoch``.. of ``phase``."""
+        for epoch in range(first_epoch, self.epochs(phase)):
+            self._train_epoch(epoch, phase)
+
+    def _train_epoch(self, epoch: int, phase: Phase) -> None:
+        """One epoch between its hooks (from where a mid-epoch checkpoint stopped, after a resume);
+        a phase that updates the policy ends it with ``policy.epoch_end`` before the after_epoch
+        hooks."""
+        self.epoch_stats = {}
+        self._call_hooks("before_epoch", epoch, phase)
+        self._train_mode()
+        start, labels = self._resume_at or (0, None)
+        self._resume_at = None
+        if phase.uses_target:  # the target sampler draws from the labels at the epoch's start
+            self._epoch_labels = labels if labels is not None else self.policy.labels().cpu()
+        bar = tqdm(self._batches(epoch, phase, skip=start), total=self.epoch_length(epoch, phase),
+                   initial=start, desc=f"{phase.name} epoch {epoch}", disable=not self.progress,
+                   leave=False)
+        for index, (src, tgt) in enumerate(bar, start=start):
+            self._call_hooks("before_step", epoch, phase, index)
+            loss = self.run_step(src, tgt, phase)
+            if loss is not None and index % self.cfg["train"]["log_every"] == 0:
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            self._call_hooks("after_step", epoch, phase, index, loss)
+        if phase.updates_policy:
+            self._refresh_policy(epoch)
+        self._call_hooks("after_epoch", epoch, phase)
+
+    def _train_mode(self) -> None:
+        """Train mode; with ``train.freeze_bn`` BatchNorm statistics stay those of the start."""
         self.model.train()
-        if self.cfg["train"]["freeze_bn"]:  # statistics stay those of the starting model
+        if self.cfg["train"]["freeze_bn"]:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        start, labels = self._resume_at or (0, None)
-        self._resume_at = None
-        if phase == "adapt":  # the target sampler is drawn from the labels at the start of the epoch
-            self._epoch_labels = labels if labels is not None else self.policy.labels().cpu()
-        count, every = self._epoch_length(epoch, phase), self.cfg["train"]["checkpoint_every_iters"]
-        bar = tqdm(self._batches(epoch, phase, skip=start), total=count, initial=start, desc=f"{phase} epoch {epoch}",
-                   disable=not self.progress, leave=False)
-        for step_index, (src, tgt) in enumerate(bar, start=start):
-            loss = self._iteration(src, tgt, phase)
-            done = step_index + 1
-            if every > 0 and done % every == 0 and done < count:
-                self._save(phase, epoch, done)
-            if loss is not None and step_index % self.cfg["train"]["log_every"] == 0:
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
-                self._tracker_log({f"{phase}/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]},
-                                  step=epoch * self.ipe + step_index)
 
-    def _iteration(self, src: dict | None, tgt: dict | None, phase: str) -> float | None:
-        images = [b["img"] for b in (src, tgt) if b is not None]
+    def run_step(self, src: dict | None, tgt: dict | None, phase: Phase) -> float | None:
+        """One training step in the order of the module docstring; returns the loss (the mean over
+        this process's batch), or None when a non-finite loss made it skip the step
+        (``train.on_nonfinite``)."""
         num_source = src["img"].shape[0] if src is not None else 0
-        batch_images = torch.cat(images).to(self.device)
+        batch_images = torch.cat([b["img"] for b in (src, tgt) if b is not None]).to(self.device)
         with self.acc.autocast():
             feats, outputs = embed_outputs(self.model, batch_images)
         f_s, f_t = feats[:num_source], feats[num_source:]
         none = torch.empty(0, dtype=torch.long, device=self.device)
         y_s = src["pid"].to(self.device) if src is not None else none
-        entries = None
-        if phase == "adapt":
+        idx_t, entries, positive = none, None, None
+        if phase.uses_target:
             idx_t = tgt["index"].to(self.device)
             mode = self.cfg["loss"]["centres"]  # the default call keeps custom policies without the keyword working
             entries, positive = self.policy.memory_entries(centres=mode) if mode != "normalised" \
                 else self.policy.memory_entries()
-            if self.cfg["loss"]["hybrid_memory"]:
-                loss = self.memory.loss(f_s, y_s, *self._memory_view(f_t, idx_t, entries, positive))["loss"]
+        if self.cfg["loss"]["hybrid_memory"]:
+            loss = self._memory_loss(f_s, y_s, f_t, idx_t, entries, positive)
         else:
-            idx_t = none
-            if self.cfg["loss"]["hybrid_memory"]:
-                loss = self.memory.loss(f_s, y_s, None, None, f_s.new_zeros(0, self.feat_dim), none)["loss"]
-        if not self.cfg["loss"]["hybrid_memory"]:
             loss = feats.sum() * 0.0  # only loss.terms train the model (a zero that keeps the graph)
         if len(self.loss_terms.terms):
-            target_labels = self.policy.labels()[idx_t] if phase == "adapt" else none
+            target_labels = self.policy.labels()[idx_t] if phase.uses_target else none
+            policy = self.policy if phase.uses_target else None
             batch = LossBatch(f_s, y_s, f_t, idx_t, target_labels, outputs=outputs, images=batch_images,
-                              num_source=num_source, policy=self.policy if phase == "adapt" else None,
-                              model=self.model, target_entries=entries)
+                              num_source=num_source, policy=policy, model=self.model,
+                              target_entries=entries)
             for term in self.loss_terms(batch).values():
                 loss = loss + term
         finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(feats).all())
@@ -464,15 +470,10 @@ class Trainer:
             return self._non_finite()
         if len(self.loss_trace) < 64:
             self.loss_trace.append(float(self.acc.gather(loss.detach().reshape(1)).mean()))
-        self.acc.backward(loss)
-        if self.cfg["train"]["grad_clip"] > 0:
-            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["train"]["grad_clip"])
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss_terms.after_optimizer_step(self.net)
-        if phase == "adapt":
+        self._optimise(loss)
+        if phase.steps_scheduler:
             self.scheduler.step()
-            # explicit bank updates, identical on every process
+        if phase.updates_policy:  # explicit bank updates, identical on every process
             rows = self.acc.gather(idx_t)
             extra = ({"parts": self.acc.gather(F.normalize(outputs["parts"][num_source:].detach().float(), dim=2))}
                      if self._policy_parts() else {})
@@ -480,6 +481,29 @@ class Trainer:
         if num_source:
             self.memory.update_source(self.acc.gather(f_s.detach()), self.acc.gather(y_s))
         return float(loss.detach())
+
+    def _memory_loss(
+        self, f_s: torch.Tensor, y_s: torch.Tensor, f_t: torch.Tensor, idx_t: torch.Tensor,
+        entries: torch.Tensor | None, positive: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The hybrid memory loss: source features against the class centres and, when the phase
+        uses the target (``entries`` given), target features against the policy's entries."""
+        if entries is None:
+            none = torch.empty(0, dtype=torch.long, device=self.device)
+            target = (None, None, f_s.new_zeros(0, self.feat_dim), none)
+        else:
+            target = self._memory_view(f_t, idx_t, entries, positive)
+        return self.memory.loss(f_s, y_s, *target)["loss"]
+
+    def _optimise(self, loss: torch.Tensor) -> None:
+        """Backward (gradients clipped to ``train.grad_clip``), optimiser step, then the loss
+        terms' own update."""
+        self.acc.backward(loss)
+        if self.cfg["train"]["grad_clip"] > 0:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg["train"]["grad_clip"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss_terms.after_optimizer_step(self.net)
 
     @property
     def target_samples(self) -> str:
@@ -515,7 +539,8 @@ class Trainer:
             raise NonFiniteError("non-finite loss or features; stopping (train.on_nonfinite: stop). "
                                  "The banks were not updated with this batch.")
         self.skipped_steps += 1
-        self._log(f"non-finite loss or features: step skipped, banks untouched ({self.skipped_steps} so far)")
+        self.log(f"non-finite loss or features: step skipped, banks untouched "
+                 f"({self.skipped_steps} so far)")
         return None
 
 

@@ -19,20 +19,20 @@ MARKER = "PAUSED-FOR-KILL"
 
 def main(argv: list[str]) -> int:
     pause_after, rest = int(argv[0]), argv[1:]
-    original = Trainer._iteration
+    original = Trainer.run_step
     done = {"adapt": 0}
 
-    def iteration(self: Trainer, *args, **kwargs):
+    def run_step(self: Trainer, *args, **kwargs):
         result = original(self, *args, **kwargs)
         phase = kwargs.get("phase", args[2] if len(args) > 2 else None)
-        if phase == "adapt":
+        if phase.name == "adapt":
             done["adapt"] += 1
             if done["adapt"] == pause_after:
                 print(f"{MARKER} after adaptation iteration {pause_after}", flush=True)
                 time.sleep(600)
         return result
 
-    Trainer._iteration = iteration
+    Trainer.run_step = run_step
     return train.main(rest)
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from streamlabel.banks.hybrid_memory import HybridMemory, memory_entries
 from streamlabel.data.samplers import IdentityBatchSampler
+from streamlabel.engine.hooks import label_statistics
 from streamlabel.engine.label_health import degenerate_labels, degenerate_message
 from streamlabel.engine.trainer import Trainer
 from streamlabel.methods import build_policy
@@ -140,10 +141,10 @@ class _MainProcess:
 ], ids=["all outliers", "one cluster, one camera"])
 def test_trainer_logs_degenerate_labels(labels: torch.Tensor, cams: torch.Tensor, line: str,
                                         capsys: pytest.CaptureFixture) -> None:
-    trainer = Trainer.__new__(Trainer)  # only what _label_stats reads
+    trainer = Trainer.__new__(Trainer)  # only what label_statistics reads
     trainer.policy, trainer.history, trainer.acc = _Labels(labels), [], _MainProcess()
     trainer.target_pids, trainer.target_cams = torch.tensor(np.arange(8) // 2), cams
-    stats = trainer._label_stats(3)
+    stats = label_statistics(trainer, 3)
     assert line in capsys.readouterr().out
     assert stats["outlier_frac"] == float((labels < 0).float().mean())
 
@@ -152,5 +153,5 @@ def test_trainer_is_quiet_about_healthy_labels(capsys: pytest.CaptureFixture) ->
     trainer = Trainer.__new__(Trainer)
     trainer.policy, trainer.history, trainer.acc = _Labels(torch.arange(8) // 2), [], _MainProcess()
     trainer.target_pids, trainer.target_cams = torch.arange(8) // 2, torch.tensor([0, 1] * 4)
-    trainer._label_stats(0)
+    label_statistics(trainer, 0)
     assert "degenerate" not in capsys.readouterr().out

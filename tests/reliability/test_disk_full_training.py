@@ -11,6 +11,7 @@ import pytest
 
 import streamlabel.engine.checkpoint as checkpoint_module
 from streamlabel.engine.checkpoint import find_latest, load_checkpoint
+from streamlabel.engine.phases import Phase
 from streamlabel.engine.trainer import Trainer
 from streamlabel.launch import cli
 from tests.reliability.reliability_inputs import DEMO, tiny_train_overrides
@@ -43,8 +44,9 @@ def test_disk_full_during_a_training_checkpoint(tmp_path: Path, monkeypatch: pyt
     real_fdopen, real_save = os.fdopen, Trainer._save
     full = {"now": False}
 
-    def save(self: Trainer, phase: str, epoch: int) -> None:
-        full["now"] = phase == "adapt"  # pre-training saves fine, the first adaptation checkpoint hits a full disk
+    def save(self: Trainer, phase: Phase, epoch: int) -> None:
+        # pre-training saves fine, the first adaptation checkpoint hits a full disk
+        full["now"] = phase.name == "adapt"
         real_save(self, phase, epoch)
 
     monkeypatch.setattr(Trainer, "_save", save)

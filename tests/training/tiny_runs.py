@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from streamlabel.engine.phases import Phase
 from streamlabel.engine.trainer import Trainer
 from streamlabel.launch import train as train_entry
 
@@ -55,9 +56,9 @@ def crash_then_resume(
 
     original_save = Trainer._save
 
-    def crashing_save(self: Trainer, phase: str, epoch: int, iteration: int = 0) -> None:
+    def crashing_save(self: Trainer, phase: Phase, epoch: int, iteration: int = 0) -> None:
         original_save(self, phase, epoch, iteration)
-        if (phase, epoch, iteration) == at:
+        if (phase.name, epoch, iteration) == at:
             raise Crash(f"simulated crash after the checkpoint {at}")
 
     Trainer._save = crashing_save
