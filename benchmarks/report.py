@@ -27,11 +27,14 @@ CUHK03_FILES = (EMBEDDINGS / "cuhk03p1_train_osnet_x0_25_msmt17.npz",
 
 def commit() -> str:
     """The checked-out commit, with "+dirty" when tracked code differs from it (results and docs, which the
-    benchmarks themselves rewrite, do not count). A copy of the tree without ``.git`` (a remote GPU machine)
-    reports ``STREAMLABEL_COMMIT`` + "+copy", the commit the copy was sent from, when that variable is set."""
+    benchmarks themselves rewrite, do not count). A copy of the tree without ``.git`` (a remote GPU
+    machine) reports ``STREAMLABEL_COMMIT`` + "+copy", the commit the copy was sent from, when that
+    variable is set."""
     def git(*args: str) -> str:
         try:
-            done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+            )
         except OSError:  # no git program
             return ""
         return done.stdout.strip()

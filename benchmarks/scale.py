@@ -105,7 +105,8 @@ def build_state(policy, seed: int = 0) -> None:
     num_ids, num_groups, num_super = max(1, n // 10), max(1, n // 100), max(1, n // 1000)
     ident = _identity_vectors(num_ids, num_groups, dim, seed)
     noise = F.normalize(torch.randn(CHUNK, dim, generator=torch.Generator().manual_seed(seed + 1)), dim=1)
-    store = policy.bank.storage  # ReplicatedRows or RowShards: this process's rows start..stop in ``local``
+    # ReplicatedRows or RowShards: this process's rows start..stop in ``local``
+    store = policy.bank.storage
     first, last = store.start, store.stop
     for c0 in range((first // CHUNK) * CHUNK, last, CHUNK):
         c1 = min(c0 + CHUNK, n)
@@ -251,8 +252,16 @@ def measure(cfg: dict, rank: int, world: int, out: Path) -> None:
     torch.set_num_threads(cfg["threads"])
     n, dim = cfg["n"], cfg["dim"]
     start = time.perf_counter()
-    policy = build_policy("hcd", num_samples=n, feat_dim=dim, dynamics="paper", bank=cfg["bank"],
-                          bank_dtype=cfg["dtype"], sums_dtype=cfg["dtype"], knn_projection=cfg["projection"])
+    policy = build_policy(
+        "hcd",
+        num_samples=n,
+        feat_dim=dim,
+        dynamics="paper",
+        bank=cfg["bank"],
+        bank_dtype=cfg["dtype"],
+        sums_dtype=cfg["dtype"],
+        knn_projection=cfg["projection"],
+    )
     build_state(policy)
     build_s = time.perf_counter() - start
     hooks = CostHooks()

@@ -1,1 +1,2 @@
-"""The streamlabel test suite (a package, so helpers import by path: tests.helpers..., tests.data.reid_layouts)."""
+"""The streamlabel test suite (a package, so helpers import by path: tests.helpers...,
+tests.data.reid_layouts)."""

@@ -24,7 +24,8 @@ LAYERS = [
 ALLOWED = {
     # the tracking probe measures how a policy's labels follow improving features: it builds a
     # policy (build_policy) and streams features through it, so it sits above methods/
-    # (used by benchmarks/tracking.py, benchmarks/hcd_ablation.py, tests/methods/test_hcd_real_data.py)
+    # (used by benchmarks/tracking.py, benchmarks/hcd_ablation.py,
+    # tests/methods/test_hcd_real_data.py)
     ("streamlabel.evaluation.tracking_probe", "streamlabel.methods"),
 }
 

@@ -128,7 +128,8 @@ class FeatureBank:
         indices = indices.to(self.device).long()
         self._check(indices, features)
         indices, features = dedupe_rows(indices, features.to(self.device, torch.float32))
-        old = self.storage.gather_rows(indices).float()  # collective on a sharded bank: every rank is here
+        # collective on a sharded bank: every rank is here
+        old = self.storage.gather_rows(indices).float()
         mixed = self.momentum * old + (1.0 - self.momentum) * unit_rows(features)
         # a (near-)zero feature has no direction: with momentum 0 it would zero the row, so the row keeps its value
         lost = mixed.norm(dim=1, keepdim=True) < _MIN_NORM

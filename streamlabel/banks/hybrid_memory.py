@@ -71,8 +71,8 @@ def memory_entries_from_sums(
     (entries, in ascending id order); ``sample_ids`` [N]: the cluster id of every sample, negative for
     none; samples whose id is negative or not kept are outliers and get their own row of ``features``.
     ``counts`` [K] (members per id): the centres are the plain means ``sum / count``; None: unit length.
-    ``cluster_sums`` and ``features`` are tensors or row storages (banks/replicated_rows.py); a RowShards
-    is read with ``gather_rows``, a collective: every rank calls this function.
+    ``cluster_sums`` and ``features`` are tensors or row storages (banks/replicated_rows.py); a
+    RowShards is read with ``gather_rows``, a collective: every rank calls this function.
     """
     cluster_sums, features = as_row_storage(cluster_sums), as_row_storage(features)
     keep = keep.to(cluster_sums.device)

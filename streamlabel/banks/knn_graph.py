@@ -4,9 +4,9 @@ Memory is O(C * k). A step that moves R centres costs one R x C product against 
 moved units get exact fresh lists, entries pointing at them elsewhere take their new similarity, and
 a moved unit enters another list only where it beats that list's weakest entry. Lists carry ``slack``
 spare entries so that a neighbour moving away can be replaced without a full rebuild; ``rebuild``
-recomputes every list exactly (blocked, never C x C in memory). The centres here are a tensor; a row
-storage runs the graph through its own ``rebuild_graph`` / ``refresh_graph`` (RowShards: the distributed
-version in ``banks/sharded_graph.py``).
+recomputes every list exactly (blocked, never C x C in memory). The centres here are a tensor; a
+row storage runs the graph through its own ``rebuild_graph`` / ``refresh_graph`` (RowShards: the
+distributed version in ``banks/sharded_graph.py``).
 """
 
 from __future__ import annotations

@@ -6,12 +6,13 @@ freed when its cluster empties and reused for the next new cluster, so ids stay 
 moving any per-cluster storage; ``dense_labels`` gives compact 0..C-1 ids for output.
 
 The sums are one [H, N, D] tensor (``sums_dtype``, float32 by default), or with ``make_rows`` one
-RowShards per level (sharded over the ranks by cluster id; labels and sizes stay replicated). Either way
-``rows[level]`` is the level's row storage (a ReplicatedRows view of the tensor, or the RowShards), and
-every read, write, graph update and recompute goes through its interface (banks/replicated_rows.py), so
-the bank does not branch on the storage; only the checkpoint format differs (one tensor, or each rank's
-shards). Next to replicated sums the bank keeps their row norms [H, N], updated for the ids each change
-touches, so the k-NN graphs score cluster centres without normalising all N rows every step.
+RowShards per level (sharded over the ranks by cluster id; labels and sizes stay replicated).
+Either way ``rows[level]`` is the level's row storage (a ReplicatedRows view of the tensor, or the
+RowShards), and every read, write, graph update and recompute goes through its interface
+(banks/replicated_rows.py), so the bank does not branch on the storage; only the checkpoint format
+differs (one tensor, or each rank's shards). Next to replicated sums the bank keeps their row norms
+[H, N], updated for the ids each change touches, so the k-NN graphs score cluster centres without
+normalising all N rows every step.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ class HierarchicalLabelBank:
         else:
             self.sums = torch.zeros(h, n, feat_dim, dtype=sums_dtype, device=device)
             self.norms = torch.zeros(h, n, dtype=torch.float32, device=device)
-            self.rows = [ReplicatedRows(self.sums[level], normalize_rows=True, norms=self.norms[level])
-                         for level in range(h)]
+            self.rows = [
+                ReplicatedRows(self.sums[level], normalize_rows=True, norms=self.norms[level])
+                for level in range(h)
+            ]
         self.sums_dtype = self.rows[0].dtype
 
     @property
@@ -89,11 +92,13 @@ class HierarchicalLabelBank:
         self.check_invariant()
 
     def recompute(
-        self, features: torch.Tensor | ReplicatedRows | RowShards, levels: range | list[int] | None = None
+        self,
+        features: torch.Tensor | ReplicatedRows | RowShards,
+        levels: range | list[int] | None = None,
     ) -> None:
-        """Exact sizes and sums of ``levels`` (default all) from the labels and the feature rows (a tensor,
-        or the feature bank's ``storage``, laid out like the sums); clears any drift of the incremental
-        updates."""
+        """Exact sizes and sums of ``levels`` (default all) from the labels and the feature rows (a
+        tensor, or the feature bank's ``storage``, laid out like the sums); clears any drift of the
+        incremental updates."""
         features = as_row_storage(features)
         for level in range(self.num_levels) if levels is None else levels:
             lab = self.labels[level]
@@ -111,8 +116,9 @@ class HierarchicalLabelBank:
         self.rows[level].rebuild_graph(graph, self.alive[level])
 
     def refresh_graph(self, level: int, graph: KnnGraph, changed: torch.Tensor) -> None:
-        """Update the k-NN lists of ``level``'s centres after the clusters ``changed`` moved (replicated:
-        scored against the kept row norms, no pass normalising every row; collective when sharded)."""
+        """Update the k-NN lists of ``level``'s centres after the clusters ``changed`` moved
+        (replicated: scored against the kept row norms, no pass normalising every row; collective
+        when sharded)."""
         self.rows[level].refresh_graph(graph, changed, self.alive[level])
 
     def parent(self, level: int) -> torch.Tensor:
@@ -166,7 +172,8 @@ class HierarchicalLabelBank:
             sums = self.rows[level]
             sums.index_add_(0, old_labels[level], -old_feats.to(self.sums_dtype))
             sums.index_add_(0, new_labels[level], new_feats.to(self.sums_dtype))
-            sums.release_emptied_(old_labels[level], self.sizes[level])  # compact sums: free their slots
+            # compact sums: free their slots
+            sums.release_emptied_(old_labels[level], self.sizes[level])
             sums.update_norms(torch.cat([old_labels[level], new_labels[level]]))
         self.labels[:, rows] = new_labels
 
@@ -196,8 +203,9 @@ class HierarchicalLabelBank:
         rows.update_norms(torch.cat([root[moved], moved]))
 
     def state_dict(self) -> dict:
-        """Labels and the incrementally kept statistics (saved, not recomputed, so resume is exact). The
-        format is the storage's: one [H, N, D] tensor, or a list of each level's shard states."""
+        """Labels and the incrementally kept statistics (saved, not recomputed, so resume is
+        exact). The format is the storage's: one [H, N, D] tensor, or a list of each level's shard
+        states."""
         sums = [rows.state_dict() for rows in self.sums] if self.sharded else self.sums.clone()
         return {"labels": self.labels.clone(), "sizes": self.sizes.clone(), "sums": sums}
 

@@ -1,14 +1,15 @@
 """RowShards: an N x D matrix (feature bank, cluster sums) split by rows over the ranks of torch.distributed.
 
 Rank r holds rows [r*s, min((r+1)*s, N)) with s = ceil(N / world); at world 1 (no process group, or
-``distributed=False``) it holds every row and no collective runs. Reading rows (``gather_rows(ids)``, a
-collective: every rank calls it with the same ids) sums the owners' rows over the ranks (the others
-contribute zeros, so the result is exact); writes (``index_add_`` / ``index_copy_`` / ``empty_rows_``)
-touch only the owner's rows. The interface is the one ``ReplicatedRows`` (banks/replicated_rows.py)
-offers for a matrix held whole, so callers never branch on the storage. ``search`` is the k-NN
-of query rows against every shard: local top-k per block of rows, then a global merge of the
-candidates. With a ``projection`` [D, d] each shard also keeps its rows projected to d dimensions;
-candidates are then found in d dimensions (``oversample`` x k of them) and re-scored exactly.
+``distributed=False``) it holds every row and no collective runs. Reading rows
+(``gather_rows(ids)``, a collective: every rank calls it with the same ids) sums the owners' rows
+over the ranks (the others contribute zeros, so the result is exact); writes (``index_add_`` /
+``index_copy_`` / ``empty_rows_``) touch only the owner's rows. The interface is the one
+``ReplicatedRows`` (banks/replicated_rows.py) offers for a matrix held whole, so callers never
+branch on the storage. ``search`` is the k-NN of query rows against every shard: local top-k per
+block of rows, then a global merge of the candidates. With a ``projection`` [D, d] each shard also
+keeps its rows projected to d dimensions; candidates are then found in d dimensions (``oversample``
+x k of them) and re-scored exactly.
 
 ``compact=True`` (cluster sums) stores only the rows in use: a slot map gives each written row a slot
 (lowest free first, the store grows by doubling), emptying a row frees its slot, and
@@ -147,8 +148,8 @@ class RowShards:
     def gather_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` (any shape, or a bool mask over the N rows) as float32 on every rank.
 
-        Collective (an all_reduce when there are several ranks or the store is compact): every rank must
-        call it, with the same ids.
+        Collective (an all_reduce when there are several ranks or the store is compact): every rank
+        must call it, with the same ids.
         """
         if ids.dtype == torch.bool:
             ids = ids.nonzero().flatten()
@@ -163,7 +164,8 @@ class RowShards:
         return out.reshape(*ids.shape, self.dim)
 
     def all_rows(self) -> torch.Tensor:
-        """Every row [N, D] as float32 on every rank. Collective, and N x D in memory on each rank."""
+        """Every row [N, D] as float32 on every rank. Collective, and N x D in memory on each
+        rank."""
         return self.gather_rows(torch.arange(self.num_rows, device=self.device))
 
     def empty_rows_(self, ids: torch.Tensor) -> None:
@@ -179,7 +181,8 @@ class RowShards:
             self.slot[local] = -1
 
     def release_emptied_(self, ids: torch.Tensor, sizes: torch.Tensor) -> None:
-        """Empty the rows among ``ids`` whose size in ``sizes`` [N] is 0 (a compact store frees their slots)."""
+        """Empty the rows among ``ids`` whose size in ``sizes`` [N] is 0 (a compact store frees
+        their slots)."""
         self.empty_rows_(ids[sizes[ids] == 0])
 
     def update_norms(self, ids: torch.Tensor) -> None:
@@ -273,24 +276,28 @@ class RowShards:
         return F.normalize(rows, dim=-1) if self.normalize_rows else rows
 
     def centres(self) -> RowShards:
-        """The rows as read for similarity: the store itself (``normalize_rows`` applies on read)."""
+        """The rows as read for similarity: the store itself (``normalize_rows`` applies on
+        read)."""
         return self
 
     def rebuild_graph(self, graph: KnnGraph, alive: torch.Tensor) -> None:
         """Exact (or projected + re-scored) lists of ``graph`` for every alive row. Collective."""
-        from streamlabel.banks.sharded_graph import rebuild_sharded  # sharded_graph imports this module
+        # sharded_graph imports this module
+        from streamlabel.banks.sharded_graph import rebuild_sharded
 
         rebuild_sharded(graph, self, alive)
 
     def refresh_graph(self, graph: KnnGraph, moved: torch.Tensor, alive: torch.Tensor) -> None:
-        """Bring ``graph`` up to date after rows ``moved`` changed (banks/sharded_graph.py). Collective."""
+        """Bring ``graph`` up to date after rows ``moved`` changed (banks/sharded_graph.py).
+        Collective."""
         from streamlabel.banks.sharded_graph import refresh_sharded
 
         refresh_sharded(graph, moved, self, alive)
 
     def nearest_segments(self, labels: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-        """For every alive id of ``labels`` [N], the id whose normalised row sum is nearest, [C, 1]: the
-        sums are sharded like these rows and searched a chunk of ids at a time. Collective."""
+        """For every alive id of ``labels`` [N], the id whose normalised row sum is nearest,
+        [C, 1]: the sums are sharded like these rows and searched a chunk of ids at a time.
+        Collective."""
         ids = alive.nonzero().flatten()
         sums = RowShards(self.num_rows, self.dim, device=self.device, normalize_rows=True,
                          distributed=self.world > 1)

@@ -3,8 +3,8 @@
 Every rank calls every method with the same arguments (the trainer gathers the batch on all ranks);
 ``initialize`` (inherited) hands the full pass to ``RowShards.copy_``, which keeps this rank's rows.
 The momentum rows are computed identically everywhere from the gathered old rows; only the owner
-writes them. ``features`` (and ``storage``) is a RowShards: ``bank.storage.gather_rows(ids)`` reads rows
-on every rank (a collective: every rank calls it with the same ids).
+writes them. ``features`` (and ``storage``) is a RowShards: ``bank.storage.gather_rows(ids)`` reads
+rows on every rank (a collective: every rank calls it with the same ids).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class ShardedFeatureBank(FeatureBank):
 
     @property
     def storage(self) -> RowShards:
-        """The RowShards holding this rank's rows (the row-storage interface, banks/replicated_rows.py)."""
+        """The RowShards holding this rank's rows (the row-storage interface,
+        banks/replicated_rows.py)."""
         return self.features
 
     def segment_means(self, labels: torch.Tensor, num_segments: int, normalize: bool = True) -> torch.Tensor:

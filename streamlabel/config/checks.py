@@ -1,8 +1,9 @@
 """Checking a merged configuration against the schema, and the cross-key rules.
 
-Every error is a :class:`~streamlabel.config.errors.ConfigError` naming the file (or "command line")
-that set the key. Policy and loss-term names and parameters are checked against what the caller passes
-as :class:`PluginChecks`: the registries live in ``methods/`` and ``losses/``, layers above this one.
+Every error is a :class:`~streamlabel.config.errors.ConfigError` naming the file (or "command
+line") that set the key. Policy and loss-term names and parameters are checked against what the
+caller passes as :class:`PluginChecks`: the registries live in ``methods/`` and ``losses/``, layers
+above this one.
 """
 
 from __future__ import annotations
@@ -20,23 +21,32 @@ from streamlabel.config.schema import CHOICES, FREE_MAPS, RANGES
 
 __all__ = ["Checker", "PluginChecks", "cross_checks"]
 
-_REQUIRED = {"data.source": ("name", "root"), "data.target": ("name", "root"), "model": ("name",), "policy": ("name",)}
+_REQUIRED = {
+    "data.source": ("name", "root"),
+    "data.target": ("name", "root"),
+    "model": ("name",),
+    "policy": ("name",),
+}
 _DEFAULTS_LABEL = "the defaults"
 
 
 @dataclass(frozen=True)
 class PluginChecks:
-    """What the checks ask of the policy and loss-term registries (``streamlabel.launch.run_config``
-    builds it from ``streamlabel.methods`` and ``streamlabel.losses``)."""
+    """What the checks ask of the policy and loss-term registries
+    (``streamlabel.launch.run_config`` builds it from ``streamlabel.methods`` and
+    ``streamlabel.losses``)."""
 
     policy_names: Callable[[], list[str]]  # every registered policy name
-    policy_parameters: Callable[[str], dict[str, object]]  # a policy's keyword parameters and defaults
+    # a policy's keyword parameters and defaults
+    policy_parameters: Callable[[str], dict[str, object]]
     # why a value cannot stand for a parameter: (policy, key, value, default) -> message or None
     policy_value_error: Callable[[str, str, object, object], str | None]
-    # the error a policy's constructor raises for these parameters: (policy, params) -> message or None
+    # the error a policy's constructor raises for these parameters: (policy, params) -> message or
+    # None
     policy_error: Callable[[str, dict[str, object]], str | None]
     loss_names: Callable[[], list[str]]  # every registered loss term name
-    loss_parameters: Callable[[str], dict[str, object]]  # a loss term's parameters, with its weight
+    # a loss term's parameters, with its weight
+    loss_parameters: Callable[[str], dict[str, object]]
 
 
 def _origin(origins: dict[str, str], path: str) -> str:
@@ -59,14 +69,22 @@ class Checker:
     def where(self, path: str) -> str:
         return _origin(self.origins, path)
 
-    def unknown(self, key: object, path: str, valid: Sequence[str], prefix: str, what: str = "") -> ConfigKeyError:
+    def unknown(
+        self, key: object, path: str, valid: Sequence[str], prefix: str, what: str = ""
+    ) -> ConfigKeyError:
         close = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.5)
-        hint = f"; did you mean '{prefix}{close[0]}'?" if close else f" (valid: {', '.join(sorted(valid))})"
+        hint = (
+            f"; did you mean '{prefix}{close[0]}'?"
+            if close
+            else f" (valid: {', '.join(sorted(valid))})"
+        )
         return ConfigKeyError(f"unknown key '{path}' in {self.where(path)}{what}{hint}")
 
     def type_error(self, path: str, expected: str, value: object) -> ConfigError:
-        return ConfigError(f"'{path}' in {self.where(path)} must be {expected}, got {type(value).__name__} "
-                           f"{value!r}")
+        return ConfigError(
+            f"'{path}' in {self.where(path)} must be {expected}, got {type(value).__name__} "
+            f"{value!r}"
+        )
 
     def node(self, value: object, default: object, path: str) -> object:
         if path in FREE_MAPS:
@@ -90,9 +108,15 @@ class Checker:
                     raise self.unknown(key, f"{prefix}{key}", [str(k) for k in default], prefix)
             for key in _REQUIRED.get(path, ()):
                 if key not in value:
-                    raise ConfigError(f"'{prefix}{key}' is missing: {path} (set in {self.where(path)}) names a "
-                                      f"new entry, which needs {' and '.join(_REQUIRED[path])}")
-            return {key: self.node(value[key], sub, f"{prefix}{key}") for key, sub in default.items() if key in value}
+                    raise ConfigError(
+                        f"'{prefix}{key}' is missing: {path} (set in {self.where(path)}) names a "
+                        f"new entry, which needs {' and '.join(_REQUIRED[path])}"
+                    )
+            return {
+                key: self.node(value[key], sub, f"{prefix}{key}")
+                for key, sub in default.items()
+                if key in value
+            }
         return self.leaf(value, default, path)
 
     def leaf(self, value: object, default: object, path: str) -> object:
@@ -125,8 +149,10 @@ class Checker:
             return list(value)
         self.bounds([value], path)
         if path in CHOICES and value not in CHOICES[path]:
-            raise ConfigError(f"'{path}' in {self.where(path)} must be one of {', '.join(CHOICES[path])}; "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"'{path}' in {self.where(path)} must be one of {', '.join(CHOICES[path])}; "
+                f"got {value!r}"
+            )
         return value
 
     def bounds(self, values: list, path: str) -> None:
@@ -135,40 +161,61 @@ class Checker:
             return
         low, high, low_inclusive = spec
         for value in values:
-            ok = (value >= low if low_inclusive else value > low) and (high is None or value <= high)
+            ok = (value >= low if low_inclusive else value > low) and (
+                high is None or value <= high
+            )
             if not ok:
                 allowed = (f"in {'[' if low_inclusive else '('}{low}, {high}]" if high is not None
                            else f"{'>=' if low_inclusive else '>'} {low}")
-                raise ConfigError(f"'{path}' in {self.where(path)} must be {allowed}; got {value!r}")
+                raise ConfigError(
+                    f"'{path}' in {self.where(path)} must be {allowed}; got {value!r}"
+                )
 
     def loss_terms(self, value: object) -> dict:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self.type_error("loss.terms", "a mapping {loss name: {weight: w, parameters...}}", value)
+            raise self.type_error(
+                "loss.terms", "a mapping {loss name: {weight: w, parameters...}}", value
+            )
         names = self.plugins.loss_names()
         out: dict = {}
         for name, params in value.items():
             if name not in names:
-                raise self.unknown(name, f"loss.terms.{name}", names, "loss.terms.", " (available loss terms)")
+                raise self.unknown(
+                    name, f"loss.terms.{name}", names, "loss.terms.", " (available loss terms)"
+                )
             params = {} if params is None else params
             if not isinstance(params, dict):
-                raise self.type_error(f"loss.terms.{name}", "a mapping of the term's parameters (or null)", params)
+                raise self.type_error(
+                    f"loss.terms.{name}", "a mapping of the term's parameters (or null)", params
+                )
             valid = self.plugins.loss_parameters(name)
             for key in params:
                 if key not in valid:
-                    raise self.unknown(key, f"loss.terms.{name}.{key}", [str(k) for k in valid],
-                                       f"loss.terms.{name}.", f" (parameters of loss term {name!r})")
+                    raise self.unknown(
+                        key,
+                        f"loss.terms.{name}.{key}",
+                        [str(k) for k in valid],
+                        f"loss.terms.{name}.",
+                        f" (parameters of loss term {name!r})",
+                    )
             weight = params.get("weight", 1.0)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                    or weight < 0:
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not math.isfinite(weight)
+                or weight < 0
+            ):
                 raise self.type_error(f"loss.terms.{name}.weight", "a finite number >= 0", weight)
             out[name] = dict(params)
         return out
 
     def policy(self, value: object) -> dict:
         if not isinstance(value, dict):
-            raise self.type_error("policy", "a mapping with a 'name' and the policy's parameters", value)
+            raise self.type_error(
+                "policy", "a mapping with a 'name' and the policy's parameters", value
+            )
         name = value.get("name")
         if not isinstance(name, str):
             raise self.type_error("policy.name", "a policy name (string)", name)
@@ -176,14 +223,20 @@ class Checker:
         if name not in names:
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigKeyError(f"unknown policy {name!r} for 'policy.name' in {self.where('policy.name')}{hint} "
-                                 f"(available: {', '.join(names)})")
+            raise ConfigKeyError(
+                f"unknown policy {name!r} for 'policy.name' in {self.where('policy.name')}{hint} "
+                f"(available: {', '.join(names)})"
+            )
         params = self.plugins.policy_parameters(name)
         for key in value:
             if key != "name" and key not in params:
                 raise self.unknown(key, f"policy.{key}", [str(k) for k in params], "policy.",
                                    f" (parameters of policy {name!r})")
-            problem = self.plugins.policy_value_error(name, key, value[key], params[key]) if key != "name" else None
+            problem = (
+                self.plugins.policy_value_error(name, key, value[key], params[key])
+                if key != "name"
+                else None
+            )
             if problem:
                 raise ConfigError(f"'policy.{key}' in {self.where(f'policy.{key}')}: {problem}")
         out = {"name": name}
@@ -194,7 +247,11 @@ class Checker:
                 out[key] = copy.deepcopy(default)
         problem = self.plugins.policy_error(name, {k: v for k, v in out.items() if k != "name"})
         if problem:  # a value out of range, found now rather than after the datasets are read
-            found = [(m.start(), k) for k in out if k != "name" and (m := re.search(rf"\b{re.escape(k)}\b", problem))]
+            found = [
+                (m.start(), k)
+                for k in out
+                if k != "name" and (m := re.search(rf"\b{re.escape(k)}\b", problem))
+            ]
             key = min(found)[1] if found else None  # the key the message names first
             path = f"policy.{key}" if key else "policy"
             raise ConfigError(f"'{path}' (policy {name!r}) in {self.where(path)}: {problem}")
@@ -213,23 +270,39 @@ def cross_checks(cfg: dict, checker: Checker) -> None:
     if data["source"] is None:
         train["source_batch"] = 0  # forced: there is no source to sample
         if train["pretrain_iterations"] > 0:
-            raise ConfigError(f"'train.pretrain_iterations' is {train['pretrain_iterations']} (from "
-                              f"{checker.where('train.pretrain_iterations')}) but data.source is null: "
-                              "source pre-training needs a labelled source; set it to 0")
+            raise ConfigError(
+                f"'train.pretrain_iterations' is {train['pretrain_iterations']} (from "
+                f"{checker.where('train.pretrain_iterations')}) but data.source is null: "
+                "source pre-training needs a labelled source; set it to 0"
+            )
         if cfg["eval"]["split"] == "source":
-            raise ConfigError(f"'eval.split' is 'source' (from {checker.where('eval.split')}) but data.source is null")
+            raise ConfigError(
+                f"'eval.split' is 'source' (from {checker.where('eval.split')}) "
+                "but data.source is null"
+            )
     k = data["num_instances"]
     for key in ("source_batch", "target_batch"):
         if train[key] % k:
-            raise ConfigError(f"'train.{key}' ({train[key]}, from {checker.where('train.' + key)}) must be a "
-                              f"multiple of data.num_instances ({k}): batches hold P identities x K images")
+            raise ConfigError(
+                f"'train.{key}' ({train[key]}, from {checker.where('train.' + key)}) must be a "
+                f"multiple of data.num_instances ({k}): batches hold P identities x K images"
+            )
     if not cfg["loss"]["hybrid_memory"] and not cfg["loss"]["terms"]:
-        raise ConfigError(f"'loss.hybrid_memory' is false (from {checker.where('loss.hybrid_memory')}) and "
-                          "loss.terms is empty: nothing would train the model; add a term or turn the memory on")
+        raise ConfigError(
+            f"'loss.hybrid_memory' is false (from {checker.where('loss.hybrid_memory')}) and "
+            "loss.terms is empty: nothing would train the model; add a term or turn the memory on"
+        )
     policy = cfg["policy"]
-    if policy["name"] == "inclr" and not policy.get("global_only") and not cfg["model"]["kwargs"].get("parts"):
-        raise ConfigError(f"policy inclr (from {checker.where('policy.name')}) clusters part features but the model "
-                          "returns none: set model.kwargs.parts (e.g. 3, = policy.num_parts), or "
-                          "policy.global_only=true for the global clustering alone (not INCLR)")
+    if (
+        policy["name"] == "inclr"
+        and not policy.get("global_only")
+        and not cfg["model"]["kwargs"].get("parts")
+    ):
+        raise ConfigError(
+            f"policy inclr (from {checker.where('policy.name')}) clusters part features "
+            "but the model "
+            "returns none: set model.kwargs.parts (e.g. 3, = policy.num_parts), or "
+            "policy.global_only=true for the global clustering alone (not INCLR)"
+        )
 
 

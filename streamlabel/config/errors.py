@@ -8,7 +8,8 @@ __all__ = ["ConfigError", "ConfigKeyError"]
 
 
 class ConfigError(ValueError):
-    """A configuration the user must fix: the message names the file, the key, and what was expected."""
+    """A configuration the user must fix: the message names the file, the key, and what was
+    expected."""
 
 
 class ConfigKeyError(ConfigError, UnknownKeyError):

@@ -1,4 +1,5 @@
-"""The fingerprint of a resolved configuration (what a checkpoint must match to resume) and its YAML dump."""
+"""The fingerprint of a resolved configuration (what a checkpoint must match to resume) and its
+YAML dump."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ __all__ = ["config_fingerprint", "dump_config"]
 
 
 def config_fingerprint(cfg: dict) -> str:
-    """sha256 of the canonical JSON of ``cfg`` without :data:`FINGERPRINT_EXCLUDE` (what defines the run)."""
+    """sha256 of the canonical JSON of ``cfg`` without :data:`FINGERPRINT_EXCLUDE` (what defines
+    the run)."""
     run = copy.deepcopy(cfg)
     for path in FINGERPRINT_EXCLUDE:
         *parents, leaf = path.split(".")
@@ -39,10 +41,13 @@ def _to_yaml(value: object) -> object:
 
 
 def dump_config(cfg: dict, path: str | Path) -> Path:
-    """Write the resolved ``cfg`` as YAML (loadable again by :func:`load_config`); returns the path."""
+    """Write the resolved ``cfg`` as YAML (loadable again by :func:`load_config`); returns the
+    path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = yaml.safe_dump(_to_yaml(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    body = yaml.safe_dump(
+        _to_yaml(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
     header = f"# resolved streamlabel configuration; fingerprint {config_fingerprint(cfg)}\n"
     path.write_text(header + body, encoding="utf-8")
     return path

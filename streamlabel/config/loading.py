@@ -45,8 +45,12 @@ __all__ = ["import_plugins", "load_config", "parse_override_items"]
 
 _BUILDER_NODES = ("data.source", "data.target", "model", "policy")
 # a builder node whose name changes restarts from these (the old kwargs / parameters are dropped)
-_FRESH = {"data.source": {"kwargs": {}}, "data.target": {"kwargs": {}}, "model": {"kwargs": {}, "pretrained": None},
-          "policy": {}}
+_FRESH = {
+    "data.source": {"kwargs": {}},
+    "data.target": {"kwargs": {}},
+    "model": {"kwargs": {}, "pretrained": None},
+    "policy": {},
+}
 _COMMAND_LINE = "command line"
 
 
@@ -63,8 +67,11 @@ class _Loader(yaml.SafeLoader):
                 key = self.construct_object(key_node, deep=True)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}",
-                        key_node.start_mark)
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
                 seen.append(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -102,8 +109,10 @@ def _read_yaml(path: Path, label: str) -> dict:
         raise ConfigError(f"config file {label} is empty (no keys, only blanks or comments); "
                           f"start from configs/base.yaml or another config in configs/")
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {label} must hold a mapping of keys (e.g. 'train: ...') at the top "
-                          f"level, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {label} must hold a mapping of keys (e.g. 'train: ...') at the top "
+            f"level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -120,7 +129,9 @@ def _layers(path: Path, stack: tuple[Path, ...]) -> list[tuple[str, dict]]:
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) and b.strip() for b in bases):
-        raise ConfigError(f"'_base_' in {label} must be a file path or a list of file paths, got {bases!r}")
+        raise ConfigError(
+            f"'_base_' in {label} must be a file path or a list of file paths, got {bases!r}"
+        )
     out: list[tuple[str, dict]] = []
     for base in bases:
         base_path = Path(base).expanduser()
@@ -140,12 +151,16 @@ def parse_override_items(items: Sequence[str]) -> list[dict]:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(p.strip() for p in parts):
-            raise ConfigError(f"override {item!r} on the command line is not of the form key=value "
-                              "(e.g. train.iterations=1000)")
+            raise ConfigError(
+                f"override {item!r} on the command line is not of the form key=value "
+                "(e.g. train.iterations=1000)"
+            )
         try:
             value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r} on the command line: value is not valid YAML ({err})") from None
+            raise ConfigError(
+                f"override {item!r} on the command line: value is not valid YAML ({err})"
+            ) from None
         for part in reversed(parts):
             value = {part.strip(): value}
         out.append(value)
@@ -181,9 +196,10 @@ def _merge(dst: dict, src: dict, origins: dict[str, str], label: str, prefix: st
 
 
 def import_plugins(entries: object, where: str) -> None:
-    """Import the ``imports`` of a config (dotted module names, or ``.py`` files relative to the working folder)
-    so the policies, losses, models and datasets they register exist before the config names them. A module
-    is imported once per process (a second ``load_config`` finds it in ``sys.modules``)."""
+    """Import the ``imports`` of a config (dotted module names, or ``.py`` files relative to the
+    working folder) so the policies, losses, models and datasets they register exist before the
+    config names them. A module is imported once per process (a second ``load_config`` finds it in
+    ``sys.modules``)."""
     import importlib
     import importlib.util
     import sys
@@ -191,7 +207,9 @@ def import_plugins(entries: object, where: str) -> None:
     if entries is None:
         return
     if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
-        raise ConfigError(f"'imports' in {where} must be a list of module names or .py files, got {entries!r}")
+        raise ConfigError(
+            f"'imports' in {where} must be a list of module names or .py files, got {entries!r}"
+        )
     for entry in entries:
         try:
             if entry.endswith(".py"):
@@ -200,7 +218,9 @@ def import_plugins(entries: object, where: str) -> None:
                 if name in sys.modules:
                     continue
                 if not path.is_file():
-                    raise FileNotFoundError(f"{entry} is not a file (relative paths start at {Path.cwd()})")
+                    raise FileNotFoundError(
+                        f"{entry} is not a file (relative paths start at {Path.cwd()})"
+                    )
                 spec = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[name] = module
@@ -211,8 +231,11 @@ def import_plugins(entries: object, where: str) -> None:
                     raise
             else:
                 importlib.import_module(entry)
-        except Exception as err:  # noqa: BLE001 - any failure of user code is reported as a config error
-            raise ConfigError(f"'imports' in {where}: cannot import {entry!r}: {type(err).__name__}: {err}") from None
+        except Exception as err:  # noqa: BLE001
+            # any failure of user code is reported as a config error
+            raise ConfigError(
+                f"'imports' in {where}: cannot import {entry!r}: {type(err).__name__}: {err}"
+            ) from None
 
 
 

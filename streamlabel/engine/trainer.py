@@ -352,7 +352,8 @@ class Trainer:
         digest, total = hashlib.sha256(), 0.0
         for start in range(0, self.policy.num_samples, block):
             rows = torch.arange(start, min(start + block, self.policy.num_samples), device=self.device)
-            part = features.gather_rows(rows).detach().float().cpu().numpy()  # collective when sharded
+            # collective when sharded
+            part = features.gather_rows(rows).detach().float().cpu().numpy()
             digest.update(part.tobytes())
             total += float(part.astype("float64").sum())
         return {"labels_sha": hashlib.sha256(labels.tobytes()).hexdigest()[:16],

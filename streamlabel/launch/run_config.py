@@ -1,4 +1,5 @@
-"""The configuration of a run: ``load_config`` with the policy and loss-term checks of the registries."""
+"""The configuration of a run: ``load_config`` with the policy and loss-term checks of the
+registries."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ __all__ = ["load_run_config", "plugin_checks"]
 
 
 def plugin_checks() -> PluginChecks:
-    """The policy and loss-term facts ``load_config`` checks a config against (imports the registries)."""
+    """The policy and loss-term facts ``load_config`` checks a config against (imports the
+    registries)."""
     from streamlabel.losses import available_losses, loss_parameters
     from streamlabel.methods import available_policies, policy_parameters
     from streamlabel.methods.param_check import dry_run_error, parameter_type_error
@@ -28,5 +30,6 @@ def plugin_checks() -> PluginChecks:
 
 
 def load_run_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict:
-    """The resolved, checked configuration of ``path`` (None: the defaults) with ``overrides`` applied."""
+    """The resolved, checked configuration of ``path`` (None: the defaults) with ``overrides``
+    applied."""
     return load_config(path, overrides, checks=plugin_checks())

@@ -81,8 +81,9 @@ class CentreContrastiveLoss(LossTerm):
         round_id = int(getattr(policy, "rounds", 0))
         if (round_id != int(self.built_round) or labels.shape != self.built_labels.shape
                 or not torch.equal(labels, self.built_labels.to(labels.device))):
-            # every row (sharded: a collective, every process reads all rows once per rebuild; the labels,
-            # hence this branch, agree on every process); replicated: the bank tensor itself, no copy
+            # every row (sharded: a collective, every process reads all rows once per rebuild; the
+            # labels, hence this branch, agree on every process); replicated: the bank tensor
+            # itself, no copy
             self.rebuild(as_row_storage(bank).all_rows(), labels, round_id)
 
     # ------------------------------------------------------------------ loss

@@ -15,9 +15,9 @@ h inside one cluster of level h+1) are updated every mini-batch. Two rule sets, 
 With ``refresh_every = n > 0`` the steps only update features and every n epochs ``refresh`` re-clusters
 the current bank from scratch (the offline arm). docs/engine.md compares the presets on real data.
 ``refresh_source: extract`` fills the bank from a fresh feature pass before each refresh; online
-(``refresh_every = 0``) it re-anchors the labels at every epoch end: the trainer reloads the bank from a
-fresh pass of the current model and the labels start anew from it, so the momentum blend of training-mode
-features of successive models never outlives an epoch.
+(``refresh_every = 0``) it re-anchors the labels at every epoch end: the trainer reloads the bank
+from a fresh pass of the current model and the labels start anew from it, so the momentum blend of
+training-mode features of successive models never outlives an epoch.
 
 Scale (docs/scaling.md, paper dynamics): ``bank: sharded`` splits the feature bank and every level's
 cluster sums by rows over the ranks of torch.distributed; ``sums_dtype`` stores the sums in 16 bits;
@@ -96,20 +96,43 @@ class HCDPolicy(BankUpdatePolicy):
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every)
         if refresh_source not in ("bank", "extract"):
-            raise ValueError(f"refresh_source must be 'bank' (refresh from the momentum bank) or 'extract' (a fresh "
-                             f"pass first; online: at every epoch end), got {refresh_source!r}")
+            raise ValueError(
+                "refresh_source must be 'bank' (refresh from the momentum bank) or 'extract' "
+                "(a fresh "
+                f"pass first; online: at every epoch end), got {refresh_source!r}"
+            )
         self.refresh_source = refresh_source
         given = {"link_k": link_k, "criterion": criterion, "split_gap": split_gap, "merge_floor": merge_floor,
                  "cross_camera_from": cross_camera_from, "alpha_merge": alpha_merge, "sigma": sigma,
                  "merge_norm": merge_norm, "init_rounds": init_rounds, "refresh_rounds": refresh_rounds,
                  "assign": assign}
         preset = _validated_preset(
-            dynamics, given, k=k, num_levels=num_levels, max_anchors=max_anchors, alpha_split=alpha_split,
-            anchor_method=anchor_method, bank_dtype=bank_dtype, bank=bank, sums_dtype=sums_dtype,
-            knn_projection=knn_projection, knn_backend=knn_backend, feat_dim=feat_dim)
-        self._set_parameters(dynamics, preset, k=k, num_levels=num_levels, alpha_split=alpha_split,
-                             max_anchors=max_anchors, anchor_method=anchor_method, merge_only=merge_only,
-                             singletons_as_outliers=singletons_as_outliers, bank=bank)
+            dynamics,
+            given,
+            k=k,
+            num_levels=num_levels,
+            max_anchors=max_anchors,
+            alpha_split=alpha_split,
+            anchor_method=anchor_method,
+            bank_dtype=bank_dtype,
+            bank=bank,
+            sums_dtype=sums_dtype,
+            knn_projection=knn_projection,
+            knn_backend=knn_backend,
+            feat_dim=feat_dim,
+        )
+        self._set_parameters(
+            dynamics,
+            preset,
+            k=k,
+            num_levels=num_levels,
+            alpha_split=alpha_split,
+            max_anchors=max_anchors,
+            anchor_method=anchor_method,
+            merge_only=merge_only,
+            singletons_as_outliers=singletons_as_outliers,
+            bank=bank,
+        )
         self.config = {
             "num_samples": num_samples, "feat_dim": feat_dim, "dynamics": dynamics, "num_levels": num_levels,
             "k": k, "alpha_split": alpha_split, "max_anchors": max_anchors, "anchor_method": anchor_method,
@@ -127,14 +150,28 @@ class HCDPolicy(BankUpdatePolicy):
         self.stats: dict[str, float] = {}
 
     def _set_parameters(
-        self, dynamics: str, preset: dict[str, object], *, k: int, num_levels: int, alpha_split: float,
-        max_anchors: int, anchor_method: str, merge_only: bool, singletons_as_outliers: bool, bank: str,
+        self,
+        dynamics: str,
+        preset: dict[str, object],
+        *,
+        k: int,
+        num_levels: int,
+        alpha_split: float,
+        max_anchors: int,
+        anchor_method: str,
+        merge_only: bool,
+        singletons_as_outliers: bool,
+        bank: str,
     ) -> None:
-        """Keep the validated parameters as typed attributes (the rule sets read them from the policy);
-        a parameter the preset does not use is None."""
+        """Keep the validated parameters as typed attributes (the rule sets read them from the
+        policy); a parameter the preset does not use is None."""
         self.dynamics_name = dynamics
         self.k, self.num_levels = int(k), int(num_levels)
-        self.alpha_split, self.max_anchors, self.anchor_method = float(alpha_split), int(max_anchors), anchor_method
+        self.alpha_split, self.max_anchors, self.anchor_method = (
+            float(alpha_split),
+            int(max_anchors),
+            anchor_method,
+        )
         self.merge_only = bool(merge_only)
         self.link_k, self.criterion = int(preset["link_k"]), str(preset["criterion"])
         self.split_gap = preset.get("split_gap")
@@ -142,7 +179,10 @@ class HCDPolicy(BankUpdatePolicy):
         self.cross_camera_from = preset.get("cross_camera_from")
         self.alpha_merge, self.sigma = preset.get("alpha_merge"), preset.get("sigma")
         self.merge_norm = preset.get("merge_norm")
-        self.init_rounds, self.refresh_rounds = preset.get("init_rounds"), preset.get("refresh_rounds")
+        self.init_rounds, self.refresh_rounds = (
+            preset.get("init_rounds"),
+            preset.get("refresh_rounds"),
+        )
         self.assign = preset.get("assign")
         self.singletons_as_outliers = bool(singletons_as_outliers)
         self.sharded = bank == "sharded"
@@ -180,14 +220,15 @@ class HCDPolicy(BankUpdatePolicy):
         self.rules.initialize(getattr(self.rules, "cameras", None))
 
     def refreshes_after(self, epoch: int) -> bool:
-        """Offline: every ``refresh_every`` epochs. Online with ``refresh_source: extract``: every epoch end
-        (the labels re-anchored on a fresh pass)."""
+        """Offline: every ``refresh_every`` epochs. Online with ``refresh_source: extract``: every
+        epoch end (the labels re-anchored on a fresh pass)."""
         if self.refresh_every == 0 and self.refresh_source == "extract":
             return True
         return super().refreshes_after(epoch)
 
     def reload_bank(self, features: torch.Tensor, **extra: torch.Tensor) -> None:
-        """Every bank row from a fresh feature pass; the labels follow at the refresh that comes next."""
+        """Every bank row from a fresh feature pass; the labels follow at the refresh that comes
+        next."""
         self._require_init()
         self.bank.initialize(features)
 
@@ -206,7 +247,8 @@ class HCDPolicy(BankUpdatePolicy):
         rows, new_feats = self.bank.momentum_rows(indices, features)
         old_feats = self.bank.storage.gather_rows(rows).float()
         self.bank.write(rows, new_feats)
-        new_feats = self.bank.storage.gather_rows(rows).float()  # as stored (fp16/bf16 round), so sums match the bank
+        # as stored (fp16/bf16 round), so sums match the bank
+        new_feats = self.bank.storage.gather_rows(rows).float()
         lb = self.label_bank
         if self.refresh_every > 0:  # offline mode: labels wait for the refresh
             lb.move_samples(rows, lb.labels[:, rows].clone(), old_feats, new_feats)
@@ -235,7 +277,9 @@ class HCDPolicy(BankUpdatePolicy):
         lb = self.label_bank
         keep = lb.sizes[-1] > (1 if self.singletons_as_outliers else 0)
         counts = lb.sizes[-1] if centres == "mean" else None
-        return memory_entries_from_sums(lb.rows[-1], keep, lb.labels[-1], self.bank.storage, counts=counts)
+        return memory_entries_from_sums(
+            lb.rows[-1], keep, lb.labels[-1], self.bank.storage, counts=counts
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -267,14 +311,26 @@ class HCDPolicy(BankUpdatePolicy):
 
 
 def _validated_preset(
-    dynamics: str, given: dict[str, object], *, k: int, num_levels: int, max_anchors: int, alpha_split: float,
-    anchor_method: str, bank_dtype: str, bank: str, sums_dtype: str, knn_projection: int, knn_backend: str,
+    dynamics: str,
+    given: dict[str, object],
+    *,
+    k: int,
+    num_levels: int,
+    max_anchors: int,
+    alpha_split: float,
+    anchor_method: str,
+    bank_dtype: str,
+    bank: str,
+    sums_dtype: str,
+    knn_projection: int,
+    knn_backend: str,
     feat_dim: int,
 ) -> dict[str, object]:
-    """Resolve the preset and refuse any bad parameter before a bank is allocated; returns the preset.
+    """Resolve the preset and refuse any bad parameter before a bank is allocated; returns the
+    preset.
 
-    The checks run in a fixed order (preset keys, common ranges, preset ranges, scale options), so a
-    configuration with several bad values always reports the same first error.
+    The checks run in a fixed order (preset keys, common ranges, preset ranges, scale options), so
+    a configuration with several bad values always reports the same first error.
     """
     preset = _resolve_preset(dynamics, given)
     _check_common(k=k, num_levels=num_levels, max_anchors=max_anchors, alpha_split=alpha_split,

@@ -135,7 +135,9 @@ class PaperDynamics:
         p = self.policy
         if unit_level < 0:
             return p.bank.storage.gather_rows(ids)
-        return torch.nn.functional.normalize(p.label_bank.rows[unit_level].gather_rows(ids), dim=-1)
+        return torch.nn.functional.normalize(
+            p.label_bank.rows[unit_level].gather_rows(ids), dim=-1
+        )
 
     def _unit_means(self, unit_level: int, ids: torch.Tensor) -> torch.Tensor:
         """Mean feature of the units ``ids``: their inner products are average pairwise cosines."""
@@ -224,7 +226,10 @@ class PaperDynamics:
             unit_sums = p.bank.storage.gather_rows(units).float()
             unit_sizes = torch.ones_like(units)
         else:
-            unit_sums, unit_sizes = lb.rows[level - 1].gather_rows(units), lb.sizes[level - 1][units]
+            unit_sums, unit_sizes = (
+                lb.rows[level - 1].gather_rows(units),
+                lb.sizes[level - 1][units],
+            )
         lb.relabel_level(level, mapping, touched, unit_sums, unit_sizes, new_ids)
 
     def _merge(self, level: int, units: torch.Tensor | None) -> torch.Tensor:

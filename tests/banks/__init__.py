@@ -1,1 +1,2 @@
-"""Tests of streamlabel.banks: feature, label and sharded banks, knn search and graph, hybrid memory."""
+"""Tests of streamlabel.banks: feature, label and sharded banks, knn search and graph, hybrid
+memory."""

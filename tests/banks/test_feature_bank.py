@@ -1,4 +1,5 @@
-"""FeatureBank (banks/feature_bank.py): momentum formula by hand, duplicates, segment means, bad input."""
+"""FeatureBank (banks/feature_bank.py): momentum formula by hand, duplicates, segment means, bad
+input."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def test_initialize_normalises_rows():
     bank = FeatureBank(5, 3)
-    feats = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0], [1.0, 1.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
+    feats = torch.tensor(
+        [[3.0, 4.0, 0.0], [0.0, 0.0, 2.0], [1.0, 1.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 5.0, 0.0]]
+    )
     bank.initialize(feats)
     torch.testing.assert_close(bank.features.norm(dim=1), torch.ones(5))
     torch.testing.assert_close(bank.features[0], torch.tensor([0.6, 0.8, 0.0]))
@@ -47,7 +50,8 @@ def test_duplicate_indices_are_averaged():
     bank = FeatureBank(2, 2, momentum=0.5)
     bank.initialize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     bank.update(torch.tensor([0, 1, 0]), torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 3.0]]))
-    # row 0: 0.5*(1,0) + 0.5*(0,1) = (0.5, 0.5) -> (1,1)/sqrt2; row 1: 0.5*(0,1) + 0.5*(1,0) likewise
+    # row 0: 0.5*(1,0) + 0.5*(0,1) = (0.5, 0.5) -> (1,1)/sqrt2; row 1: 0.5*(0,1) + 0.5*(1,0)
+    # likewise
     expected = torch.tensor([1.0, 1.0]) / math.sqrt(2.0)
     torch.testing.assert_close(bank.features[0], expected)
     torch.testing.assert_close(bank.features[1], expected)
@@ -111,7 +115,8 @@ def test_wrong_shapes_and_ranges():
     with pytest.raises(ValueError):
         bank.update(torch.tensor([-1]), torch.ones(1, 2))
     before = bank.features.clone()
-    for bad in (torch.tensor([1.7]), torch.tensor([True])):  # not truncated / read as 0-1: refused, nothing written
+    # not truncated / read as 0-1: refused, nothing written
+    for bad in (torch.tensor([1.7]), torch.tensor([True])):
         with pytest.raises(ValueError, match="integer tensor"):
             bank.update(bad, torch.ones(1, 2))
     assert torch.equal(bank.features, before)

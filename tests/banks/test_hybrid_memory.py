@@ -16,7 +16,9 @@ def _normed(*rows: tuple[float, ...]) -> torch.Tensor:
     return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=1)
 
 
-def _brute_entries(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _brute_entries(
+    features: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference: loop over the sorted cluster ids, then over the outliers in sample order."""
     entries, positive = [], torch.empty(len(labels), dtype=torch.long)
     for cluster in sorted({int(x) for x in labels if x >= 0}):
@@ -32,13 +34,17 @@ def _brute_entries(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     return torch.stack(entries).float(), positive
 
 
-def _naive_loss(memory: HybridMemory, fs, ys, ft, idx, entries, positive) -> tuple[float, float, float]:
+def _naive_loss(
+    memory: HybridMemory, fs, ys, ft, idx, entries, positive
+) -> tuple[float, float, float]:
     """Reference: one sample at a time, log-sum-exp in float64."""
     bank = [memory.source_centres[k].double() for k in range(memory.num_source_classes)]
     bank += [entries[j].double() for j in range(entries.shape[0])]
     losses = []
     samples = [(f, int(y)) for f, y in zip(fs, ys, strict=True)]
-    samples += [(f, memory.num_source_classes + int(positive[i])) for f, i in zip(ft, idx, strict=True)]
+    samples += [
+        (f, memory.num_source_classes + int(positive[i])) for f, i in zip(ft, idx, strict=True)
+    ]
     for f, pos in samples:
         f = f.double() / f.double().norm()
         logits = [float(f @ z) / memory.temperature for z in bank]
@@ -46,10 +52,14 @@ def _naive_loss(memory: HybridMemory, fs, ys, ft, idx, entries, positive) -> tup
         lse = top + math.log(sum(math.exp(x - top) for x in logits))
         losses.append(lse - logits[pos])
     ns = len(fs)
-    return sum(losses) / len(losses), sum(losses[:ns]) / max(ns, 1), sum(losses[ns:]) / max(len(losses) - ns, 1)
+    return (
+        sum(losses) / len(losses),
+        sum(losses[:ns]) / max(ns, 1),
+        sum(losses[ns:]) / max(len(losses) - ns, 1),
+    )
 
 
-# ---------------------------------------------------------------------------------------- memory_entries
+# --------------------------------------------------------------------------------- memory_entries
 def test_memory_entries_hand_example():
     feats = _normed((1, 0), (0, 1), (0.6, 0.8), (0, 1), (-1, 0))
     labels = torch.tensor([0, 1, -1, 0, -1])
@@ -109,9 +119,11 @@ def test_loss_hand_computed():
     out = memory.loss(torch.tensor([[3.0, 0.0]]), torch.tensor([0]),
                       torch.tensor([[0.0, 2.0]]), torch.tensor([0]), entries, positive)
     # source f = (1, 0): logits [w1, c1, c2] = [1, 0, 0.6]
-    #   logsumexp = log(e^1 + e^0 + e^0.6) = log(5.540401) = 1.712067; loss = 1.712067 - 1 = 0.712067
+    #   logsumexp = log(e^1 + e^0 + e^0.6) = log(5.540401) = 1.712067;
+    #   loss = 1.712067 - 1 = 0.712067
     # target f = (0, 1): logits = [0, 1, 0.8], positive c_2 (index 1 + 1 = 2)
-    #   logsumexp = log(1 + e^1 + e^0.8) = log(5.943823) = 1.782352; loss = 1.782352 - 0.8 = 0.982352
+    #   logsumexp = log(1 + e^1 + e^0.8) = log(5.943823) = 1.782352;
+    #   loss = 1.782352 - 0.8 = 0.982352
     # mean over the two samples = (0.712067 + 0.982352) / 2 = 0.847210
     assert out["source_loss"].item() == pytest.approx(0.712067, abs=1e-5)
     assert out["target_loss"].item() == pytest.approx(0.982352, abs=1e-5)
@@ -141,11 +153,17 @@ def test_loss_unsupervised_mode():
     bank = F.normalize(torch.randn(30, 8, generator=g), dim=1)
     entries, positive = memory_entries(bank, torch.randint(-1, 4, (30,), generator=g))
     ft, idx = torch.randn(10, 8, generator=g), torch.arange(10)
-    out = memory.loss(torch.zeros(0, 8), torch.zeros(0, dtype=torch.long), ft, idx, entries, positive)
+    out = memory.loss(
+        torch.zeros(0, 8), torch.zeros(0, dtype=torch.long), ft, idx, entries, positive
+    )
     ref = _naive_loss(memory, [], [], ft, idx, entries, positive)
     assert out["loss"].item() == pytest.approx(ref[0], rel=1e-5)
-    assert out["source_loss"].item() == 0.0 and out["target_loss"].item() == pytest.approx(ref[0], rel=1e-5)
-    assert memory.loss(None, None, ft, idx, entries, positive)["loss"].item() == pytest.approx(ref[0], rel=1e-5)
+    assert out["source_loss"].item() == 0.0 and out["target_loss"].item() == pytest.approx(
+        ref[0], rel=1e-5
+    )
+    assert memory.loss(None, None, ft, idx, entries, positive)["loss"].item() == pytest.approx(
+        ref[0], rel=1e-5
+    )
 
 
 def test_gradient_reaches_features_not_memory():
@@ -165,8 +183,11 @@ def test_gradient_reaches_features_not_memory():
     assert entries.grad is None
     assert not memory.source_centres.requires_grad and memory.source_centres.grad is None
     before = memory.source_centres.clone()
-    memory.update_source(fs, torch.tensor([0, 1, 2, 2]))  # features with grad: still no autograd on the memory
-    assert not memory.source_centres.requires_grad and not torch.equal(before, memory.source_centres)
+    # features with grad: still no autograd on the memory
+    memory.update_source(fs, torch.tensor([0, 1, 2, 2]))
+    assert not memory.source_centres.requires_grad and not torch.equal(
+        before, memory.source_centres
+    )
 
 
 def test_loss_float32_under_autocast():
@@ -174,14 +195,17 @@ def test_loss_float32_under_autocast():
     memory = HybridMemory(3, 8)
     memory.init_source(torch.randn(9, 8, generator=g), torch.arange(9) % 3)
     bank = F.normalize(torch.randn(12, 8, generator=g), dim=1)
-    entries, positive = memory_entries(bank.bfloat16(), torch.tensor([0, 0, 1, 1, -1, 2, 2, -1, 0, 1, 2, -1]))
+    entries, positive = memory_entries(
+        bank.bfloat16(), torch.tensor([0, 0, 1, 1, -1, 2, 2, -1, 0, 1, 2, -1])
+    )
     fs, ft = torch.randn(3, 8, generator=g), torch.randn(4, 8, generator=g)
     args = (torch.tensor([0, 1, 2]), ft, torch.arange(4), entries, positive)
     plain = memory.loss(fs, *args)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = memory.loss(fs.bfloat16(), args[0], ft.bfloat16(), *args[2:])
     assert mixed["loss"].dtype == torch.float32
-    # only the bf16 rounding of the inputs differs, not of the logits (those would be ~1e-1 off at tau = 0.05)
+    # only the bf16 rounding of the inputs differs, not of the logits (those would be ~1e-1 off at
+    # tau = 0.05)
     assert mixed["loss"].item() == pytest.approx(plain["loss"].item(), abs=0.05)
 
 
@@ -191,9 +215,11 @@ def test_loss_degenerate_cases_finite():
     bank = F.normalize(torch.randn(8, d, generator=g), dim=1)
     ft, idx = bank[:4] + 0.1 * torch.randn(4, d, generator=g), torch.arange(4)
     memory = HybridMemory(4, d)
-    memory.init_source(torch.randn(6, d, generator=g), torch.tensor([0, 0, 1, 1, 2, 2]))  # class 3: no sample
+    # class 3: no sample
+    memory.init_source(torch.randn(6, d, generator=g), torch.tensor([0, 0, 1, 1, 2, 2]))
     assert torch.equal(memory.source_centres[3], torch.zeros(d))
-    fs, ys = torch.randn(3, d, generator=g), torch.tensor([0, 0, 1])  # classes 2, 3 absent from the batch
+    # classes 2, 3 absent from the batch
+    fs, ys = torch.randn(3, d, generator=g), torch.tensor([0, 0, 1])
     for labels in (torch.full((8,), -1), torch.zeros(8, dtype=torch.long), torch.arange(8)):
         entries, positive = memory_entries(bank, labels)
         out = memory.loss(fs, ys, ft.clone().requires_grad_(), idx, entries, positive)
@@ -212,14 +238,21 @@ def test_loss_degenerate_cases_finite():
         memory.loss(fs, torch.tensor([0, 4, 1]), None, None, entries, positive)
 
 
-# ---------------------------------------------------------------------------------------- source update
+# ---------------------------------------------------------------------------------- source update
 def test_update_source_momentum_by_hand():
     memory = HybridMemory(3, 2)  # m = 0.2 (weight on the old centre)
-    memory.init_source(torch.tensor([[1.0, 0.0], [0.0, 5.0], [1.0, 1.0], [1.0, -1.0]]), torch.tensor([0, 1, 2, 2]))
+    memory.init_source(
+        torch.tensor([[1.0, 0.0], [0.0, 5.0], [1.0, 1.0], [1.0, -1.0]]), torch.tensor([0, 1, 2, 2])
+    )
     # class 2: mean of (1, 1)/sqrt2 and (1, -1)/sqrt2 = (1/sqrt2, 0) -> normalised (1, 0)
-    assert torch.allclose(memory.source_centres, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
-    memory.update_source(torch.tensor([[0.0, 1.0], [0.0, 3.0], [2.0, 0.0], [0.0, 7.0]]), torch.tensor([0, 0, 1, 1]))
-    # class 0: batch mean of normalised (0, 1), (0, 1) = (0, 1); 0.2*(1, 0) + 0.8*(0, 1) = (0.2, 0.8)
+    assert torch.allclose(
+        memory.source_centres, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    )
+    memory.update_source(
+        torch.tensor([[0.0, 1.0], [0.0, 3.0], [2.0, 0.0], [0.0, 7.0]]), torch.tensor([0, 0, 1, 1])
+    )
+    # class 0: batch mean of normalised (0, 1), (0, 1) = (0, 1); 0.2*(1, 0) + 0.8*(0, 1) =
+    # (0.2, 0.8)
     #          / sqrt(0.04 + 0.64) = / 0.824621 -> (0.242536, 0.970143)
     # class 1: batch mean of (1, 0), (0, 1) = (0.5, 0.5); 0.2*(0, 1) + 0.8*(0.5, 0.5) = (0.4, 0.6)
     #          / sqrt(0.16 + 0.36) = / 0.721110 -> (0.554700, 0.832050)
@@ -238,17 +271,19 @@ def test_update_source_momentum_by_hand():
 
 
 def test_mean_centres_by_hand():
-    """``centres="mean"`` (SpCL / HCD): the plain mean of the unit rows, shorter than 1 for a loose cluster."""
+    """``centres="mean"`` (SpCL / HCD): the plain mean of the unit rows, shorter than 1 for a loose
+    cluster."""
     feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.0, -1.0]])
     entries, positive = memory_entries(feats, torch.tensor([0, 0, 1, -1]), centres="mean")
-    expected = torch.tensor([[0.5, 0.5], [0.6, 0.8], [0.0, -1.0]])  # mean of 0/1, the single row, the outlier
+    # mean of 0/1, the single row, the outlier
+    expected = torch.tensor([[0.5, 0.5], [0.6, 0.8], [0.0, -1.0]])
     torch.testing.assert_close(entries, expected)
     assert positive.tolist() == [0, 0, 1, 2]
     normalised, _ = memory_entries(feats, torch.tensor([0, 0, 1, -1]))
     torch.testing.assert_close(normalised[0], torch.tensor([0.5, 0.5]) / 0.5**0.5)
 
 
-# ---------------------------------------------------------------------------------------- policy side
+# ------------------------------------------------------------------------------------ policy side
 def _assert_fast_equals_default(policy) -> None:
     fast_entries, fast_positive = policy.memory_entries()
     slow_entries, slow_positive = memory_entries(policy.bank.features, policy.labels())
@@ -263,14 +298,17 @@ def _assert_fast_equals_default(policy) -> None:
 
 @pytest.mark.parametrize("singletons_as_outliers", [True, False])
 def test_hcd_fast_entries_equal_default_on_a_set_hierarchy(singletons_as_outliers):
-    """Label bank with sparse ids, singletons and big clusters; sums then moved incrementally by steps."""
+    """Label bank with sparse ids, singletons and big clusters; sums then moved incrementally by
+    steps."""
     n, d = 40, 8
     g = torch.Generator().manual_seed(7)
     feats = F.normalize(torch.randn(n, d, generator=g), dim=1)
-    # samples 0..37 in sparse ids < 30 at every level (each level a function of the one below: nesting
-    # holds); samples 38 and 39 own ids 38 and 39 at every level: top-level singletons
+    # samples 0..37 in sparse ids < 30 at every level (each level a function of the one below:
+    # nesting holds); samples 38 and 39 own ids 38 and 39 at every level: top-level singletons
     level0 = torch.cat([torch.randint(0, 30, (n - 2,), generator=g), torch.tensor([38, 39])])
-    level1 = torch.cat([torch.randint(0, 30, (n,), generator=g)[:30] // 3 * 3, torch.arange(30, n)])[level0]
+    level1 = torch.cat(
+        [torch.randint(0, 30, (n,), generator=g)[:30] // 3 * 3, torch.arange(30, n)]
+    )[level0]
     top = torch.where(level1 < 30, level1 // 2, level1)
     policy = build_policy("hcd", num_samples=n, feat_dim=d, refresh_every=1,
                           singletons_as_outliers=singletons_as_outliers)
@@ -278,7 +316,8 @@ def test_hcd_fast_entries_equal_default_on_a_set_hierarchy(singletons_as_outlier
     policy.label_bank.assign(torch.stack([level0, level1, top]), policy.bank.features)
     policy.initialized = True
     _assert_fast_equals_default(policy)
-    for _ in range(3):  # offline-mode steps: features move, the top-level sums follow incrementally
+    # offline-mode steps: features move, the top-level sums follow incrementally
+    for _ in range(3):
         idx = torch.randperm(n, generator=g)[:12]
         policy.step(idx, torch.randn(12, d, generator=g))
     _assert_fast_equals_default(policy)
@@ -286,7 +325,9 @@ def test_hcd_fast_entries_equal_default_on_a_set_hierarchy(singletons_as_outlier
         assert (policy.labels() < 0).sum() >= 2
 
 
-@pytest.mark.parametrize("preset", [{"dynamics": "tracking"}, {"dynamics": "paper", "init_rounds": 1}])
+@pytest.mark.parametrize(
+    "preset", [{"dynamics": "tracking"}, {"dynamics": "paper", "init_rounds": 1}]
+)
 def test_hcd_fast_entries_equal_default_online(preset):
     g = torch.Generator().manual_seed(0)
     means = F.normalize(torch.randn(5, 16, generator=g), dim=1)
@@ -297,7 +338,8 @@ def test_hcd_fast_entries_equal_default_online(preset):
     idx = torch.randperm(46, generator=g)[:12]
     policy.step(idx, feats[idx] + 0.01 * torch.randn(12, 16, generator=g))
     labels = policy.labels()
-    assert (labels < 0).any() and int(labels.max()) >= 2  # clusters and instance entries both exercised
+    # clusters and instance entries both exercised
+    assert (labels < 0).any() and int(labels.max()) >= 2
     _assert_fast_equals_default(policy)
 
 

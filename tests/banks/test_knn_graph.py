@@ -1,4 +1,5 @@
-"""KnnGraph (banks/knn_graph.py): exact rebuild, incremental refresh of moved / dead units, state."""
+"""KnnGraph (banks/knn_graph.py): exact rebuild, incremental refresh of moved / dead units,
+state."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def _check_lists_consistent(graph: KnnGraph, centres: torch.Tensor, alive: torch
     assert (graph.idx[~alive] == -1).all()
 
 
-def _check_exact(graph: KnnGraph, rows: torch.Tensor, centres: torch.Tensor, alive: torch.Tensor) -> None:
+def _check_exact(
+    graph: KnnGraph, rows: torch.Tensor, centres: torch.Tensor, alive: torch.Tensor
+) -> None:
     sims = centres[rows] @ centres.t()
     sims[:, ~alive] = float("-inf")
     sims[torch.arange(rows.numel()), rows] = float("-inf")
@@ -40,7 +43,9 @@ def test_rebuild_is_exact():
     graph = KnnGraph(80, 5, slack=3, block_size=16)
     graph.rebuild(centres, alive)
     rows = torch.arange(80)
-    torch.testing.assert_close(graph.sims, brute_topk_sims(centres, centres, 8, exclude=rows), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        graph.sims, brute_topk_sims(centres, centres, 8, exclude=rows), atol=1e-5, rtol=0
+    )
     assert graph.neighbors(rows).shape == (80, 5) and graph.neighbors(rows, 2).shape == (80, 2)
 
 
@@ -97,15 +102,22 @@ def test_state_dict_round_trip_and_mismatch():
         KnnGraph(20, 4).load_state_dict(graph.state_dict())
 
 
-def _reference_refresh(graph: KnnGraph, rows: torch.Tensor, centres: torch.Tensor, alive: torch.Tensor):
-    """What refresh must give every unit not in ``rows``: the top ``width`` of its old entries that are not in
-    ``rows`` and every alive moved unit at its new similarity (the documented semantics), as {unit: {id: sim}}."""
+def _reference_refresh(
+    graph: KnnGraph, rows: torch.Tensor, centres: torch.Tensor, alive: torch.Tensor
+):
+    """What refresh must give every unit not in ``rows``: the top ``width`` of its old entries that
+    are not in ``rows`` and every alive moved unit at its new similarity (the documented
+    semantics), as {unit: {id: sim}}."""
     moved = rows[alive[rows]]
     expected = {}
-    for unit in (alive & ~torch.isin(torch.arange(graph.capacity), rows)).nonzero().flatten().tolist():
+    for unit in (
+        (alive & ~torch.isin(torch.arange(graph.capacity), rows)).nonzero().flatten().tolist()
+    ):
         old = {int(i): float(s) for i, s in zip(graph.idx[unit], graph.sims[unit], strict=True)
                if i >= 0 and int(i) not in rows.tolist()}
-        old.update({int(m): float(centres[m] @ centres[unit]) for m in moved.tolist() if m != unit})
+        old.update(
+            {int(m): float(centres[m] @ centres[unit]) for m in moved.tolist() if m != unit}
+        )
         best = sorted(old.items(), key=lambda item: -item[1])[: graph.width]
         expected[unit] = dict(best)
     return expected
@@ -113,8 +125,9 @@ def _reference_refresh(graph: KnnGraph, rows: torch.Tensor, centres: torch.Tenso
 
 @pytest.mark.parametrize("alive_fraction", [1.0, 0.3])
 def test_refresh_matches_reference_semantics(alive_fraction):
-    """Moves, deaths and births over several refreshes, compacted (few alive) and not: every list equals the
-    top width of (old entries, moved units at their new similarity) and the moved units' lists are exact."""
+    """Moves, deaths and births over several refreshes, compacted (few alive) and not: every list
+    equals the top width of (old entries, moved units at their new similarity) and the moved units'
+    lists are exact."""
     g = torch.Generator().manual_seed(7)
     n = 120
     centres = unit_rows(n, 6, seed=8)
@@ -134,9 +147,15 @@ def test_refresh_matches_reference_semantics(alive_fraction):
         expected = _reference_refresh(graph, rows, centres, alive)
         graph.refresh(rows, centres, alive)
         for unit, best in expected.items():
-            got = {int(i): float(s) for i, s in zip(graph.idx[unit], graph.sims[unit], strict=True) if i >= 0}
+            got = {
+                int(i): float(s)
+                for i, s in zip(graph.idx[unit], graph.sims[unit], strict=True)
+                if i >= 0
+            }
             assert set(got) == set(best), f"unit {unit}"
-            torch.testing.assert_close(torch.tensor([got[i] for i in best]), torch.tensor(list(best.values())))
+            torch.testing.assert_close(
+                torch.tensor([got[i] for i in best]), torch.tensor(list(best.values()))
+            )
         _check_exact(graph, rows[alive[rows]], centres, alive)
         _check_lists_consistent(graph, centres, alive)
 
@@ -160,8 +179,8 @@ def test_refresh_with_norms_equals_normalised_centres():
 
 
 def test_refresh_with_deaths_only_compacts_the_lists():
-    """Units that only die: entries pointing at them go, and every list stays sorted with no hole before
-    its last entry (``neighbors(rows, k)`` reads the first k)."""
+    """Units that only die: entries pointing at them go, and every list stays sorted with no hole
+    before its last entry (``neighbors(rows, k)`` reads the first k)."""
     centres = unit_rows(50, 5, seed=10)
     alive = torch.ones(50, dtype=torch.bool)
     graph = KnnGraph(50, 4, slack=3)

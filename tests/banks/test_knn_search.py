@@ -1,4 +1,5 @@
-"""Exact k-NN search (banks/knn.py): brute force agreement, self exclusion, masks, padding, faiss."""
+"""Exact k-NN search (banks/knn.py): brute force agreement, self exclusion, masks, padding,
+faiss."""
 
 from __future__ import annotations
 

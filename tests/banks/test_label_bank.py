@@ -1,4 +1,5 @@
-"""HierarchicalLabelBank (banks/label_bank.py): invariant checks, statistics, dense labels, updates."""
+"""HierarchicalLabelBank (banks/label_bank.py): invariant checks, statistics, dense labels,
+updates."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def test_assign_statistics_and_parent():
     assert bank.sizes[0].tolist() == [2, 0, 1, 2, 0, 1]
     assert bank.num_clusters(0) == 4 and bank.num_clusters(1) == 2
     torch.testing.assert_close(bank.sums[0, 3], feats[3] + feats[4])
-    torch.testing.assert_close(bank.centres(1)[0], torch.nn.functional.normalize(feats[:3].sum(0), dim=0))
+    torch.testing.assert_close(
+        bank.centres(1)[0], torch.nn.functional.normalize(feats[:3].sum(0), dim=0)
+    )
     assert bank.centres(0)[1].abs().sum() == 0  # free id
     assert bank.parent(0).tolist() == [0, -1, 0, 3, -1, 3]
     assert bank.parent(1).tolist() == [-1] * 6
@@ -42,7 +45,9 @@ def test_invariant_violations_are_detected():
     with pytest.raises(InvariantError, match="preserve"):
         bank.check_invariant()
     with pytest.raises(InvariantError):
-        HierarchicalLabelBank(3, 2, num_levels=2).assign(torch.tensor([[0, 0, 1], [0, 1, 1]]), unit_rows(3, 2))
+        HierarchicalLabelBank(3, 2, num_levels=2).assign(
+            torch.tensor([[0, 0, 1], [0, 1, 1]]), unit_rows(3, 2)
+        )
     bank, _ = _bank([[0, 0, 2, 2]])
     bank.sizes[0, 0] = 5
     with pytest.raises(InvariantError, match="sizes"):
@@ -61,7 +66,8 @@ def test_move_samples_keeps_statistics_exact():
     feats = feats.clone()
     feats[1] = new_feat[0]
     sums, sizes = bank.sums.clone(), bank.sizes.clone()
-    assert torch.equal(bank.norms, sums.norm(dim=-1))  # kept for the touched ids only, equal to a recompute
+    # kept for the touched ids only, equal to a recompute
+    assert torch.equal(bank.norms, sums.norm(dim=-1))
     bank.recompute(feats)
     torch.testing.assert_close(sums, bank.sums, atol=1e-5, rtol=0)
     assert torch.equal(sizes, bank.sizes)
@@ -95,7 +101,14 @@ def test_merge_clusters_moves_statistics_and_norms():
     root = torch.arange(6)
     root[2] = 0  # level-0 cluster 2 joins cluster 0
     bank.merge_clusters(0, torch.tensor([2]), root)
-    assert bank.labels[0].tolist() == [0, 0, 0, 3, 3, 5] and bank.sizes[0].tolist() == [3, 0, 0, 2, 0, 1]
+    assert bank.labels[0].tolist() == [0, 0, 0, 3, 3, 5] and bank.sizes[0].tolist() == [
+        3,
+        0,
+        0,
+        2,
+        0,
+        1,
+    ]
     torch.testing.assert_close(bank.sums[0, 0], feats[:3].sum(0))
     assert bank.sums[0, 2].abs().sum() == 0 and torch.equal(bank.norms, bank.sums.norm(dim=-1))
     bank.check_invariant()

@@ -1,5 +1,5 @@
-"""Sharded banks (bank: sharded), low-precision sums and the projected k-NN: same labels and losses as the
-replicated bank, in one process and in two gloo processes."""
+"""Sharded banks (bank: sharded), low-precision sums and the projected k-NN: same labels and losses
+as the replicated bank, in one process and in two gloo processes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.banks.sharded_runs import SMALL, run_processes, stream_run
 from tests.helpers.features import brute_topk_sims, gaussian_mixture, unit_rows
 
 
-# ------------------------------------------------------------------------------- RowShards, world 1
+# ----------------------------------------------------------------------------- RowShards, world 1
 def test_row_shards_gather_and_write_rows():
     full = unit_rows(20, 6, seed=1)
     rows = RowShards(20, 6, distributed=False)
@@ -29,12 +29,14 @@ def test_row_shards_gather_and_write_rows():
     assert torch.allclose(rows.gather_rows(torch.arange(20)), expect, atol=1e-6)
     assert torch.equal(rows.all_rows(), rows.gather_rows(torch.arange(20)))
     assert torch.equal(rows.gather_rows(torch.arange(20) < 4), rows.gather_rows(torch.arange(4)))
-    assert not hasattr(rows, "__getitem__")  # reading rows is a collective: always spelled gather_rows
+    # reading rows is a collective: always spelled gather_rows
+    assert not hasattr(rows, "__getitem__")
 
 
 def test_row_shards_search_is_exact_top_k_in_small_blocks():
     bank, queries = unit_rows(50, 8, seed=2), unit_rows(7, 8, seed=3)
-    rows = RowShards(50, 8, distributed=False, block_rows=6)  # many blocks: the running merge is exercised
+    # many blocks: the running merge is exercised
+    rows = RowShards(50, 8, distributed=False, block_rows=6)
     rows.copy_(bank)
     sims, idx = rows.search(queries, 5)
     assert torch.allclose(sims, brute_topk_sims(queries, bank, 5), atol=1e-6)
@@ -45,17 +47,22 @@ def test_row_shards_search_is_exact_top_k_in_small_blocks():
     assert torch.allclose(sims_x, brute_topk_sims(bank[own], bank, 5, exclude=own), atol=1e-6)
     valid = torch.arange(50) % 10 != 0
     _, idx_v = rows.search(queries, 60, valid=valid)  # more slots than valid rows: padded with -1
-    assert (idx_v[:, :45] >= 0).all() and (idx_v[:, 45:] == -1).all() and valid[idx_v[:, :45]].all()
+    assert (
+        (idx_v[:, :45] >= 0).all() and (idx_v[:, 45:] == -1).all() and valid[idx_v[:, :45]].all()
+    )
 
 
 def test_projected_search_rescores_exactly_and_finds_the_neighbours():
     torch.manual_seed(0)
     bank = unit_rows(400, 64, seed=4)
     queries = torch.nn.functional.normalize(bank[:20] + 0.05 * unit_rows(20, 64, seed=5), dim=1)
-    rows = RowShards(400, 64, distributed=False, projection=projection_matrix(64, 16, seed=0), oversample=8)
+    rows = RowShards(
+        400, 64, distributed=False, projection=projection_matrix(64, 16, seed=0), oversample=8
+    )
     rows.copy_(bank)
     sims, idx = rows.search(queries, 5)
-    assert torch.allclose((queries.unsqueeze(1) * bank[idx]).sum(-1), sims, atol=1e-5)  # exact scores
+    # exact scores
+    assert torch.allclose((queries.unsqueeze(1) * bank[idx]).sum(-1), sims, atol=1e-5)
     assert (idx[:, 0] == torch.arange(20)).all()  # the true nearest row is always found
     exact = brute_topk_sims(queries, bank, 5)
     assert (sims <= exact + 1e-5).all()
@@ -68,13 +75,17 @@ def test_segment_sums_match_index_add():
     source.copy_(feats)
     sums = RowShards(30, 4, distributed=False, block_rows=7)
     sums.assign_segment_sums_(labels, source)
-    assert torch.equal(sums.gather_rows(torch.arange(30)), torch.zeros(30, 4).index_add_(0, labels, feats))
+    assert torch.equal(
+        sums.gather_rows(torch.arange(30)), torch.zeros(30, 4).index_add_(0, labels, feats)
+    )
 
 
 def test_compact_rows_store_only_rows_in_use_and_search_like_dense():
     full = unit_rows(3000, 8, seed=7)
     dense = RowShards(3000, 8, distributed=False, normalize_rows=True)
-    compact = RowShards(3000, 8, distributed=False, normalize_rows=True, compact=True, block_rows=100)
+    compact = RowShards(
+        3000, 8, distributed=False, normalize_rows=True, compact=True, block_rows=100
+    )
     ids = torch.randperm(3000, generator=torch.Generator().manual_seed(1))[:1500]
     for rows in (dense, compact):
         rows.index_copy_(0, ids, full[ids])
@@ -88,7 +99,10 @@ def test_compact_rows_store_only_rows_in_use_and_search_like_dense():
     valid[ids[500:]] = True
     valid[ids[:10]] = True
     queries = unit_rows(5, 8, seed=8)
-    (s_c, i_c), (s_d, i_d) = compact.search(queries, 7, valid=valid), dense.search(queries, 7, valid=valid)
+    (s_c, i_c), (s_d, i_d) = (
+        compact.search(queries, 7, valid=valid),
+        dense.search(queries, 7, valid=valid),
+    )
     assert torch.equal(i_c, i_d) and torch.allclose(s_c, s_d)
 
 
@@ -113,14 +127,17 @@ def test_scale_options_keep_the_label_bank_consistent(params):
     policy.initialize(feats)
     for _ in range(6):
         rows = torch.randperm(feats.shape[0], generator=g)[:12]
-        f = torch.nn.functional.normalize(centres[ids[rows]] + 0.3 * torch.randn(12, 16, generator=g), dim=1)
+        f = torch.nn.functional.normalize(
+            centres[ids[rows]] + 0.3 * torch.randn(12, 16, generator=g), dim=1
+        )
         policy.step(rows, f)
     lb = policy.label_bank
     lb.check_invariant()
     everything = torch.arange(feats.shape[0])
     bank = policy.bank.storage.gather_rows(everything).float()
     low_precision = params.get("sums_dtype", "float32") != "float32"
-    for level in range(lb.num_levels):  # incremental sums == exact sums of the bank (up to the sums' rounding)
+    # incremental sums == exact sums of the bank (up to the sums' rounding)
+    for level in range(lb.num_levels):
         exact = torch.zeros_like(bank).index_add_(0, lb.labels[level], bank)
         sums = lb.rows[level].gather_rows(everything).float()
         assert torch.allclose(sums, exact, atol=0.05 if low_precision else 1e-4)
@@ -128,8 +145,14 @@ def test_scale_options_keep_the_label_bank_consistent(params):
 
 def test_sharded_state_round_trip():
     feats, _, _, _ = gaussian_mixture(8, 16, 6, 10, 0.1, seed=3)
-    make = lambda: build_policy("hcd", num_samples=feats.shape[0], feat_dim=16, bank="sharded",  # noqa: E731
-                                knn_projection=4, **SMALL)
+    make = lambda: build_policy(  # noqa: E731
+        "hcd",
+        num_samples=feats.shape[0],
+        feat_dim=16,
+        bank="sharded",
+        knn_projection=4,
+        **SMALL,
+    )
     first = make()
     first.initialize(feats)
     second = make()
@@ -155,8 +178,8 @@ def test_bad_scale_options_are_refused(params, message):
 # --------------------------------------------------------------------------------- two processes
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_labels_and_losses_of_one(tmp_path: Path):
-    """Sharded (each rank holds half the rows) and replicated banks in 2 processes: every rank ends with
-    exactly the labels, loss trace, bank and sample graph of the 1-process replicated run."""
+    """Sharded (each rank holds half the rows) and replicated banks in 2 processes: every rank ends
+    with exactly the labels, loss trace, bank and sample graph of the 1-process replicated run."""
     one = stream_run({})
     ranks = run_processes([{"bank": "sharded"}, {"bank": "replicated"}], tmp_path)
     for rank_results in ranks:
@@ -179,4 +202,6 @@ def test_sharded_bank_initialize_checks_like_the_feature_bank():
         bank.initialize(feats.index_fill(0, torch.tensor([3]), float("nan")))
     feats[3, 1] = 5.0
     bank.initialize(feats)
-    assert torch.allclose(bank.storage.gather_rows(torch.arange(4)), torch.nn.functional.normalize(feats, dim=1))
+    assert torch.allclose(
+        bank.storage.gather_rows(torch.arange(4)), torch.nn.functional.normalize(feats, dim=1)
+    )

@@ -1,4 +1,5 @@
-"""load_config: _base_ inheritance, overrides, schema checks, fingerprint, dump; shipped configs load."""
+"""load_config: _base_ inheritance, overrides, schema checks, fingerprint, dump; shipped configs
+load."""
 
 from __future__ import annotations
 
@@ -29,9 +30,13 @@ def write(path: Path, text: str) -> Path:
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_shipped_config_loads(name):
     cfg = load_config(CONFIGS / name)
-    # <method>_demo / _cuhk03 / _paper.yaml set up that method (tests/launch/test_recipes.py); the rest hcd
+    # <method>_demo / _cuhk03 / _paper.yaml set up that method (tests/launch/test_recipes.py); the
+    # rest hcd
     prefix = name.rsplit("_", 1)[0]
-    recipe = name.endswith(("_demo.yaml", "_cuhk03.yaml", "_paper.yaml")) and prefix in available_policies()
+    recipe = (
+        name.endswith(("_demo.yaml", "_cuhk03.yaml", "_paper.yaml"))
+        and prefix in available_policies()
+    )
     expected_policy = prefix if recipe else "hcd"
     assert cfg["policy"]["name"] == expected_policy
     assert set(cfg) == set(DEFAULTS)
@@ -39,26 +44,53 @@ def test_every_shipped_config_loads(name):
 
 def test_shipped_configs_exist():
     names = {p.name for p in CONFIGS.glob("*.yaml")}
-    assert {"base.yaml", "demo.yaml", "cpu_cuhk03.yaml", "duke_to_market.yaml", "market_to_duke.yaml",
-            "market_to_msmt17.yaml", "unsupervised_market.yaml"} <= names
+    assert {
+        "base.yaml",
+        "demo.yaml",
+        "cpu_cuhk03.yaml",
+        "duke_to_market.yaml",
+        "market_to_duke.yaml",
+        "market_to_msmt17.yaml",
+        "unsupervised_market.yaml",
+    } <= names
 
 
 def test_base_yaml_states_the_defaults():
-    assert config_fingerprint(load_config(CONFIGS / "base.yaml")) == config_fingerprint(load_config(None))
+    assert config_fingerprint(load_config(CONFIGS / "base.yaml")) == config_fingerprint(
+        load_config(None)
+    )
 
 
 def test_paper_settings():
     cfg = load_config(CONFIGS / "duke_to_market.yaml")
-    assert cfg["data"]["source"] == {"name": "dukemtmcreid", "root": "data/dukemtmc-reid", "kwargs": {}}
+    assert cfg["data"]["source"] == {
+        "name": "dukemtmcreid",
+        "root": "data/dukemtmc-reid",
+        "kwargs": {},
+    }
     assert cfg["data"]["target"]["name"] == "market1501"
     optim = cfg["optim"]
     assert (optim["lr"], optim["weight_decay"], optim["gamma"]) == (3.5e-4, 5e-4, 0.1)
     assert optim["milestones"] == [8000, 16000]
-    assert (cfg["train"]["iterations"], cfg["train"]["source_batch"], cfg["train"]["target_batch"]) == (24000, 64, 64)
-    assert (cfg["data"]["height"], cfg["data"]["width"], cfg["model"]["name"]) == (256, 128, "resnet50")
+    assert (
+        cfg["train"]["iterations"],
+        cfg["train"]["source_batch"],
+        cfg["train"]["target_batch"],
+    ) == (24000, 64, 64)
+    assert (cfg["data"]["height"], cfg["data"]["width"], cfg["model"]["name"]) == (
+        256,
+        128,
+        "resnet50",
+    )
     pol = cfg["policy"]
-    assert (pol["k"], pol["alpha_split"], pol["alpha_merge"], pol["sigma"], pol["num_levels"], pol["max_anchors"]) == (
-        30, 0.99, 0.99, 0.25, 3, 8)
+    assert (
+        pol["k"],
+        pol["alpha_split"],
+        pol["alpha_merge"],
+        pol["sigma"],
+        pol["num_levels"],
+        pol["max_anchors"],
+    ) == (30, 0.99, 0.99, 0.25, 3, 8)
     assert cfg["model"]["pretrained"]  # a local path the user fills in
     unsup = load_config(CONFIGS / "unsupervised_market.yaml")
     assert unsup["data"]["source"] is None and unsup["train"]["source_batch"] == 0
@@ -66,14 +98,25 @@ def test_paper_settings():
 
 def test_demo_and_cpu_cuhk03():
     demo = load_config(CONFIGS / "demo.yaml")
-    assert (demo["data"]["height"], demo["data"]["width"], demo["model"]["name"]) == (64, 32, "osnet_x1_0")
+    assert (demo["data"]["height"], demo["data"]["width"], demo["model"]["name"]) == (
+        64,
+        32,
+        "osnet_x1_0",
+    )
     assert demo["data"]["num_workers"] == 0 and demo["model"]["pretrained"] is None
     assert demo["optim"]["milestones"][0] > demo["train"]["iterations"]
     cuhk = load_config(CONFIGS / "cpu_cuhk03.yaml")
     assert cuhk["data"]["source"] is None
-    assert cuhk["data"]["target"] == {"name": "cuhk03_p1", "root": "../shared/data/cuhk03_p1", "kwargs": {}}
-    assert cuhk["model"] == {"name": "onnx", "kwargs": {"path": "../shared/models/osnet_x0_25_msmt17.onnx"},
-                             "pretrained": None}
+    assert cuhk["data"]["target"] == {
+        "name": "cuhk03_p1",
+        "root": "../shared/data/cuhk03_p1",
+        "kwargs": {},
+    }
+    assert cuhk["model"] == {
+        "name": "onnx",
+        "kwargs": {"path": "../shared/models/osnet_x0_25_msmt17.onnx"},
+        "pretrained": None,
+    }
     assert cuhk["train"]["target_batch"] == 64
 
 
@@ -121,7 +164,10 @@ def test_diamond_is_not_a_cycle(tmp_path):
 
 def test_null_in_child_replaces(tmp_path):
     write(tmp_path / "base.yaml", "model: {pretrained: w.pth}\n")
-    child = write(tmp_path / "child.yaml", "_base_: base.yaml\nmodel: {pretrained: null}\ndata: {source: null}\n")
+    child = write(
+        tmp_path / "child.yaml",
+        "_base_: base.yaml\nmodel: {pretrained: null}\ndata: {source: null}\n",
+    )
     cfg = load_config(child)
     assert cfg["model"]["pretrained"] is None
     assert cfg["data"]["source"] is None
@@ -131,7 +177,9 @@ def test_cycle_is_detected(tmp_path):
     write(tmp_path / "a.yaml", "_base_: b.yaml\n")
     write(tmp_path / "b.yaml", "_base_: sub/c.yaml\n")
     write(tmp_path / "sub" / "c.yaml", "_base_: ../a.yaml\n")
-    with pytest.raises(ConfigError, match=r"cycle: .*a\.yaml -> .*b\.yaml -> .*c\.yaml -> .*a\.yaml"):
+    with pytest.raises(
+        ConfigError, match=r"cycle: .*a\.yaml -> .*b\.yaml -> .*c\.yaml -> .*a\.yaml"
+    ):
         load_config(tmp_path / "a.yaml")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(write(tmp_path / "self.yaml", "_base_: self.yaml\n"))
@@ -145,13 +193,19 @@ def test_bad_base_value(tmp_path):
 
 
 def test_changing_a_builder_name_drops_its_old_kwargs(tmp_path):
-    cfg = load_config(write(tmp_path / "x.yaml", "data: {target: {name: market1501, root: data/m}}\n"))
-    assert cfg["data"]["target"] == {"name": "market1501", "root": "data/m", "kwargs": {}}  # no 'domain' kwarg
+    cfg = load_config(
+        write(tmp_path / "x.yaml", "data: {target: {name: market1501, root: data/m}}\n")
+    )
+    # no 'domain' kwarg
+    assert cfg["data"]["target"] == {"name": "market1501", "root": "data/m", "kwargs": {}}
     cfg = load_config(None, ["data.target.root=elsewhere"])  # same name: merge, kwargs kept
     assert cfg["data"]["target"]["kwargs"] == {"domain": "target"}
     with pytest.raises(ConfigError, match="'data.target.root' is missing"):
         load_config(None, ["data.target.name=market1501"])
-    write(tmp_path / "m.yaml", "model: {name: resnet50, kwargs: {last_stride: 2}, pretrained: w.pth}\n")
+    write(
+        tmp_path / "m.yaml",
+        "model: {name: resnet50, kwargs: {last_stride: 2}, pretrained: w.pth}\n",
+    )
     cfg = load_config(write(tmp_path / "o.yaml", "_base_: m.yaml\nmodel: {name: osnet_x0_25}\n"))
     assert cfg["model"] == {"name": "osnet_x0_25", "kwargs": {}, "pretrained": None}
     cfg = load_config(tmp_path / "m.yaml", ["model.kwargs=null"])  # null empties a free map
@@ -164,9 +218,20 @@ def test_override_precedence(tmp_path):
     path = write(tmp_path / "main.yaml", "_base_: base.yaml\ntrain: {iterations: 20}\n")
     assert load_config(path)["train"]["iterations"] == 20
     assert load_config(path, ["train.iterations=30"])["train"]["iterations"] == 30
-    assert load_config(path, ["train.iterations=30", "train.iterations=40"])["train"]["iterations"] == 40
-    cfg = load_config(path, ["optim.milestones=[5, 6]", "policy.k=12", "model.kwargs.last_stride=2",
-                             "data.source=null", "optim.lr=1e-3"])
+    assert (
+        load_config(path, ["train.iterations=30", "train.iterations=40"])["train"]["iterations"]
+        == 40
+    )
+    cfg = load_config(
+        path,
+        [
+            "optim.milestones=[5, 6]",
+            "policy.k=12",
+            "model.kwargs.last_stride=2",
+            "data.source=null",
+            "optim.lr=1e-3",
+        ],
+    )
     assert cfg["optim"]["milestones"] == [5, 6]
     assert cfg["policy"]["k"] == 12
     assert cfg["model"]["kwargs"] == {"last_stride": 2}
@@ -175,7 +240,9 @@ def test_override_precedence(tmp_path):
 
 
 def test_yaml_12_floats_and_int_for_float(tmp_path):
-    cfg = load_config(write(tmp_path / "f.yaml", "optim: {lr: 1e-3, weight_decay: 5E-4, gamma: 1}\n"))
+    cfg = load_config(
+        write(tmp_path / "f.yaml", "optim: {lr: 1e-3, weight_decay: 5E-4, gamma: 1}\n")
+    )
     assert cfg["optim"]["lr"] == 1e-3 and cfg["optim"]["weight_decay"] == 5e-4
     assert isinstance(cfg["optim"]["gamma"], float)
     assert config_fingerprint(load_config(None, ["optim.gamma=1"])) == config_fingerprint(
@@ -202,7 +269,10 @@ def test_unknown_key_in_yaml_names_file_and_suggestion(tmp_path):
 
 def test_unknown_key_in_base_names_the_base(tmp_path):
     write(tmp_path / "parent.yaml", "optim: {weight_decy: 0.1}\n")
-    with pytest.raises(ConfigError, match=r"'optim.weight_decy' in \S*parent.yaml; did you mean 'optim.weight_decay'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'optim.weight_decy' in \S*parent.yaml; did you mean 'optim.weight_decay'",
+    ):
         load_config(write(tmp_path / "child.yaml", "_base_: parent.yaml\n"))
 
 
@@ -220,9 +290,13 @@ def test_unknown_key_in_overrides():
 
 
 def test_unknown_policy_parameter(tmp_path):
-    with pytest.raises(ConfigKeyError, match=r"unknown key 'policy.simga'.*p.yaml.*did you mean 'policy.sigma'"):
+    with pytest.raises(
+        ConfigKeyError, match=r"unknown key 'policy.simga'.*p.yaml.*did you mean 'policy.sigma'"
+    ):
         load_config(write(tmp_path / "p.yaml", "policy: {name: hcd, simga: 0.3}\n"))
-    with pytest.raises(ConfigKeyError, match=r"'policy.simga' in command line.*did you mean 'policy.sigma'"):
+    with pytest.raises(
+        ConfigKeyError, match=r"'policy.simga' in command line.*did you mean 'policy.sigma'"
+    ):
         load_config(None, ["policy.simga=0.3"])
     with pytest.raises(ConfigKeyError, match=r"unknown policy 'hdc'.*did you mean 'hcd'"):
         load_config(None, ["policy.name=hdc"])
@@ -230,23 +304,37 @@ def test_unknown_policy_parameter(tmp_path):
 
 def test_policy_parameters_are_filled_and_values_left_to_the_policy():
     cfg = load_config(None, ["policy.dynamics=paper", "policy.sigma=0.3"])
-    assert cfg["policy"]["sigma"] == 0.3 and cfg["policy"]["k"] == 30 and cfg["policy"]["refresh_every"] == 0
-    with pytest.raises(ConfigError, match=r"'policy.sigma' \(policy 'hcd'\) in command line: sigma must be in"):
-        load_config(None, ["policy.dynamics=paper", "policy.sigma=7"])  # the policy's own range check, at load
+    assert (
+        cfg["policy"]["sigma"] == 0.3
+        and cfg["policy"]["k"] == 30
+        and cfg["policy"]["refresh_every"] == 0
+    )
+    with pytest.raises(
+        ConfigError, match=r"'policy.sigma' \(policy 'hcd'\) in command line: sigma must be in"
+    ):
+        # the policy's own range check, at load
+        load_config(None, ["policy.dynamics=paper", "policy.sigma=7"])
     with pytest.raises(ConfigError, match=r"sigma belong\(s\) to dynamics: paper"):
-        load_config(None, ["policy.sigma=0.3"])  # a paper parameter with the default (tracking) dynamics
+        # a paper parameter with the default (tracking) dynamics
+        load_config(None, ["policy.sigma=0.3"])
 
 
 def test_free_maps_take_any_key():
     cfg = load_config(None, ["data.target.kwargs.anything=1", "model.kwargs.foo=[1, 2]"])
-    assert cfg["data"]["target"]["kwargs"]["anything"] == 1 and cfg["model"]["kwargs"]["foo"] == [1, 2]
+    assert cfg["data"]["target"]["kwargs"]["anything"] == 1 and cfg["model"]["kwargs"]["foo"] == [
+        1,
+        2,
+    ]
 
 
-# --------------------------------------------------------------------------- types, ranges, choices
+# ------------------------------------------------------------------------- types, ranges, choices
 @pytest.mark.parametrize(
     ("override", "pattern"),
     [
-        ("train.iterations=abc", r"'train.iterations' in command line must be an integer, got str 'abc'"),
+        (
+            "train.iterations=abc",
+            r"'train.iterations' in command line must be an integer, got str 'abc'",
+        ),
         ("train.iterations=1.5", "must be an integer, got float"),
         ("train.iterations=true", "must be an integer, got bool"),
         ("train.amp=1", "must be true or false, got int"),
@@ -281,7 +369,10 @@ def test_int_accepted_for_float_and_path_for_none(tmp_path):
 @pytest.mark.parametrize(
     ("override", "pattern"),
     [
-        ("loss.source_momentum=-0.1", r"'loss.source_momentum' in command line must be in \[0.0, 1.0\]; got -0.1"),
+        (
+            "loss.source_momentum=-0.1",
+            r"'loss.source_momentum' in command line must be in \[0.0, 1.0\]; got -0.1",
+        ),
         ("loss.temperature=0", r"'loss.temperature' .* must be > 0.0; got 0.0"),
         ("optim.gamma=0", r"must be in \(0.0, 1.0\]"),
         ("train.iterations=0", "must be >= 1"),
@@ -337,20 +428,25 @@ def test_directory_and_bad_encoding(tmp_path):
 
 @pytest.mark.parametrize("text", ["[1, 2]\n", "just a string\n", "42\n"])
 def test_non_mapping_yaml(tmp_path, text):
-    with pytest.raises(ConfigError, match=r"x.yaml must hold a mapping of keys .* got (list|str|int)"):
+    with pytest.raises(
+        ConfigError, match=r"x.yaml must hold a mapping of keys .* got (list|str|int)"
+    ):
         load_config(write(tmp_path / "x.yaml", text))
 
 
 def test_invalid_yaml_and_duplicate_keys(tmp_path):
     with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
         load_config(write(tmp_path / "bad.yaml", "train: {iterations: 5\n"))
-    with pytest.raises(ConfigError, match="(?s)dup.yaml is not valid YAML.*duplicate key 'seed'.*dup.yaml"):
+    with pytest.raises(
+        ConfigError, match="(?s)dup.yaml is not valid YAML.*duplicate key 'seed'.*dup.yaml"
+    ):
         load_config(write(tmp_path / "dup.yaml", "seed: 1\nseed: 2\n"))
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
 def test_empty_file_is_refused(tmp_path, text):
-    """An empty file is a mistake, not a request for the built-in defaults (a 24,000-iteration run)."""
+    """An empty file is a mistake, not a request for the built-in defaults (a 24,000-iteration
+    run)."""
     with pytest.raises(ConfigError, match=r"e\.yaml is empty"):
         load_config(write(tmp_path / "e.yaml", text))
 
@@ -371,22 +467,47 @@ def test_fingerprint_stable_under_key_order():
     assert len(config_fingerprint(cfg)) == 64
 
 
-@pytest.mark.parametrize("override", ["optim.lr=0.01", "policy.k=20", "seed=3", "data.target.root=x",
-                                      "train.iters_per_epoch=100", "model.name=osnet_x0_25", "data.source=null"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.lr=0.01",
+        "policy.k=20",
+        "seed=3",
+        "data.target.root=x",
+        "train.iters_per_epoch=100",
+        "model.name=osnet_x0_25",
+        "data.source=null",
+    ],
+)
 def test_fingerprint_changed_by_relevant_keys(override):
-    assert config_fingerprint(load_config(None, [override])) != config_fingerprint(load_config(None))
+    assert config_fingerprint(load_config(None, [override])) != config_fingerprint(
+        load_config(None)
+    )
 
 
-@pytest.mark.parametrize("override", ["output_dir=elsewhere", "log.tensorboard=false", "eval.batch_size=7",
-                                      "eval.flip=true", "train.log_every=1", "train.checkpoint_every_epochs=5",
-                                      "train.eval_every_epochs=3", "train.iterations=100"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "output_dir=elsewhere",
+        "log.tensorboard=false",
+        "eval.batch_size=7",
+        "eval.flip=true",
+        "train.log_every=1",
+        "train.checkpoint_every_epochs=5",
+        "train.eval_every_epochs=3",
+        "train.iterations=100",
+    ],
+)
 def test_fingerprint_ignores_bookkeeping(override):
-    assert config_fingerprint(load_config(None, [override])) == config_fingerprint(load_config(None))
+    assert config_fingerprint(load_config(None, [override])) == config_fingerprint(
+        load_config(None)
+    )
 
 
-# sha256 of the default config: checkpoints record it, so a change here means older runs can no longer be
-# resumed. Unchanged by the move of the schema to streamlabel/config (issue 16); changed once since, when
-# hcd gained the parameter refresh_source (filled in with its default, so it is part of every hcd config)
+# sha256 of the default config: checkpoints record it, so a change here means older runs can no
+# longer be resumed. Unchanged by the move of the schema to streamlabel/config (issue 16); changed
+# once since, when hcd gained the parameter refresh_source (filled in with its default, so it is
+# part of every hcd config)
 DEFAULT_FINGERPRINT = "b1d368d3d11eacc0715aa8d2b9b42864d7e1ae8bd31977271b6cb0be94c99f29"
 
 

@@ -1,4 +1,5 @@
-"""Fuzz load_config: random YAML trees and random key=value overrides load or raise ConfigError, nothing else."""
+"""Fuzz load_config: random YAML trees and random key=value overrides load or raise ConfigError,
+nothing else."""
 
 from __future__ import annotations
 
@@ -27,17 +28,29 @@ def _schema_keys(tree: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-KEYS = _schema_keys(DEFAULTS) + ["policy.name", "policy.k", "policy.sigma", "policy.simga", "_base_", "bogus"]
+KEYS = _schema_keys(DEFAULTS) + [
+    "policy.name",
+    "policy.k",
+    "policy.sigma",
+    "policy.simga",
+    "_base_",
+    "bogus",
+]
 NAMES = sorted({k.split(".")[-1] for k in KEYS} | {"x", "name", "root", "kwargs"})
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["hcd", "skip", "cpu", "1e-3", "", "a b"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["hcd", "skip", "cpu", "1e-3", "", "a b"]),
     st.text(max_size=8),
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(NAMES), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(NAMES), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 trees = st.dictionaries(st.sampled_from(NAMES), values, max_size=5)
@@ -65,7 +78,9 @@ def test_random_yaml_trees_load_or_raise_config_error(tree):
 
 
 override_values = st.one_of(
-    st.sampled_from(["1", "0", "-1", "0.5", "1e-3", "null", "true", "[1, 2]", "{a: 1}", "hcd", "", "[", "'x"]),
+    st.sampled_from(
+        ["1", "0", "-1", "0.5", "1e-3", "null", "true", "[1, 2]", "{a: 1}", "hcd", "", "[", "'x"]
+    ),
     st.text(max_size=10),
 )
 overrides = st.lists(

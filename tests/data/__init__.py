@@ -1,1 +1,2 @@
-"""Tests of streamlabel.data: dataset parsers, the synthetic generator, samplers, transforms and loaders."""
+"""Tests of streamlabel.data: dataset parsers, the synthetic generator, samplers, transforms and
+loaders."""

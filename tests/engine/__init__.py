@@ -1,1 +1,2 @@
-"""Tests of streamlabel.engine modules on their own (checkpoint); whole training runs are in tests/training."""
+"""Tests of streamlabel.engine modules on their own (checkpoint); whole training runs are in
+tests/training."""

@@ -1,1 +1,2 @@
-"""Tests of streamlabel.evaluation: retrieval metrics, re-ranking, feature extraction, label quality."""
+"""Tests of streamlabel.evaluation: retrieval metrics, re-ranking, feature extraction, label
+quality."""

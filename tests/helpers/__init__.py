@@ -1,1 +1,2 @@
-"""Helpers shared by several test folders (import them as tests.helpers.<module>); no tests here."""
+"""Helpers shared by several test folders (import them as tests.helpers.<module>); no tests
+here."""

@@ -12,7 +12,9 @@ def unit_rows(n: int, d: int, seed: int = 0) -> torch.Tensor:
     return F.normalize(torch.randn(n, d, generator=g), dim=1)
 
 
-def brute_topk_sims(queries: torch.Tensor, bank: torch.Tensor, k: int, exclude: torch.Tensor | None = None):
+def brute_topk_sims(
+    queries: torch.Tensor, bank: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+):
     """Exact top-k similarities by a full [Q, N] product (the reference for every k-NN check)."""
     sims = queries.float() @ bank.float().t()
     if exclude is not None:
@@ -38,8 +40,15 @@ def knn_lists(centres: torch.Tensor, k: int) -> torch.Tensor:
     return torch.topk(sims, k, dim=1).indices
 
 
-def gaussian_mixture(num_ids: int, dim: int, min_size: int, max_size: int, noise: float, seed: int = 0,
-                     max_cos: float = 0.4):
+def gaussian_mixture(
+    num_ids: int,
+    dim: int,
+    min_size: int,
+    max_size: int,
+    noise: float,
+    seed: int = 0,
+    max_cos: float = 0.4,
+):
     """Well separated unit-norm centres (pairwise cosine < max_cos), min..max points each.
 
     Returns (features [N, D] unit-norm, ids [N], centres [C, D], generator for further draws).

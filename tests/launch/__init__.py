@@ -1,1 +1,2 @@
-"""Tests of streamlabel.launch: the commands (evaluate, labels, compare), argument checks, recipes, packages."""
+"""Tests of streamlabel.launch: the commands (evaluate, labels, compare), argument checks, recipes,
+packages."""

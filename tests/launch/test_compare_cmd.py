@@ -9,7 +9,9 @@ import pytest
 
 from streamlabel.launch.cli import main
 from streamlabel.launch.compare_cmd import markdown_table, parse_intervals
-from tests.training.tiny_runs import tiny_overrides  # the tiny synthetic config of the training tests
+from tests.training.tiny_runs import (
+    tiny_overrides,  # the tiny synthetic config of the training tests
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

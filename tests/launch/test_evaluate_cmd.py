@@ -41,7 +41,9 @@ def test_query_gallery_json(files, capsys):
     assert main(["evaluate", "--query", str(q), "--gallery", str(g), "--json"]) == 0
     res = _last_json(capsys)
     qd, gd = np.load(q), np.load(g)
-    ref = evaluate_retrieval(qd["feats"], qd["pids"], qd["camids"], gd["feats"], gd["pids"], gd["camids"])
+    ref = evaluate_retrieval(
+        qd["feats"], qd["pids"], qd["camids"], gd["feats"], gd["pids"], gd["camids"]
+    )
     for key in ("mAP", "rank1", "rank5", "rank10", "num_valid_queries"):
         assert res[key] == pytest.approx(ref[key])
     assert res["rerank"] is False and res["num_gallery"] == 120
@@ -49,7 +51,18 @@ def test_query_gallery_json(files, capsys):
 
 def test_rerank_and_ranks(files, capsys):
     q, g = files
-    argv = ["evaluate", "--query", str(q), "--gallery", str(g), "--rerank", "--k1", "8", "--ranks", "1,3"]
+    argv = [
+        "evaluate",
+        "--query",
+        str(q),
+        "--gallery",
+        str(g),
+        "--rerank",
+        "--k1",
+        "8",
+        "--ranks",
+        "1,3",
+    ]
     assert main([*argv, "--json"]) == 0
     res = _last_json(capsys)
     assert res["rerank"] is True and {"rank1", "rank3"} <= res.keys() and 0 <= res["mAP"] <= 1
@@ -103,5 +116,8 @@ def test_real_cuhk03_val(capsys):
     res = _last_json(capsys)
     assert res["rank1"] == pytest.approx(0.532, abs=0.005)
     assert res["mAP"] == pytest.approx(0.523, abs=0.005)
-    assert main(["evaluate", "--split-by-camera", str(VAL), "--query-cam", "0", "--rerank", "--json"]) == 0
+    assert (
+        main(["evaluate", "--split-by-camera", str(VAL), "--query-cam", "0", "--rerank", "--json"])
+        == 0
+    )
     assert _last_json(capsys)["mAP"] > res["mAP"]

@@ -1,2 +1,2 @@
-"""Tests of streamlabel.methods: the policies (hcd and its tracking, dbscan, spcl, ...), anchors, cluster
-dynamics, label propagation and the policy registry."""
+"""Tests of streamlabel.methods: the policies (hcd and its tracking, dbscan, spcl, ...), anchors,
+cluster dynamics, label propagation and the policy registry."""

@@ -1,4 +1,5 @@
-"""Anchor selection (methods/anchors.py): density peak vs random vs farthest point on a hand example."""
+"""Anchor selection (methods/anchors.py): density peak vs random vs farthest point on a hand
+example."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from tests.helpers.features import circle_points, knn_lists
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 # Two blobs of three units on the circle: A at 0, 4, 8 degrees and B at 90, 94, 98 degrees.
-# With k = 2 every unit's neighbours are its two blob mates (mutual), so the mutual-kNN graph is two
-# triangles. The middle unit of each blob is the heaviest (A: weight 4, B: weight 3), so it is the
-# local density peak: rho = own weight + sum of cos * neighbour weight.
+# With k = 2 every unit's neighbours are its two blob mates (mutual), so the mutual-kNN graph is
+# two triangles. The middle unit of each blob is the heaviest (A: weight 4, B: weight 3), so it is
+# the local density peak: rho = own weight + sum of cos * neighbour weight.
 ANGLES = [0.0, 4.0, 8.0, 90.0, 94.0, 98.0]
 WEIGHTS = torch.tensor([[1.0, 4.0, 1.0, 1.0, 3.0, 1.0]])
 
@@ -39,7 +40,8 @@ def test_density_and_peaks_by_hand():
     torch.testing.assert_close(rho[0], 1 + 4 * cos[0, 1] + cos[0, 2])
     rho2, delta, is_peak = density_peak_scores(affinity, cosine, WEIGHTS, valid)
     assert is_peak[0].tolist() == [False, True, False, False, True, False]
-    # the densest unit (1) has no denser unit: delta = its largest distance (to unit 5 at 98 degrees)
+    # the densest unit (1) has no denser unit: delta = its largest distance (to unit 5 at 98
+    # degrees)
     torch.testing.assert_close(delta[0, 1], 1 - cos[1, 5])
     # unit 4 (B's peak): its nearest denser unit is unit 1 (90 degrees away), or a denser B unit
     denser = rho2[0] > rho2[0, 4]
@@ -48,10 +50,14 @@ def test_density_and_peaks_by_hand():
 
 def test_density_peak_anchors_are_blob_peaks():
     affinity, cosine, valid = _block()
-    anchors = select_anchors(affinity, cosine, WEIGHTS, valid, max_anchors=4, method="density_peak")
+    anchors = select_anchors(
+        affinity, cosine, WEIGHTS, valid, max_anchors=4, method="density_peak"
+    )
     assert anchors.tolist() == [[1, 4, -1, -1]]
     # capped at max_anchors: the larger rho * delta wins (unit 1)
-    anchors = select_anchors(affinity, cosine, WEIGHTS, valid, max_anchors=1, method="density_peak")
+    anchors = select_anchors(
+        affinity, cosine, WEIGHTS, valid, max_anchors=1, method="density_peak"
+    )
     assert anchors.tolist() == [[1]]
 
 
@@ -59,7 +65,9 @@ def test_farthest_point_anchors():
     # first the densest unit (1, at 4 degrees), then the unit farthest from it (5, at 98 degrees);
     # the number of anchors is the number of peaks (2) for every method
     affinity, cosine, valid = _block()
-    anchors = select_anchors(affinity, cosine, WEIGHTS, valid, max_anchors=4, method="farthest_point")
+    anchors = select_anchors(
+        affinity, cosine, WEIGHTS, valid, max_anchors=4, method="farthest_point"
+    )
     assert anchors.tolist() == [[1, 5, -1, -1]]
 
 
@@ -68,7 +76,9 @@ def test_random_anchors_are_seeded():
 
     def pick(seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
-        return select_anchors(affinity, cosine, WEIGHTS, valid, max_anchors=4, method="random", generator=g)
+        return select_anchors(
+            affinity, cosine, WEIGHTS, valid, max_anchors=4, method="random", generator=g
+        )
 
     a = pick(0)
     assert torch.equal(a, pick(0))
@@ -84,13 +94,17 @@ def test_random_anchors_skip_padding():
     g = torch.Generator().manual_seed(3)
     w = WEIGHTS * valid
     for _ in range(10):
-        anchors = select_anchors(affinity, cosine, w, valid, max_anchors=3, method="random", generator=g)
+        anchors = select_anchors(
+            affinity, cosine, w, valid, max_anchors=3, method="random", generator=g
+        )
         assert anchors[0, 0] in (0, 1, 2) and anchors[0, 1:].tolist() == [-1, -1]
 
 
 def test_every_block_gets_an_anchor_and_padding():
     affinity, cosine, valid = _block()
-    anchors = select_anchors(affinity[:, :2, :2], cosine[:, :2, :2], WEIGHTS[:, :2], valid[:, :2], max_anchors=5)
+    anchors = select_anchors(
+        affinity[:, :2, :2], cosine[:, :2, :2], WEIGHTS[:, :2], valid[:, :2], max_anchors=5
+    )
     assert anchors.shape == (1, 5) and anchors[0, 0] == 1 and (anchors[0, 1:] == -1).all()
     with pytest.raises(ValueError, match="anchor method"):
         select_anchors(affinity, cosine, WEIGHTS, valid, method="kmeans++")

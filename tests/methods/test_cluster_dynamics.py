@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from streamlabel.methods.cluster_dynamics import connected_components, merge_scores, padded_groups, split_blocks
+from streamlabel.methods.cluster_dynamics import (
+    connected_components,
+    merge_scores,
+    padded_groups,
+    split_blocks,
+)
 from tests.helpers.features import circle_points, knn_lists
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -26,8 +31,9 @@ def _split(angles, k, weights, *, max_anchors=8, method="density_peak", dim=2):
 
 # ------------------------------------------------------------------------------------------ split
 def test_two_blobs_split_at_their_peaks():
-    # blob A at 0/4/8 degrees (peak: unit 1, weight 4), blob B at 90/94/98 (peak: unit 4, weight 3);
-    # k = 2: two mutual-kNN triangles, no edge between them -> two peaks -> two anchors -> two pieces
+    # blob A at 0/4/8 degrees (peak: unit 1, weight 4), blob B at 90/94/98 (peak: unit 4, weight
+    # 3); k = 2: two mutual-kNN triangles, no edge between them -> two peaks -> two anchors -> two
+    # pieces
     piece = _split([0, 4, 8, 90, 94, 98], 2, [1, 4, 1, 1, 3, 1])
     # anchors in rho*delta order: unit 1 is anchor 0, unit 4 is anchor 1
     assert piece.tolist() == [0, 0, 0, 1, 1, 1]
@@ -36,7 +42,11 @@ def test_two_blobs_split_at_their_peaks():
 def test_two_blobs_split_in_block_order():
     # same blobs interleaved in the block: the pieces follow the blobs, not the slots
     piece = _split([0, 90, 4, 94, 8, 98], 2, [1, 1, 4, 3, 1, 1])
-    assert piece[0] == piece[2] == piece[4] and piece[1] == piece[3] == piece[5] and piece[0] != piece[1]
+    assert (
+        piece[0] == piece[2] == piece[4]
+        and piece[1] == piece[3] == piece[5]
+        and piece[0] != piece[1]
+    )
 
 
 def test_tight_blob_does_not_split():
@@ -52,7 +62,8 @@ def test_isolated_unit_becomes_its_own_piece():
     piece = _split(angles, 2, weights)
     assert piece[:3].tolist() == [piece[0]] * 3
     assert piece[3] != piece[0]
-    # with one anchor (the blob peak), no label reaches unit 3: it gets piece max_anchors + its slot
+    # with one anchor (the blob peak), no label reaches unit 3: it gets piece max_anchors + its
+    # slot
     piece = _split(angles, 2, weights, max_anchors=1)
     assert piece.tolist() == [0, 0, 0, 1 + 3]
 
@@ -74,7 +85,8 @@ def test_split_padding_and_batched_blocks():
 
 # ------------------------------------------------------------------------------------------ merge
 def test_merge_mutual_pair_by_hand():
-    # two units, each other's only mutual neighbour: S_hat = [[0, c], [c, 0]] -> S = [[0, 1], [1, 0]]
+    # two units, each other's only mutual neighbour:
+    # S_hat = [[0, c], [c, 0]] -> S = [[0, 1], [1, 0]]
     # P* = (I - a S)^-1 = 1 / (1 - a^2) [[1, a], [a, 1]]; row 0 normalised: p_01 = a / (1 + a)
     ids = torch.tensor([[0, 1]])
     nbrs = torch.tensor([[[1], [0]]])
@@ -84,13 +96,18 @@ def test_merge_mutual_pair_by_hand():
     assert float(p_row[1]) == pytest.approx(ALPHA / (1 + ALPHA), abs=1e-6)  # 0.4975
     assert float(p_row[1]) > SIGMA  # merged
     # "self": P_01 / P_00 = a; "sym": P_01 / sqrt(P_00 P_11) = a
-    assert float(merge_scores(ids, centres, nbrs, alpha=ALPHA, norm="self")[0, 1]) == pytest.approx(ALPHA)
-    assert float(merge_scores(ids, centres, nbrs, alpha=ALPHA, norm="sym")[0, 1]) == pytest.approx(ALPHA)
+    assert float(
+        merge_scores(ids, centres, nbrs, alpha=ALPHA, norm="self")[0, 1]
+    ) == pytest.approx(ALPHA)
+    assert float(merge_scores(ids, centres, nbrs, alpha=ALPHA, norm="sym")[0, 1]) == pytest.approx(
+        ALPHA
+    )
 
 
 def _star(leaves: int, angle: float = 20.0):
-    # centre unit e0, leaf i at `angle` from e0 towards e_i: every centre-leaf cosine is cos(angle);
-    # leaves list only the centre, the centre lists every leaf -> a star of mutual pairs
+    # centre unit e0, leaf i at `angle` from e0 towards e_i: every centre-leaf cosine is
+    # cos(angle); leaves list only the centre, the centre lists every leaf -> a star of mutual
+    # pairs
     dim = leaves + 1
     centres = torch.zeros(1, dim, dim)
     centres[0, 0, 0] = 1.0
@@ -106,8 +123,10 @@ def _star(leaves: int, angle: float = 20.0):
 
 @pytest.mark.parametrize("leaves, merged", [(2, True), (3, False)])
 def test_merge_star_by_hand(leaves, merged):
-    # degrees: centre L*c, leaf c -> S[0, i] = c / sqrt(L c * c) = 1 / sqrt(L); write s = a / sqrt(L).
-    # Row 0 of (I - a S)^-1 solves x0 - s * sum_i x_i = 1, x_i - s x0 = 0 -> x = [1, s, ..., s] / (1 - L s^2)
+    # degrees: centre L*c, leaf c -> S[0, i] = c / sqrt(L c * c) = 1 / sqrt(L);
+    # write s = a / sqrt(L).
+    # Row 0 of (I - a S)^-1 solves x0 - s * sum_i x_i = 1, x_i - s x0 = 0
+    # -> x = [1, s, ..., s] / (1 - L s^2)
     # row-normalised: p_0i = s / (1 + L s).
     #   L = 2: s = 0.7000, p = 0.2917 > 0.25 -> merged
     #   L = 3: s = 0.5716, p = 0.2105 < 0.25 -> not merged (a unit with many neighbours)
@@ -145,8 +164,9 @@ def test_connected_components_hand_graph():
     a = torch.tensor([0, 3, 5, 7])
     b = torch.tensor([1, 2, 6, 6])
     assert connected_components(a, b, 9).tolist() == [0, 0, 2, 2, 4, 5, 5, 5, 8]
-    assert connected_components(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long),
-                                3).tolist() == [0, 1, 2]
+    assert connected_components(
+        torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), 3
+    ).tolist() == [0, 1, 2]
 
 
 def test_connected_components_long_chain():
@@ -161,11 +181,13 @@ def test_connected_components_long_chain():
 
 
 def test_padded_groups_output():
-    # group 2: members {1, 7, 10}; group 0: {3}; group 1: {5}; group 4: {2, 4, 6, 8}; group 3: {0, 9}
+    # group 2: members {1, 7, 10}; group 0: {3}; group 1: {5}; group 4: {2, 4, 6, 8};
+    # group 3: {0, 9}
     group = torch.tensor([2, 0, 2, 1, 2, 4, 4, 4, 4, 3, 3])
     members = torch.tensor([10, 3, 7, 5, 1, 2, 8, 4, 6, 9, 0])
     out = [(ids.tolist(), gid.tolist()) for ids, gid in padded_groups(group, members)]
-    # buckets by ceil(log2(size)): sizes 1 -> bucket 0, size 2 -> 1, sizes 3 and 4 -> 2 (padded to 4)
+    # buckets by ceil(log2(size)): sizes 1 -> bucket 0, size 2 -> 1,
+    # sizes 3 and 4 -> 2 (padded to 4)
     assert out == [
         ([[3], [5]], [0, 1]),
         ([[0, 9]], [3]),
@@ -182,4 +204,7 @@ def test_padded_groups_chunking_and_empty():
     chunks = list(padded_groups(group, members, budget=4))  # n*n = 4: one block per chunk
     assert [gid.tolist() for _, gid in chunks] == [[0], [1], [2]]
     assert [ids.tolist() for ids, _ in chunks] == [[[0, 1]], [[2, 3]], [[4, 5]]]
-    assert list(padded_groups(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))) == []
+    assert (
+        list(padded_groups(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long)))
+        == []
+    )

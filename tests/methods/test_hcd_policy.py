@@ -1,5 +1,5 @@
-"""HCDPolicy (methods/hcd.py), both rule sets: invariants after random steps, recovery of a Gaussian mixture,
-determinism, exact resume, offline mode and bad input."""
+"""HCDPolicy (methods/hcd.py), both rule sets: invariants after random steps, recovery of a
+Gaussian mixture, determinism, exact resume, offline mode and bad input."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from tests.helpers.features import gaussian_mixture
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 SMALL = {"k": 6, "num_levels": 3, "knn_slack": 4}
-PRESETS = {"tracking": {"dynamics": "tracking", "link_k": 3}, "paper": {"dynamics": "paper", "link_k": 2}}
+PRESETS = {
+    "tracking": {"dynamics": "tracking", "link_k": 3},
+    "paper": {"dynamics": "paper", "link_k": 2},
+}
 
 
 def _small_policy(n: int, d: int, preset: str = "tracking", **params):
@@ -32,12 +35,17 @@ def preset(request) -> str:
     return request.param
 
 
-def _stream(policy, feats, ids, centres, g, *, batches: int, batch_size: int = 16, noise: float = 0.05):
+def _stream(
+    policy, feats, ids, centres, g, *, batches: int, batch_size: int = 16, noise: float = 0.05
+):
     """Deterministic mini-batches of noisy copies of the true centres; returns the batch rows."""
     out = []
     for _ in range(batches):
         rows = torch.randperm(feats.shape[0], generator=g)[:batch_size]
-        f = F.normalize(centres[ids[rows]] + noise * torch.randn(rows.numel(), feats.shape[1], generator=g), dim=1)
+        f = F.normalize(
+            centres[ids[rows]] + noise * torch.randn(rows.numel(), feats.shape[1], generator=g),
+            dim=1,
+        )
         policy.step(rows, f)
         out.append(rows)
     return out
@@ -53,10 +61,14 @@ def check_policy_invariants(policy, rows: torch.Tensor | None = None) -> None:
     fresh.recompute(bank.features)
     assert torch.equal(fresh.sizes, lb.sizes)
     torch.testing.assert_close(lb.sums, fresh.sums, atol=1e-4, rtol=0)
-    # the kept row norms are those of the sums as they stand (not of a recompute: the sums may drift)
+    # the kept row norms are those of the sums as they stand (not of a recompute: the sums may
+    # drift)
     assert torch.equal(lb.norms, torch.linalg.vector_norm(lb.sums.float(), dim=-1))
-    norm_tol = 1e-5 if bank.features.dtype == torch.float32 else 1e-2  # fp16 / bf16 rows are rounded
-    torch.testing.assert_close(bank.features.float().norm(dim=1), torch.ones(n), atol=norm_tol, rtol=0)
+    # fp16 / bf16 rows are rounded
+    norm_tol = 1e-5 if bank.features.dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(
+        bank.features.float().norm(dim=1), torch.ones(n), atol=norm_tol, rtol=0
+    )
     for level in range(policy.num_levels):
         dense = policy.labels(level)
         kept = dense[dense >= 0]
@@ -70,7 +82,8 @@ def check_policy_invariants(policy, rows: torch.Tensor | None = None) -> None:
         both = (dense >= 0).unsqueeze(0) & (dense >= 0).unsqueeze(1)
         assert torch.equal(same_dense & both, same_bank & both)
     if rows is not None:
-        # the sample k-NN lists of the batch rows are an exact top-k of the current bank (up to ties)
+        # the sample k-NN lists of the batch rows are an exact top-k of the current bank (up to
+        # ties)
         graph = policy.graphs[0]
         rows = torch.unique(rows)
         feats = bank.features.float()
@@ -91,8 +104,13 @@ def check_policy_invariants(policy, rows: torch.Tensor | None = None) -> None:
     seed=st.integers(0, 10_000),
     num_levels=st.integers(1, 3),
     steps=st.lists(
-        st.tuples(st.lists(st.integers(0, 59), min_size=1, max_size=24), st.floats(0.0, 0.6), st.integers(0, 99)),
-        min_size=1, max_size=6,
+        st.tuples(
+            st.lists(st.integers(0, 59), min_size=1, max_size=24),
+            st.floats(0.0, 0.6),
+            st.integers(0, 99),
+        ),
+        min_size=1,
+        max_size=6,
     ),
     anchor_method=st.sampled_from(["density_peak", "random", "farthest_point"]),
     preset=st.sampled_from(sorted(PRESETS)),
@@ -100,17 +118,26 @@ def check_policy_invariants(policy, rows: torch.Tensor | None = None) -> None:
 def test_invariants_after_random_steps(seed, num_levels, steps, anchor_method, preset):
     feats, ids, centres, _ = gaussian_mixture(6, 8, 6, 12, 0.15, seed=seed)
     n = 60
-    feats = feats[:n] if feats.shape[0] >= n else torch.cat([feats, feats[: n - feats.shape[0]].flip(1)])
+    feats = (
+        feats[:n]
+        if feats.shape[0] >= n
+        else torch.cat([feats, feats[: n - feats.shape[0]].flip(1)])
+    )
     ids = ids[:n] if ids.shape[0] >= n else torch.cat([ids, ids[: n - ids.shape[0]] + 100])
-    policy = _small_policy(n, 8, preset, num_levels=num_levels, anchor_method=anchor_method, seed=seed)
+    policy = _small_policy(
+        n, 8, preset, num_levels=num_levels, anchor_method=anchor_method, seed=seed
+    )
     policy.initialize(feats, torch.arange(n) % 3)
     check_policy_invariants(policy)
     for epoch, (rows, noise, draw) in enumerate(steps):
         g = torch.Generator().manual_seed(draw)
         rows_t = torch.tensor(rows)  # may hold duplicates
         # a mix of: noisy copies of the true centre, and jumps to a random other point
-        target = torch.where(torch.rand(len(rows), 1, generator=g) < 0.3,
-                             feats[torch.randint(0, n, (len(rows),), generator=g)], centres[ids[rows_t] % 6])
+        target = torch.where(
+            torch.rand(len(rows), 1, generator=g) < 0.3,
+            feats[torch.randint(0, n, (len(rows),), generator=g)],
+            centres[ids[rows_t] % 6],
+        )
         f = F.normalize(target + noise * torch.randn(len(rows), 8, generator=g), dim=1) * 3.0
         policy.step(rows_t, f)
         check_policy_invariants(policy, rows_t)
@@ -145,9 +172,9 @@ def test_gaussian_mixture_recovered_and_kept_while_streaming(dynamics):
     # 40 well separated unit-norm centres in D = 32, 8-15 points each, small noise (~0.11 in norm)
     feats, ids, centres, g = gaussian_mixture(40, 32, 8, 15, 0.02, seed=0)
     n = feats.shape[0]
-    # link_k = 3: level 0 links mutual 3-NN samples. (With link_k = 2 the paper's bootstrap leaves ~2-sample
-    # fragments whose k=30 ego-nets are so large that p_uv ~ 1/|ego| < sigma and the first labels only reach
-    # BCubed F ~ 0.77; streaming then brings them above 0.9.)
+    # link_k = 3: level 0 links mutual 3-NN samples. (With link_k = 2 the paper's bootstrap leaves
+    # ~2-sample fragments whose k=30 ego-nets are so large that p_uv ~ 1/|ego| < sigma and the
+    # first labels only reach BCubed F ~ 0.77; streaming then brings them above 0.9.)
     policy = build_policy("hcd", num_samples=n, feat_dim=32, link_k=3, dynamics=dynamics)
     policy.initialize(feats)
     _, _, f_init = bcubed(policy.labels(), ids)
@@ -156,7 +183,9 @@ def test_gaussian_mixture_recovered_and_kept_while_streaming(dynamics):
         perm = torch.randperm(n, generator=g)
         for start in range(0, n, 32):
             rows = perm[start : start + 32]
-            noisy = F.normalize(feats[rows] + 0.01 * torch.randn(rows.numel(), 32, generator=g), dim=1)
+            noisy = F.normalize(
+                feats[rows] + 0.01 * torch.randn(rows.numel(), 32, generator=g), dim=1
+            )
             policy.step(rows, noisy)
         policy.epoch_end(epoch)
         _, _, f_stream = bcubed(policy.labels(), ids)
@@ -206,9 +235,17 @@ def test_state_dict_round_trip_gives_identical_labels(anchor_method, preset):
     assert torch.equal(run_a.label_bank.sums, run_b.label_bank.sums)
 
 
-@pytest.mark.parametrize("preset, key, value", [
-    ("paper", "sigma", 0.3), ("tracking", "split_gap", 3.0), ("tracking", "k", 5), ("paper", "num_levels", 2),
-    ("tracking", "anchor_method", "random"), ("tracking", "dynamics", "paper")])
+@pytest.mark.parametrize(
+    "preset, key, value",
+    [
+        ("paper", "sigma", 0.3),
+        ("tracking", "split_gap", 3.0),
+        ("tracking", "k", 5),
+        ("paper", "num_levels", 2),
+        ("tracking", "anchor_method", "random"),
+        ("tracking", "dynamics", "paper"),
+    ],
+)
 def test_state_from_other_config_is_refused(preset, key, value):
     feats, *_ = gaussian_mixture(4, 8, 5, 6, 0.1)
     a = _small_policy(feats.shape[0], 8, preset)
@@ -229,7 +266,8 @@ def test_offline_mode_steps_keep_labels_and_epoch_end_refreshes(preset):
     policy.initialize(feats)
     before = policy.label_bank.labels.clone()
     top = policy.labels()
-    # half of identity 0 jumps onto identity 1: features change a lot, labels must wait for the refresh
+    # half of identity 0 jumps onto identity 1: features change a lot, labels must wait for the
+    # refresh
     own = (ids == 0).nonzero().flatten()
     moved, stayed = own[: own.numel() // 2], own[own.numel() // 2 :]
     assert (top[moved].unsqueeze(1) == top[stayed].unsqueeze(0)).any()  # they shared a cluster
@@ -242,7 +280,9 @@ def test_offline_mode_steps_keep_labels_and_epoch_end_refreshes(preset):
     after = policy.labels()
     assert not torch.equal(policy.label_bank.labels, before)
     # the refresh split the moved half away from the half that stayed
-    shared = (after[moved].unsqueeze(1) == after[stayed].unsqueeze(0)) & (after[moved] >= 0).unsqueeze(1)
+    shared = (after[moved].unsqueeze(1) == after[stayed].unsqueeze(0)) & (
+        after[moved] >= 0
+    ).unsqueeze(1)
     assert not shared.any()
     check_policy_invariants(policy)
     # and it is a clustering from scratch: the labels of a fresh initialize on the same bank
@@ -271,7 +311,11 @@ def ready(preset):
 
 
 def test_nan_features_raise_and_leave_banks_unchanged(ready):
-    bank, labels, sums = ready.bank.features.clone(), ready.label_bank.labels.clone(), ready.label_bank.sums.clone()
+    bank, labels, sums = (
+        ready.bank.features.clone(),
+        ready.label_bank.labels.clone(),
+        ready.label_bank.sums.clone(),
+    )
     f = torch.ones(3, 8)
     f[1, 2] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -280,7 +324,9 @@ def test_nan_features_raise_and_leave_banks_unchanged(ready):
     with pytest.raises(ValueError, match="NaN"):
         ready.step(torch.tensor([0, 1, 2]), f)
     assert torch.equal(ready.bank.features, bank)
-    assert torch.equal(ready.label_bank.labels, labels) and torch.equal(ready.label_bank.sums, sums)
+    assert torch.equal(ready.label_bank.labels, labels) and torch.equal(
+        ready.label_bank.sums, sums
+    )
     fresh = _small_policy(ready.num_samples, 8)
     with pytest.raises(ValueError, match="NaN"):
         fresh.initialize(torch.full((ready.num_samples, 8), float("nan")))
@@ -365,14 +411,16 @@ def test_graph_k_larger_than_samples_pads():
 def test_online_extract_reanchors_on_the_fresh_pass_at_every_epoch_end(preset):
     feats, ids, centres, g = gaussian_mixture(8, 16, 8, 12, 0.05, seed=5)
     n = feats.shape[0]
-    assert not _small_policy(n, 16, preset).refreshes_after(0)  # online from the bank: no epoch-end refresh
+    # online from the bank: no epoch-end refresh
+    assert not _small_policy(n, 16, preset).refreshes_after(0)
     policy = _small_policy(n, 16, preset, refresh_source="extract")
     assert all(policy.refreshes_after(epoch) for epoch in range(3))
     policy.initialize(feats)
     _stream(policy, feats, ids, centres, g, batches=3)
     fresh_pass = F.normalize(centres[ids] + 0.05 * torch.randn(n, 16, generator=g), dim=1)
     policy.reload_bank(fresh_pass)
-    torch.testing.assert_close(policy.bank.features, fresh_pass)  # every row replaced, no momentum blend
+    # every row replaced, no momentum blend
+    torch.testing.assert_close(policy.bank.features, fresh_pass)
     assert policy.epoch_end(0) is True
     check_policy_invariants(policy)
     # the labels start anew from the fresh pass: those of a fresh initialize on it

@@ -1,7 +1,7 @@
-"""The tracking dynamics of the hcd policy (methods/hcd_tracking.py) on cases small enough to check by hand:
-a component made of two groups splits at the default k, one identity's clusters merge and two identities'
-do not whatever the neighbourhood, a moved sample relabels in one step, and the online labels are those of
-a fresh initialize on the same bank."""
+"""The tracking dynamics of the hcd policy (methods/hcd_tracking.py) on cases small enough to check
+by hand: a component made of two groups splits at the default k, one identity's clusters merge and
+two identities' do not whatever the neighbourhood, a moved sample relabels in one step, and the
+online labels are those of a fresh initialize on the same bank."""
 
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ def from_gram(gram: torch.Tensor) -> torch.Tensor:
 
 
 class Bank:
-    """Features built group by group in orthogonal directions, so every cosine is known by construction.
+    """Features built group by group in orthogonal directions, so every cosine is known by
+    construction.
 
-    A group is ``size`` samples around a unit centre c: x = normalize(c + e s) with private orthonormal noise
-    directions s and e^2 = 1/WITHIN - 1, so two samples of a group have cosine WITHIN and two samples of
-    groups whose centres have cosine r have cosine r * WITHIN.
+    A group is ``size`` samples around a unit centre c: x = normalize(c + e s) with private
+    orthonormal noise directions s and e^2 = 1/WITHIN - 1, so two samples of a group have cosine
+    WITHIN and two samples of groups whose centres have cosine r have cosine r * WITHIN.
     """
 
     def __init__(self, dim: int = 512) -> None:
@@ -53,14 +54,20 @@ class Bank:
         return gid
 
     def background(self, groups: int, centre_cos: float, seed: int = 0) -> None:
-        """``groups`` identities whose centres have cosine ``centre_cos`` (+-0.01, so there are no exact ties) to
-        each other: a dense, re-ID-like space where every sample's k-th neighbour (k > group size) is at about
-        centre_cos * WITHIN, the calibrated floor."""
+        """``groups`` identities whose centres have cosine ``centre_cos`` (+-0.01, so there are no
+        exact ties) to each other: a dense, re-ID-like space where every sample's k-th neighbour (k
+        > group size) is at about centre_cos * WITHIN, the calibrated floor."""
         common = self.direction()
         shared = torch.stack([self.direction() for _ in range(8)])
-        jitter = 0.05 * F.normalize(torch.randn(groups, 8, generator=torch.Generator().manual_seed(seed)), dim=1)
+        jitter = 0.05 * F.normalize(
+            torch.randn(groups, 8, generator=torch.Generator().manual_seed(seed)), dim=1
+        )
         for i in range(groups):
-            centre = centre_cos**0.5 * common + (1 - centre_cos) ** 0.5 * self.direction() + jitter[i] @ shared
+            centre = (
+                centre_cos**0.5 * common
+                + (1 - centre_cos) ** 0.5 * self.direction()
+                + jitter[i] @ shared
+            )
             self.group(F.normalize(centre, dim=0))
 
     def pair(self, centre_cos: float) -> tuple[int, int]:
@@ -80,9 +87,9 @@ def same_cluster(labels: torch.Tensor, groups: torch.Tensor, a: int, b: int) -> 
 
 # ------------------------------------------------------------------------------------------- split
 def two_linked_groups() -> torch.Tensor:
-    """Samples a0 a1 a2 | b0 b1 b2: cosine 0.94 inside a group; across, a_i-b_i 0.68 / 0.67 / 0.66, else 0.65.
-    Each sample's 3 nearest are its 2 group mates and its b_i / a_i partner, so all six form one mutual
-    3-NN component."""
+    """Samples a0 a1 a2 | b0 b1 b2: cosine 0.94 inside a group; across, a_i-b_i 0.68 / 0.67 / 0.66,
+    else 0.65. Each sample's 3 nearest are its 2 group mates and its b_i / a_i partner, so all six
+    form one mutual 3-NN component."""
     gram = torch.full((6, 6), 0.65)
     gram[:3, :3] = WITHIN
     gram[3:, 3:] = WITHIN
@@ -94,23 +101,32 @@ def two_linked_groups() -> torch.Tensor:
 
 def test_a_component_of_two_groups_splits_at_default_k():
     feats = two_linked_groups()
-    policy = build_policy("hcd", num_samples=6, feat_dim=6)  # defaults: k = 30, link_k = 3, split_gap = 2
+    # defaults: k = 30, link_k = 3, split_gap = 2
+    policy = build_policy("hcd", num_samples=6, feat_dim=6)
     policy.initialize(feats)
     assert policy.rules.components.tolist() == [0] * 6  # one linked component
-    # by hand: nearest-neighbour distance 0.06 everywhere -> gap 2 x 0.06 = 0.12. Density rho = 1 + sum of the
-    # mutual-edge cosines = 1 + 2 x 0.94 + cross: a0 = b0 = 3.56 (a0 first by index), a1 = b1 = 3.55, 3.54.
-    # delta(b0) = 1 - 0.68 = 0.32 >= 0.12 (its only denser unit is a0); every other delta is 1 - 0.94 = 0.06.
+    # by hand: nearest-neighbour distance 0.06 everywhere -> gap 2 x 0.06 = 0.12. Density rho = 1 +
+    # sum of the mutual-edge cosines = 1 + 2 x 0.94 + cross: a0 = b0 = 3.56 (a0 first by index), a1
+    # = b1 = 3.55, 3.54. delta(b0) = 1 - 0.68 = 0.32 >= 0.12 (its only denser unit is a0); every
+    # other delta is 1 - 0.94 = 0.06.
     assert policy.rules.min_gap == pytest.approx(0.12, abs=1e-5)
     level0 = policy.labels(level=0)
-    assert level0[:3].unique().numel() == 1 and level0[3:].unique().numel() == 1 and level0[0] != level0[3]
-    # the assignment is the argmax of P* = (I - 0.99 S)^-1 Y0 over the two anchors a0, b0 (Eq. 2, 4)
+    assert (
+        level0[:3].unique().numel() == 1
+        and level0[3:].unique().numel() == 1
+        and level0[0] != level0[3]
+    )
+    # the assignment is the argmax of P* = (I - 0.99 S)^-1 Y0 over the two anchors a0, b0 (Eq. 2,
+    # 4)
     sims = feats @ feats.t()
     links = torch.zeros(6, 6, dtype=torch.bool)
     for i in range(6):
         links[i, torch.topk(sims[i] - 2 * torch.eye(6)[i], 3).indices] = True
     affinity = torch.where(links & links.t(), sims, torch.zeros(()))
     degree = affinity.sum(1)
-    spread = propagate(affinity / torch.sqrt(degree[:, None] * degree[None]), torch.eye(6)[:, [0, 3]], 0.99)
+    spread = propagate(
+        affinity / torch.sqrt(degree[:, None] * degree[None]), torch.eye(6)[:, [0, 3]], 0.99
+    )
     assert spread.argmax(1).tolist() == [0, 0, 0, 1, 1, 1]
 
 
@@ -122,7 +138,8 @@ def test_a_cluster_that_now_holds_two_groups_splits_while_streaming():
     policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1])
     policy.initialize(feats)
     assert same_cluster(policy.labels(), groups, a, b)
-    # group b moves away to centre cosine 0.7 (sample cosine 0.66 across, 0.94 inside): below the floor
+    # group b moves away to centre cosine 0.7 (sample cosine 0.66 across, 0.94 inside): below the
+    # floor
     rows = (groups == b).nonzero().flatten()
     centre_a = F.normalize(feats[groups == a].sum(0), dim=0)
     target = F.normalize(0.7 * centre_a + (1 - 0.7**2) ** 0.5 * bank.direction(), dim=0)
@@ -140,7 +157,8 @@ def test_a_cluster_that_now_holds_two_groups_splits_while_streaming():
 def test_one_identity_merges_two_do_not_whatever_the_neighbourhood(neighbours):
     bank = Bank()
     bank.background(60, 0.8)  # calibrated floor: about 0.8 x 0.94 = 0.752
-    same = bank.pair(0.9)  # two clusters of one identity: centre cosine 0.9 / (1 + e^2 / 4) = 0.886
+    # two clusters of one identity: centre cosine 0.9 / (1 + e^2 / 4) = 0.886
+    same = bank.pair(0.9)
     different = bank.pair(0.6)  # two identities: centre cosine 0.59
     for _ in range(neighbours):  # other clusters around, less similar to each than the pair itself
         bank.group(F.normalize(bank.direction(), dim=0), size=2)
@@ -158,7 +176,8 @@ def test_clusters_sharing_a_camera_do_not_merge_above_cross_camera_from():
     bank.background(40, 0.8)
     g1, g2 = bank.pair(0.95)  # both seen by camera 0, very similar
     base = F.normalize(sum(bank.rows[-8:-4]), dim=0)  # centre of g1
-    g3 = bank.group(F.normalize(0.9 * base + (1 - 0.9**2) ** 0.5 * bank.direction(), dim=0))  # camera 1
+    # camera 1
+    g3 = bank.group(F.normalize(0.9 * base + (1 - 0.9**2) ** 0.5 * bank.direction(), dim=0))
     feats, groups = bank.features()
     cams = torch.where(groups == g3, 1, 0)
     cams[groups < g1] = torch.arange(int((groups < g1).sum())) % 2
@@ -168,8 +187,13 @@ def test_clusters_sharing_a_camera_do_not_merge_above_cross_camera_from():
     top = policy.labels()
     assert not same_cluster(top, groups, g1, g2)  # nearest pair, but one camera
     assert same_cluster(top, groups, g1, g3)  # the nearest cluster seen by another camera
-    without = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], num_levels=2,
-                           cross_camera_from=1)
+    without = build_policy(
+        "hcd",
+        num_samples=feats.shape[0],
+        feat_dim=feats.shape[1],
+        num_levels=2,
+        cross_camera_from=1,
+    )
     without.initialize(feats)  # no cameras: the nearest pair merges
     assert same_cluster(without.labels(), groups, g1, g2)
 
@@ -200,7 +224,9 @@ def _stream_steps(policy, feats, groups, seed: int, steps: int):
         jump = torch.rand(rows.numel(), generator=g) < 0.5
         other = torch.randint(0, feats.shape[0], (rows.numel(),), generator=g)
         target = torch.where(jump.unsqueeze(1), feats[other], feats[rows])
-        policy.step(rows, F.normalize(target + 0.02 * torch.randn(target.shape, generator=g), dim=1))
+        policy.step(
+            rows, F.normalize(target + 0.02 * torch.randn(target.shape, generator=g), dim=1)
+        )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -212,7 +238,8 @@ def test_online_labels_are_those_of_a_fresh_initialize_on_the_same_bank(seed):
     feats, groups = bank.features()
     n = feats.shape[0]
     cams = torch.arange(n) % 2
-    # complete lists (slack >= N) and a fixed floor: nothing is left to the lists' slack or a drifting statistic
+    # complete lists (slack >= N) and a fixed floor: nothing is left to the lists' slack or a
+    # drifting statistic
     params = {"knn_slack": n, "merge_floor": 0.7}
     policy = build_policy("hcd", num_samples=n, feat_dim=feats.shape[1], **params)
     policy.initialize(feats, cams)
@@ -220,7 +247,8 @@ def test_online_labels_are_those_of_a_fresh_initialize_on_the_same_bank(seed):
     policy.epoch_end(0)
     fresh = build_policy("hcd", num_samples=n, feat_dim=feats.shape[1], **params)
     fresh.initialize(policy.bank.features.clone(), cams)
-    assert torch.equal(policy.label_bank.labels, fresh.label_bank.labels)  # cluster ids are smallest members
+    # cluster ids are smallest members
+    assert torch.equal(policy.label_bank.labels, fresh.label_bank.labels)
 
 
 def test_streaming_the_same_features_changes_no_label():
@@ -244,7 +272,9 @@ def test_merge_only_never_separates():
     bank.background(30, 0.8)
     a, b = bank.pair(0.3)
     feats, groups = bank.features()
-    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], merge_only=True)
+    policy = build_policy(
+        "hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], merge_only=True
+    )
     policy.initialize(feats)
     row = int((groups == a).nonzero()[0])
     policy.step(torch.tensor([row]), F.normalize(feats[groups == b].sum(0), dim=0).unsqueeze(0))
@@ -253,7 +283,7 @@ def test_merge_only_never_separates():
     assert bool((labels[groups == b] == labels[row]).all())  # ...and now with the new one too
 
 
-# -------------------------------------------------------------------------------- tagged k-NN lists
+# ------------------------------------------------------------------------------ tagged k-NN lists
 def test_units_sharing_a_tag_never_list_each_other():
     g = torch.Generator().manual_seed(0)
     centres = F.normalize(torch.randn(40, 8, generator=g), dim=1)
@@ -271,7 +301,8 @@ def test_units_sharing_a_tag_never_list_each_other():
         eligible = (tags.unsqueeze(1) & tags.unsqueeze(0)) == 0
         sims = torch.where(eligible, centres @ centres.t(), torch.tensor(float("-inf")))
         best = sims.max(1).values
-        assert torch.allclose(graph.sims[:, 0], best)  # the first entry is the nearest eligible unit
+        # the first entry is the nearest eligible unit
+        assert torch.allclose(graph.sims[:, 0], best)
 
     check()
     moved = torch.tensor([1, 5, 22])
@@ -289,5 +320,6 @@ def test_kth_similarity_is_tracked_for_short_and_long_lists():
     expected = sims.sort(dim=1, descending=True).values[:, 10]  # the last (11th) neighbour
     assert torch.allclose(graph.kth_sims, expected)
     assert graph.idx.shape[1] == 3
-    np.testing.assert_allclose(graph.sims.numpy(), sims.sort(dim=1, descending=True).values[:, :3].numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        graph.sims.numpy(), sims.sort(dim=1, descending=True).values[:, :3].numpy(), atol=1e-6
+    )

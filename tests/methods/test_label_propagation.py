@@ -1,4 +1,5 @@
-"""Label propagation (methods/label_propagation.py): Eq. 3 affinity by hand, normalisation, Eq. 2."""
+"""Label propagation (methods/label_propagation.py): Eq. 3 affinity by hand, normalisation, Eq.
+2."""
 
 from __future__ import annotations
 
@@ -22,14 +23,16 @@ def _circle(degrees: list[float]) -> torch.Tensor:
     return torch.tensor([[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in degrees])
 
 
-# Five unit vectors on the circle at angles 0, 10, 25, 90, 100 degrees. Their 2-NN lists (self excluded):
+# Five unit vectors on the circle at angles 0, 10, 25, 90, 100 degrees. Their 2-NN lists (self
+# excluded):
 #   p0: p1 (10 deg), p2 (25 deg)       -> [1, 2]
 #   p1: p0 (10 deg), p2 (15 deg)       -> [0, 2]
 #   p2: p1 (15 deg), p0 (25 deg)       -> [1, 0]
 #   p3: p4 (10 deg), p2 (65 deg)       -> [4, 2]
 #   p4: p3 (10 deg), p2 (75 deg)       -> [3, 2]
-# Mutual pairs: 0-1, 0-2, 1-2 (a triangle) and 3-4. p3 -> p2 and p4 -> p2 are one-way (p2 lists only p0, p1).
-# Eq. 3: S_hat[i, j] = cos(angle_i - angle_j) for the mutual pairs, 0 elsewhere (and on the diagonal):
+# Mutual pairs: 0-1, 0-2, 1-2 (a triangle) and 3-4. p3 -> p2 and p4 -> p2 are one-way (p2 lists
+# only p0, p1). Eq. 3: S_hat[i, j] = cos(angle_i - angle_j) for the mutual pairs, 0 elsewhere (and
+# on the diagonal):
 #   S_hat[0,1] = cos 10, S_hat[0,2] = cos 25, S_hat[1,2] = cos 15, S_hat[3,4] = cos 10.
 ANGLES = [0.0, 10.0, 25.0, 90.0, 100.0]
 NEIGHBORS = [[1, 2], [0, 2], [1, 0], [4, 2], [3, 2]]
@@ -54,7 +57,8 @@ def test_hand_neighbour_lists_are_the_true_2nn():
 
 
 def test_mutual_knn_affinity_by_hand():
-    # global ids need not be 0..n-1: use 10, 11, ... and shuffle the block order to exercise the lookup
+    # global ids need not be 0..n-1: use 10, 11, ... and shuffle the block order to exercise the
+    # lookup
     order = [3, 0, 4, 1, 2]
     ids = torch.tensor([[10 + i for i in order]])
     nbrs = torch.tensor([[[10 + j for j in NEIGHBORS[i]] for i in order]])
@@ -71,10 +75,14 @@ def test_padding_and_outside_neighbours_ignored():
     # block of 3 slots, last is padding; neighbour 99 is outside the block; -1 is an empty slot
     ids = torch.tensor([[5, 7, -1]])
     nbrs = torch.tensor([[[7, 99], [5, -1], [5, 7]]])
-    centres = torch.nn.functional.normalize(torch.tensor([[[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]]), dim=-1)
+    centres = torch.nn.functional.normalize(
+        torch.tensor([[[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]]), dim=-1
+    )
     affinity = mutual_knn_affinity(centres, ids, nbrs)[0]
     c = 1 / math.sqrt(2.0)
-    torch.testing.assert_close(affinity, torch.tensor([[0.0, c, 0.0], [c, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(
+        affinity, torch.tensor([[0.0, c, 0.0], [c, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    )
 
 
 def test_negative_cosine_clipped():
@@ -91,7 +99,9 @@ def test_symmetric_normalisation_by_hand():
     s = normalize_affinity(s_hat.unsqueeze(0).double())[0]
     for i in range(5):
         for j in range(5):
-            assert float(s[i, j]) == pytest.approx(float(s_hat[i, j]) / math.sqrt(d[i] * d[j]), abs=1e-6)
+            assert float(s[i, j]) == pytest.approx(
+                float(s_hat[i, j]) / math.sqrt(d[i] * d[j]), abs=1e-6
+            )
     # the 3-4 pair: S = [[0, 1], [1, 0]]
     assert float(s[3, 4]) == pytest.approx(1.0)
     # an isolated unit keeps a zero row (no division by zero)
@@ -131,8 +141,12 @@ def test_closed_form_equals_iterative(seed, alpha):
 def test_closed_form_equals_iterative_on_hand_graph():
     s = normalize_affinity(_expected_affinity().unsqueeze(0).double())
     y0 = torch.eye(5, dtype=torch.float64).unsqueeze(0)
-    torch.testing.assert_close(propagate(s, y0, 0.95), propagate_iterative(s, y0, 0.95, steps=20000, tol=1e-13),
-                               atol=1e-8, rtol=1e-8)
+    torch.testing.assert_close(
+        propagate(s, y0, 0.95),
+        propagate_iterative(s, y0, 0.95, steps=20000, tol=1e-13),
+        atol=1e-8,
+        rtol=1e-8,
+    )
 
 
 @pytest.mark.parametrize("alpha", [1.0, -0.1, 1.5])

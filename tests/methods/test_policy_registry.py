@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from streamlabel.keys import UnknownKeyError
-from streamlabel.methods import BankUpdatePolicy, HCDPolicy, available_policies, build_policy, register_policy
+from streamlabel.methods import (
+    BankUpdatePolicy,
+    HCDPolicy,
+    available_policies,
+    build_policy,
+    register_policy,
+)
 from streamlabel.methods import base as policy_base
 from streamlabel.methods.base import get_policy_class, policy_parameters
 
@@ -18,22 +24,46 @@ def test_hcd_is_registered_with_both_presets():
     assert get_policy_class("hcd") is HCDPolicy
     params = policy_parameters("hcd")
     assert "device" not in params and "num_samples" not in params
-    expected = {"k": 30, "alpha_split": 0.99, "max_anchors": 8, "dynamics": "tracking",
-                "num_levels": 3, "momentum": 0.2, "refresh_every": 0, "anchor_method": "density_peak"}
+    expected = {
+        "k": 30,
+        "alpha_split": 0.99,
+        "max_anchors": 8,
+        "dynamics": "tracking",
+        "num_levels": 3,
+        "momentum": 0.2,
+        "refresh_every": 0,
+        "anchor_method": "density_peak",
+    }
     for key, value in expected.items():
         assert params[key] == value, key
     assert params["sigma"] is None and params["link_k"] is None  # the chosen preset's default
     paper = build_policy("hcd", num_samples=8, feat_dim=4, dynamics="paper", sigma=0.3)
     assert isinstance(paper, HCDPolicy) and paper.sigma == 0.3 and paper.name == "hcd"
-    assert (paper.alpha_merge, paper.link_k, paper.assign, paper.criterion) == (0.99, 2, "nearest", "lp")
+    assert (paper.alpha_merge, paper.link_k, paper.assign, paper.criterion) == (
+        0.99,
+        2,
+        "nearest",
+        "lp",
+    )
     tracking = build_policy("hcd", num_samples=8, feat_dim=4)
-    assert (tracking.link_k, tracking.split_gap, tracking.cross_camera_from, tracking.criterion) == (
-        3, 2.0, 2, "centroid")
+    assert (
+        tracking.link_k,
+        tracking.split_gap,
+        tracking.cross_camera_from,
+        tracking.criterion,
+    ) == (3, 2.0, 2, "centroid")
     assert tracking.sigma is None and tracking.merge_floor is None
 
 
-@pytest.mark.parametrize(("dynamics", "key", "value"), [("tracking", "sigma", 0.3), ("tracking", "assign", "mutual"),
-                                                         ("paper", "split_gap", 1.0), ("paper", "merge_floor", 0.5)])
+@pytest.mark.parametrize(
+    ("dynamics", "key", "value"),
+    [
+        ("tracking", "sigma", 0.3),
+        ("tracking", "assign", "mutual"),
+        ("paper", "split_gap", 1.0),
+        ("paper", "merge_floor", 0.5),
+    ],
+)
 def test_a_parameter_of_the_other_preset_is_refused(dynamics, key, value):
     with pytest.raises(ValueError, match=rf"{key} belong\(s\) to dynamics"):
         build_policy("hcd", num_samples=8, feat_dim=4, dynamics=dynamics, **{key: value})

@@ -1,1 +1,2 @@
-"""Cross-cutting reliability checks: bad inputs, adversarial command lines, kill -9, disk full, soak."""
+"""Cross-cutting reliability checks: bad inputs, adversarial command lines, kill -9, disk full,
+soak."""

@@ -1,5 +1,5 @@
-"""Online hcd with ``policy.refresh_source: extract``: at every epoch end the trainer reloads the bank from a
-fresh pass of the current model and the labels start anew from it (re-anchoring)."""
+"""Online hcd with ``policy.refresh_source: extract``: at every epoch end the trainer reloads the
+bank from a fresh pass of the current model and the labels start anew from it (re-anchoring)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ from tests.training.tiny_runs import train_tiny
 def test_online_hcd_reanchors_on_a_fresh_pass_every_epoch(tmp_path: Path, synthetic_root: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict = {"passes": 0, "reloads": [], "refreshed": []}
-    target_pass, reload_bank, refresh = Trainer._target_pass, HCDPolicy.reload_bank, HCDPolicy.refresh
+    target_pass, reload_bank, refresh = (
+        Trainer._target_pass,
+        HCDPolicy.reload_bank,
+        HCDPolicy.refresh,
+    )
 
     def counting_pass(self: Trainer):
         seen["passes"] += 1
@@ -34,7 +38,8 @@ def test_online_hcd_reanchors_on_a_fresh_pass_every_epoch(tmp_path: Path, synthe
     monkeypatch.setattr(HCDPolicy, "reload_bank", recording_reload)
     monkeypatch.setattr(HCDPolicy, "refresh", recording_refresh)
     results = train_tiny(tmp_path / "run", synthetic_root, "policy.refresh_source=extract")
-    assert seen["passes"] == 3 and len(seen["reloads"]) == 2  # the first labels, then one pass per epoch end
+    # the first labels, then one pass per epoch end
+    assert seen["passes"] == 3 and len(seen["reloads"]) == 2
     for fresh, clustered in zip(seen["reloads"], seen["refreshed"], strict=True):
         torch.testing.assert_close(clustered, torch.nn.functional.normalize(fresh, dim=1))
     assert [stats["epoch"] for stats in results["history"]] == [-1, 0, 1]

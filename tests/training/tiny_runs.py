@@ -1,5 +1,5 @@
-"""A tiny synthetic config that trains in seconds on the CPU, and the runs the training tests build on it
-(the fixtures are in conftest.py)."""
+"""A tiny synthetic config that trains in seconds on the CPU, and the runs the training tests build
+on it (the fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,38 +17,58 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_overrides(tmp: Path, data_dir: Path) -> list[str]:
-    sizes = "num_train_ids: 12, num_test_ids: 6, num_cams: 2, images_per_cam: 2, height: 32, width: 16"
+    sizes = (
+        "num_train_ids: 12, num_test_ids: 6, num_cams: 2, images_per_cam: 2, height: 32, width: 16"
+    )
     return [
         f"output_dir={tmp}",
-        f"data.source={{name: synthetic, root: {data_dir}/source, kwargs: {{domain: source, {sizes}}}}}",
-        f"data.target={{name: synthetic, root: {data_dir}/target, kwargs: {{domain: target, {sizes}}}}}",
-        "data.height=32", "data.width=16", "data.num_instances=2", "data.num_workers=0",
-        "train.source_batch=8", "train.target_batch=8",
-        "train.pretrain_iterations=2", "train.iterations=4", "train.iters_per_epoch=2",
-        "train.eval_every_epochs=0", "log.tensorboard=false", "cpu_threads=1", "eval.batch_size=32",
+        f"data.source={{name: synthetic, root: {data_dir}/source, "
+        f"kwargs: {{domain: source, {sizes}}}}}",
+        f"data.target={{name: synthetic, root: {data_dir}/target, "
+        f"kwargs: {{domain: target, {sizes}}}}}",
+        "data.height=32",
+        "data.width=16",
+        "data.num_instances=2",
+        "data.num_workers=0",
+        "train.source_batch=8",
+        "train.target_batch=8",
+        "train.pretrain_iterations=2",
+        "train.iterations=4",
+        "train.iters_per_epoch=2",
+        "train.eval_every_epochs=0",
+        "log.tensorboard=false",
+        "cpu_threads=1",
+        "eval.batch_size=32",
         "model.name=osnet_x0_25",
     ]
 
 
 def with_overrides(base: list[str], *extra: str) -> list[str]:
-    """``base`` with the keys ``extra`` sets replaced by ``extra`` (the command line refuses a key twice)."""
+    """``base`` with the keys ``extra`` sets replaced by ``extra`` (the command line refuses a key
+    twice)."""
     keys = {item.partition("=")[0] for item in extra}
     return [item for item in base if item.partition("=")[0] not in keys] + list(extra)
 
 
-def train_tiny(out: Path, data_dir: Path, *extra: str, config: Path = REPO / "configs" / "demo.yaml") -> dict:
-    """One tiny in-process run of ``config`` (``tiny_overrides``, with ``extra`` on top); returns its results."""
+def train_tiny(
+    out: Path, data_dir: Path, *extra: str, config: Path = REPO / "configs" / "demo.yaml"
+) -> dict:
+    """One tiny in-process run of ``config`` (``tiny_overrides``, with ``extra`` on top); returns
+    its results."""
     overrides = with_overrides(tiny_overrides(out, data_dir), *extra)
-    return train_entry.run(argparse.Namespace(config=config, overrides=overrides, resume=False, cpu=True,
-                                              quiet=True))
+    return train_entry.run(
+        argparse.Namespace(config=config, overrides=overrides, resume=False, cpu=True, quiet=True)
+    )
 
 
 def crash_then_resume(
-    make_args: Callable[[Path, bool], argparse.Namespace], tmp: Path, at: tuple[str, int, int] = ("adapt", 0, 0)
+    make_args: Callable[[Path, bool], argparse.Namespace],
+    tmp: Path,
+    at: tuple[str, int, int] = ("adapt", 0, 0),
 ) -> tuple[dict, dict]:
-    """Results of an uninterrupted run (``tmp/full``) and of a run that crashes right after the checkpoint
-    ``at`` = (phase, epoch, iteration; 0 = the epoch-end one) and is resumed (``tmp/crashed``);
-    ``make_args(out_dir, resume)`` builds the args."""
+    """Results of an uninterrupted run (``tmp/full``) and of a run that crashes right after the
+    checkpoint ``at`` = (phase, epoch, iteration; 0 = the epoch-end one) and is resumed
+    (``tmp/crashed``); ``make_args(out_dir, resume)`` builds the args."""
     full = train_entry.run(make_args(tmp / "full", False))
 
     class Crash(RuntimeError):
