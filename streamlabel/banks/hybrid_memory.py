@@ -31,18 +31,18 @@ Rows = torch.Tensor | ReplicatedRows | RowShards
 
 
 def memory_entries(
-    features: torch.Tensor, labels: torch.Tensor, *, centres: str = "normalised"
+    features: torch.Tensor, labels: torch.Tensor, *, centres: str = "mean"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Target memory entries and the positive entry of every sample.
 
     ``features`` [N, D] (bank rows), ``labels`` [N] (pseudo labels, negative = outlier). Returns
-    ``entries`` [C + K, D] float32, L2-normalised: the C cluster centres in label order (segment mean of
-    the rows of each label, then normalised), then one instance entry per outlier (its own row, in sample
-    order); and ``positive_index`` [N]: the entry of each sample (its centre, or its own instance entry).
+    ``entries`` [C + K, D] float32: the C cluster centres in label order (the plain mean of the rows of
+    each label, as SpCL and HCD), then one instance entry per outlier (its own row, in sample order);
+    and ``positive_index`` [N]: the entry of each sample (its centre, or its own instance entry).
 
     Labels should be dense (0..C-1); ids absent from ``labels`` are dropped (later ids move down) so no
     empty centre ever enters the softmax. A cluster whose rows sum to zero gets a zero centre, never NaN.
-    ``centres="mean"``: the plain mean of the cluster's rows instead (SpCL, HCD), not normalised.
+    ``centres="normalised"``: each centre scaled to unit length instead (an option, not the papers').
     """
     if features.ndim != 2:
         raise ValueError(f"features must be [N, D], got {tuple(features.shape)}")

@@ -71,7 +71,7 @@ KEYS: dict[str, Key] = {
     # the hybrid memory loss (Eq. 1); false: only loss.terms train the model
     "loss.hybrid_memory": Key(True),
     # normalised | mean: target cluster entries of unit length, or the plain mean
-    "loss.centres": Key("normalised", choices=("normalised", "mean")),
+    "loss.centres": Key("mean", choices=("mean", "normalised")),
     # extra terms beside the hybrid memory loss: {name: {weight: w, <params>}} (streamlabel.losses)
     "loss.terms": Key({}),
     "optim.lr": Key(3.5e-4, above=0.0),

@@ -451,7 +451,7 @@ class Trainer:
         if phase.uses_target:
             idx_t = tgt["index"].to(self.device)
             mode = self.cfg["loss"]["centres"]  # the default call keeps custom policies without the keyword working
-            entries, positive = self.policy.memory_entries(centres=mode) if mode != "normalised" \
+            entries, positive = self.policy.memory_entries(centres=mode) if mode != "mean" \
                 else self.policy.memory_entries()
         if self.cfg["loss"]["hybrid_memory"]:
             loss = self._memory_loss(f_s, y_s, f_t, idx_t, entries, positive)

@@ -88,7 +88,7 @@ class BankUpdatePolicy(abc.ABC):
     def labels(self, level: int = -1) -> torch.Tensor:
         """Pseudo labels [N] (dense 0..C-1), -1 = outlier / unlabeled."""
 
-    def memory_entries(self, centres: str = "normalised") -> tuple[torch.Tensor, torch.Tensor]:
+    def memory_entries(self, centres: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
         """Target entries of the hybrid memory loss and each sample's positive entry (banks/hybrid_memory.py):
         one centre per cluster of ``labels()`` from the feature bank ``self.bank``, one entry per outlier."""
         if self.bank is None:

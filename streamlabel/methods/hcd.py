@@ -271,7 +271,7 @@ class HCDPolicy(BankUpdatePolicy):
                 dense[keep] = dense_kept
         return dense
 
-    def memory_entries(self, centres: str = "normalised") -> tuple[torch.Tensor, torch.Tensor]:
+    def memory_entries(self, centres: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
         """As the default (same entries, same order as ``labels()``), from the maintained top-level sums."""
         self._require_init()
         lb = self.label_bank

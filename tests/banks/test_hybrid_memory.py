@@ -64,8 +64,12 @@ def test_memory_entries_hand_example():
     feats = _normed((1, 0), (0, 1), (0.6, 0.8), (0, 1), (-1, 0))
     labels = torch.tensor([0, 1, -1, 0, -1])
     entries, positive = memory_entries(feats, labels)
-    # cluster 0 = rows 0, 3: mean (0.5, 0.5) -> (1/sqrt2, 1/sqrt2); cluster 1 = row 1 -> (0, 1);
+    # cluster 0 = rows 0, 3: mean (0.5, 0.5); cluster 1 = row 1 -> (0, 1);
     # then the outliers in sample order: row 2 (0.6, 0.8) -> entry 2, row 4 (-1, 0) -> entry 3
+    assert torch.allclose(entries, torch.tensor([[0.5, 0.5], [0, 1], [0.6, 0.8], [-1, 0]]), atol=1e-6)
+    assert positive.tolist() == [0, 1, 2, 0, 3]
+    # normalised: cluster 0 -> (1/sqrt2, 1/sqrt2), the rest unchanged
+    entries, positive = memory_entries(feats, labels, centres="normalised")
     r = 1 / math.sqrt(2)
     assert torch.allclose(entries, torch.tensor([[r, r], [0, 1], [0.6, 0.8], [-1, 0]]), atol=1e-6)
     assert positive.tolist() == [0, 1, 2, 0, 3]
@@ -77,7 +81,7 @@ def test_memory_entries_matches_brute_force(seed):
     n, d = 97, 16
     feats = F.normalize(torch.randn(n, d, generator=g), dim=1)
     labels = torch.randint(-3, 30, (n,), generator=g)  # several negative values, ids with gaps
-    entries, positive = memory_entries(feats, labels)
+    entries, positive = memory_entries(feats, labels, centres="normalised")
     ref_entries, ref_positive = _brute_entries(feats, labels)
     assert torch.equal(positive, ref_positive)
     assert torch.allclose(entries, ref_entries, atol=1e-6)
@@ -94,6 +98,8 @@ def test_memory_entries_degenerate_labelings():
     # one giant cluster
     entries, positive = memory_entries(feats, torch.zeros(6, dtype=torch.long))
     assert entries.shape == (1, 3) and positive.tolist() == [0] * 6
+    assert torch.allclose(entries[0], feats.mean(0))
+    entries, _ = memory_entries(feats, torch.zeros(6, dtype=torch.long), centres="normalised")
     assert torch.allclose(entries[0], F.normalize(feats.mean(0), dim=0))
     # clusters of one: centre == own row
     entries, positive = memory_entries(feats, torch.tensor([3, 1, 0, 2, 5, 4]))
@@ -103,8 +109,9 @@ def test_memory_entries_degenerate_labelings():
     assert entries.shape[0] == 3 + 1 and positive.tolist() == [0, 1, 1, 3, 0, 2]
     # a cluster whose rows cancel: zero centre, no NaN
     pair = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]])
-    entries, _ = memory_entries(pair, torch.tensor([0, 0]))
-    assert torch.isfinite(entries).all() and entries.abs().sum() == 0
+    for mode in ("mean", "normalised"):
+        entries, _ = memory_entries(pair, torch.tensor([0, 0]), centres=mode)
+        assert torch.isfinite(entries).all() and entries.abs().sum() == 0
     # half-precision bank rows: float32 entries
     entries, _ = memory_entries(feats.half(), torch.tensor([0, 0, 1, -1, 1, -1]))
     assert entries.dtype == torch.float32 and torch.isfinite(entries).all()
@@ -279,7 +286,7 @@ def test_mean_centres_by_hand():
     expected = torch.tensor([[0.5, 0.5], [0.6, 0.8], [0.0, -1.0]])
     torch.testing.assert_close(entries, expected)
     assert positive.tolist() == [0, 0, 1, 2]
-    normalised, _ = memory_entries(feats, torch.tensor([0, 0, 1, -1]))
+    normalised, _ = memory_entries(feats, torch.tensor([0, 0, 1, -1]), centres="normalised")
     torch.testing.assert_close(normalised[0], torch.tensor([0.5, 0.5]) / 0.5**0.5)
 
 
@@ -289,9 +296,9 @@ def _assert_fast_equals_default(policy) -> None:
     slow_entries, slow_positive = memory_entries(policy.bank.features, policy.labels())
     assert torch.equal(fast_positive, slow_positive)
     assert torch.allclose(fast_entries, slow_entries, atol=1e-5)
-    fast_mean, _ = policy.memory_entries(centres="mean")
-    slow_mean, _ = memory_entries(policy.bank.features, policy.labels(), centres="mean")
-    assert torch.allclose(fast_mean, slow_mean, atol=1e-5)
+    fast_unit, _ = policy.memory_entries(centres="normalised")
+    slow_unit, _ = memory_entries(policy.bank.features, policy.labels(), centres="normalised")
+    assert torch.allclose(fast_unit, slow_unit, atol=1e-5)
     labels = policy.labels()
     assert fast_entries.shape[0] == int(labels.max()) + 1 + int((labels < 0).sum())
 

@@ -507,8 +507,8 @@ def test_fingerprint_ignores_bookkeeping(override):
 # sha256 of the default config: checkpoints record it, so a change here means older runs can no
 # longer be resumed. Unchanged by the move of the schema to streamlabel/config (issue 16); changed
 # once since, when hcd gained the parameter refresh_source (filled in with its default, so it is
-# part of every hcd config)
-DEFAULT_FINGERPRINT = "b1d368d3d11eacc0715aa8d2b9b42864d7e1ae8bd31977271b6cb0be94c99f29"
+# part of every hcd config), and when loss.centres became the plain mean (issue 14)
+DEFAULT_FINGERPRINT = "7b5b4f73a00e96518ec313a0afb694b3e1421aefa8650976436b1d48ae9a2e4b"
 
 
 def test_fingerprint_of_the_defaults_is_pinned():

@@ -1,5 +1,5 @@
-"""``loss.centres``: the target cluster entries of the hybrid memory are unit-length (default) or the plain
-mean of the cluster's bank rows (SpCL, HCD); the choice reaches the loss of a real run."""
+"""``loss.centres``: the target cluster entries of the hybrid memory are the plain mean of the cluster's
+bank rows (default, as SpCL and HCD) or unit length; the choice reaches the loss of a real run."""
 
 from __future__ import annotations
 
