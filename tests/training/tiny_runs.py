@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from streamlabel.engine.phases import Phase
 from streamlabel.engine.trainer import Trainer
@@ -88,3 +89,27 @@ def crash_then_resume(
     finally:
         Trainer._save = original_save
     return full, train_entry.run(make_args(tmp / "crashed", True))
+
+
+def record_refreshes(monkeypatch: pytest.MonkeyPatch, policy_cls: type) -> dict:
+    """Count the trainer's target passes and record, on ``policy_cls``, each ``reload_bank`` (the
+    fresh features) and each ``refresh`` (the bank it clusters); returns the live record."""
+    seen: dict = {"passes": 0, "reloads": [], "refreshed": []}
+    target_pass, reload_bank, refresh = Trainer._target_pass, policy_cls.reload_bank, policy_cls.refresh
+
+    def counting_pass(self: Trainer):
+        seen["passes"] += 1
+        return target_pass(self)
+
+    def recording_reload(self, features: torch.Tensor, **extra: torch.Tensor) -> None:
+        seen["reloads"].append(features.clone())
+        reload_bank(self, features, **extra)
+
+    def recording_refresh(self) -> None:
+        seen["refreshed"].append(self.bank.features.clone())
+        refresh(self)
+
+    monkeypatch.setattr(Trainer, "_target_pass", counting_pass)
+    monkeypatch.setattr(policy_cls, "reload_bank", recording_reload)
+    monkeypatch.setattr(policy_cls, "refresh", recording_refresh)
+    return seen
