@@ -9,8 +9,10 @@ epoch the pseudo-label quality (BCubed P / R / F, clusters, outlier share) and t
         [--threads 1] [--seeds 0[,1,...]] [--out DIR | --publish] [--name train_runs] [--append] [key=value ...]
 
 ``key=value`` overrides go to every run (e.g. ``policy.dynamics=paper``). ``--append`` keeps the rows of
-other configs already in OUT/NAME.json. A config whose data is missing (``../shared``) is reported and
-skipped. ``--seeds`` trains each config once per seed (the spread of the gain is reported).
+other configs (or other overrides) already in OUT/NAME.json; every row records its own commit and command,
+so a file assembled from several invocations says which commit measured which row. A config whose
+data is missing (``../shared``) is reported and skipped. ``--seeds`` trains each config once per seed
+(the spread of the gain is reported).
 OUT is ``--out`` (default ``runs/benchmarks/``, git-ignored), or the committed ``benchmarks/results/``
 with ``--publish``.
 """
@@ -74,6 +76,7 @@ def row_of(config: str, overrides: list[str], seed: int, threads: int, result: d
     if epochs:  # the last epoch is scored by the final evaluation
         epochs[-1]["eval_mAP"], epochs[-1]["eval_rank1"] = result["adapted_mAP"], result["adapted_rank1"]
     return {"config": config, "overrides": overrides, "seed": seed, "threads": threads, "wall_s": seconds,
+            "commit": commit(), "command": command_line(),
             "before_mAP": result.get("source_mAP"), "before_rank1": result.get("source_rank1"),
             "adapted_mAP": result["adapted_mAP"], "adapted_rank1": result["adapted_rank1"], "epochs": epochs}
 
@@ -86,9 +89,21 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def provenance_lines(payload: dict) -> list[str]:
+    """The commit and command of the file, or of every row when the rows come from several invocations."""
+    sources = {(r.get("commit", payload["commit"]), r.get("command", payload["command"])) for r in payload["rows"]}
+    if len(sources) <= 1:
+        return [f"Commit `{payload['commit']}`. Machine: {machine_line(payload['machine'])}.",
+                f"Command: `{payload['command']}`"]
+    lines = [f"Machine: {machine_line(payload['machine'])}. The rows come from several invocations:", ""]
+    for r in payload["rows"]:
+        lines.append(f"- {r['config']} {' '.join(r['overrides'])} (seed {r.get('seed', 0)}): commit "
+                     f"`{r.get('commit', payload['commit'])}`, `{r.get('command', payload['command'])}`")
+    return lines
+
+
 def to_markdown(payload: dict) -> str:
-    lines = ["# Training runs", "", f"Commit `{payload['commit']}`. Machine: {machine_line(payload['machine'])}.",
-             f"Command: `{payload['command']}`", "",
+    lines = ["# Training runs", "", *provenance_lines(payload), "",
              "mAP / rank-1 on the config's evaluation split (CUHK03: val, camera A query, B gallery; demo: the "
              "synthetic target). *before*: the model the adaptation starts from (source-only, or zero-shot when "
              "there is no source). Per epoch: the pseudo labels of the target train set against the true ids "
@@ -133,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     json_path = output_dir(args) / f"{args.name}.json"
     if args.append and json_path.is_file():
-        rows = [r for r in json.loads(json_path.read_text())["rows"]
+        old = json.loads(json_path.read_text())
+        rows = [{"commit": old["commit"], "command": old["command"], **r} for r in old["rows"]
                 if (r["config"], r["overrides"]) not in {(c, args.overrides) for c in configs}]
     failed = 0
     for config, seed in [(c, s) for c in configs for s in seeds]:
