@@ -141,6 +141,14 @@ def gain_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def kept_rows(old: dict, configs: list[str], overrides: list[str]) -> list[dict]:
+    """``--append``: the rows of an earlier payload that this invocation does not measure again (another
+    config, or the same config with other overrides), each stamped with its own commit and command."""
+    replaced = {(config, tuple(overrides)) for config in configs}
+    return [{"commit": old["commit"], "command": old["command"], **r} for r in old["rows"]
+            if (r["config"], tuple(r["overrides"])) not in replaced]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -148,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     json_path = output_dir(args) / f"{args.name}.json"
     if args.append and json_path.is_file():
-        old = json.loads(json_path.read_text())
-        rows = [{"commit": old["commit"], "command": old["command"], **r} for r in old["rows"]
-                if (r["config"], r["overrides"]) not in {(c, args.overrides) for c in configs}]
+        rows = kept_rows(json.loads(json_path.read_text()), configs, args.overrides)
     failed = 0
     for config, seed in [(c, s) for c in configs for s in seeds]:
         run_dir = args.runs_dir / f"{Path(config).stem}_seed{seed}"

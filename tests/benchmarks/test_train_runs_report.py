@@ -45,3 +45,11 @@ def test_rows_of_several_invocations_name_their_own_commit() -> None:
     assert "several invocations" in text
     assert "a.yaml  (seed 0): commit `0ld`, `python first`" in text
     assert "b.yaml  (seed 0): commit `c0ffee`, `python last`" in text
+
+
+def test_append_keeps_other_rows_with_their_provenance() -> None:
+    module = _train_runs()
+    old = _payload(_row("a.yaml"), _row("a.yaml", overrides=["x=1"]), _row("b.yaml", commit="0ld", command="c"))
+    kept = module.kept_rows(old, ["a.yaml"], ["x=1"])
+    assert [(r["config"], r["overrides"]) for r in kept] == [("a.yaml", []), ("b.yaml", [])]
+    assert [(r["commit"], r["command"]) for r in kept] == [("c0ffee", "python last"), ("0ld", "c")]
