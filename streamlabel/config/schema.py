@@ -70,7 +70,7 @@ KEYS: dict[str, Key] = {
     "loss.source_momentum": Key(0.2, low=0.0, high=1.0),  # momentum of the source class centres
     # the hybrid memory loss (Eq. 1); false: only loss.terms train the model
     "loss.hybrid_memory": Key(True),
-    # normalised | mean: target cluster entries of unit length, or the plain mean
+    # mean | normalised: target cluster entries are the plain mean (SpCL, HCD), or of unit length
     "loss.centres": Key("mean", choices=("mean", "normalised")),
     # extra terms beside the hybrid memory loss: {name: {weight: w, <params>}} (streamlabel.losses)
     "loss.terms": Key({}),
