@@ -1,22 +1,27 @@
-"""The spcl policy's offline label refresh against a dense reference pipeline and a bare faiss self-k-NN.
+"""The spcl policy's offline label refresh against a dense reference pipeline, a bare faiss self-k-NN and the
+bare N x N product.
 
 In one run, one thread, on the same synthetic bank (``benchmarks/engine.py``'s clustered mixture, N/10
 identities, L2-normalised float32), each size and method in its own subprocess:
 
 * ours: ``SpCLPolicy.refresh()`` with its defaults (k1 = 30, k2 = 6, eps 0.6 -+ 0.02, min_samples 4,
-  ``knn_backend: auto``): exact self-k-NN (faiss when installed), sparse R* and V with the R* distances
+  ``knn_backend: torch``): exact blocked self-k-NN, sparse R* and V with the R* distances
   read from the k-NN lists, inverted-index Jaccard pairs within 0.62, three DBSCANs on the pairs and the
   reliability filter. Timed stages: knn, encoding (R*, V, query expansion), pairs, dbscan (3 runs);
+* ours_faiss: the same with ``knn_backend: faiss`` (``faiss.knn``, faiss's own BLAS), up to ``--faiss-max``;
 * dense: ``benchmarks/dense_kreciprocal.py``, the same algorithm on N x N matrices written from the
   re-ranking paper (distances, R, R*, V, V_qe, Jaccard matrix) and DBSCAN on the dense matrix, then
   the same reliability filter; run up to ``--dense-max``;
 * faiss: a bare exact self-k-NN of the bank, ``faiss.IndexFlatIP`` + ``search(bank, 30)``, the floor
-  any exact k-reciprocal pipeline pays; run up to ``--faiss-max``.
+  any exact k-reciprocal pipeline pays with faiss; run up to ``--faiss-max``;
+* product: the N x N inner product alone in float32 and bfloat16, and a top-31 per row (``run_product``):
+  the compute floor of any k-NN, exact or reduced-precision; run up to ``--product-max``.
 
-Ours and dense must give the same labels (the three DBSCANs and the reliable labels). Memory: peak RSS
+Ours, ours_faiss and dense must give the same labels (the three DBSCANs and the reliable labels). Memory: peak RSS
 of the worker (VmHWM, features and interpreter included) and its growth over the timed part.
 
     python benchmarks/spcl_refresh.py [--sizes 12936,100000] [--dense-max 12936] [--faiss-max 100000]
+                                      [--product-max 12936]
                                       [--dim 2048] [--threads 1] [--out DIR | --publish] [--render]
 """
 
@@ -65,9 +70,9 @@ def _timed(module, name: str, stages: dict, key: str, sink: list | None = None) 
     setattr(module, name, wrapper)
 
 
-def _refresh(x: torch.Tensor, stages: dict | None = None, sink: list | None = None) -> torch.Tensor:
+def _refresh(x: torch.Tensor, knn_backend: str) -> torch.Tensor:
     """One spcl refresh of a bank holding ``x`` (the bank's copy of x is made before the timing)."""
-    policy = build_policy("spcl", num_samples=x.shape[0], feat_dim=x.shape[1])
+    policy = build_policy("spcl", num_samples=x.shape[0], feat_dim=x.shape[1], knn_backend=knn_backend)
     policy.bank.initialize(x)
     policy.initialized = True  # what initialize() does before its first refresh
     del x
@@ -75,15 +80,15 @@ def _refresh(x: torch.Tensor, stages: dict | None = None, sink: list | None = No
     return policy.labels()
 
 
-def run_ours(x: torch.Tensor) -> tuple[dict, dict]:
-    _refresh(x[:300].clone())  # warm-up: first-touch of library code pages would count as peak RSS
+def run_ours(x: torch.Tensor, knn_backend: str = "torch") -> tuple[dict, dict]:
+    _refresh(x[:300].clone(), knn_backend)  # warm-up: first-touch of library code pages would count as peak RSS
     stages: dict[str, float] = {}
     dbscans: list[torch.Tensor] = []
     _timed(jp, "knn_sqeuclidean", stages, "knn_s")
     _timed(jp, "close_pairs", stages, "pairs_s")
     _timed(spcl_mod, "jaccard_pairs", stages, "jaccard_total_s")
     _timed(spcl_mod, "dbscan_pairs", stages, "dbscan_s", dbscans)
-    policy = build_policy("spcl", num_samples=x.shape[0], feat_dim=x.shape[1])
+    policy = build_policy("spcl", num_samples=x.shape[0], feat_dim=x.shape[1], knn_backend=knn_backend)
     policy.bank.initialize(x)
     policy.initialized = True
     device = x.device
@@ -97,7 +102,12 @@ def run_ours(x: torch.Tensor) -> tuple[dict, dict]:
     labels["reliable"] = policy.labels()
     return {"seconds": seconds, **stages, "peak_rss_mib": _mib(mem.peak), "peak_growth_mib": _mib(mem.growth),
             "pairs": int(policy.stats["jaccard_pairs"]), "clusters": int(policy.stats["clusters_dbscan"]),
-            "knn_backend": resolve_knn_backend("auto", device)}, labels
+            "knn_backend": resolve_knn_backend(knn_backend, device)}, labels
+
+
+def run_ours_faiss(x: torch.Tensor) -> tuple[dict, dict]:
+    """Ours with ``knn_backend: faiss``: the same refresh on faiss's exact k-NN (its own BLAS)."""
+    return run_ours(x, "faiss")
 
 
 def run_dense(x: torch.Tensor) -> tuple[dict, dict]:
@@ -127,7 +137,27 @@ def run_faiss(x: torch.Tensor) -> tuple[dict, dict]:
     return {"seconds": seconds, "peak_rss_mib": _mib(mem.peak), "peak_growth_mib": _mib(mem.growth)}, {}
 
 
-RUNS = {"ours": run_ours, "dense": run_dense, "faiss": run_faiss}
+def run_product(x: torch.Tensor, block: int = 2048) -> tuple[dict, dict]:
+    """The N x N inner product alone, blocked as the torch k-NN does, in float32 (what every exact pipeline
+    pays) and in bfloat16 (AMX / AVX512-BF16 where the CPU has them), and a top-31 selection per row of the
+    float32 blocks: what a reduced-precision k-NN could at best spend before any exact re-scoring."""
+    lowered = x.bfloat16()
+    stages = {"product_fp32_s": 0.0, "product_bf16_s": 0.0, "top31_s": 0.0}
+    for start in range(0, x.shape[0], block):
+        begin = time.perf_counter()
+        sims = x[start : start + block] @ x.T
+        middle = time.perf_counter()
+        sims.topk(31, dim=1)
+        stages["product_fp32_s"] += middle - begin
+        stages["top31_s"] += time.perf_counter() - middle
+        begin = time.perf_counter()
+        lowered[start : start + block] @ lowered.T
+        stages["product_bf16_s"] += time.perf_counter() - begin
+    return {"seconds": stages["product_fp32_s"], **stages, "peak_rss_mib": 0.0, "peak_growth_mib": 0.0}, {}
+
+
+RUNS = {"ours": run_ours, "ours_faiss": run_ours_faiss, "dense": run_dense, "faiss": run_faiss,
+        "product": run_product}
 
 
 def worker(method: str, n: int, dim: int, seed: int, threads: int, out: Path) -> None:
@@ -168,34 +198,20 @@ def compare(ours: dict, dense: dict) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# spcl label refresh: ours vs a dense k-reciprocal + DBSCAN pipeline vs a bare faiss self-k-NN", "",
+    lines = ["# spcl label refresh: ours vs a dense k-reciprocal + DBSCAN pipeline, a bare faiss self-k-NN and the "
+             "bare N x N product", "",
              f"Commit {report['commit']}. Machine: {rep.machine_line(report['machine'])} (shared machine, "
              f"timings are noisy). D = {report['dim']}, synthetic clustered features (benchmarks/engine.py "
              f"mixture, N/10 identities), seed {report['seed']}, one thread everywhere (torch and faiss). "
              f"Command: `{report['command']}`.", "",
-             "| N | ours s | ours peak RSS MiB | dense s | dense peak RSS MiB | bare faiss k-NN s | dense / ours "
-             "| ours / bare faiss | same labels |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in report["rows"]:
-        ours, dense, bare = row["ours"], row.get("dense"), row.get("faiss")
-
-        def cell(res: dict | None, key: str, fmt: str) -> str:
-            if res is None:
-                return "not run"
-            return "failed" if "failed" in res else format(res[key], fmt)
-
-        ok = {k: v for k, v in ((k, row.get(k)) for k in ("ours", "dense", "faiss")) if v and "failed" not in v}
-        ratio_dense = f"{dense['seconds'] / ours['seconds']:.1f}x" if {"ours", "dense"} <= ok.keys() else "-"
-        ratio_bare = f"{ours['seconds'] / bare['seconds']:.2f}x" if {"ours", "faiss"} <= ok.keys() else "-"
-        diff = row.get("label_diff")
-        same = "-" if diff is None else ("yes" if not any(diff.values()) else
-                                         "NO (" + ", ".join(f"{k} {v}" for k, v in diff.items()) + ")")
-        lines.append(f"| {row['n']:,} | {cell(ours, 'seconds', '.1f')} | {cell(ours, 'peak_rss_mib', ',.0f')} | "
-                     f"{cell(dense, 'seconds', '.1f')} | {cell(dense, 'peak_rss_mib', ',.0f')} | "
-                     f"{cell(bare, 'seconds', '.1f')} | {ratio_dense} | {ratio_bare} | {same} |")
+             "| N | ours s | ours peak RSS MiB | ours on faiss k-NN s | dense s | dense peak RSS MiB | bare faiss "
+             "k-NN s | float32 N x N product s | dense / ours | ours / bare faiss | ours / product "
+             "| same labels as dense | same labels on faiss |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_table_row(row) for row in report["rows"]]
     lines += ["", "Stages (s) and memory growth over the timed part (MiB):", ""]
     for row in report["rows"]:
-        for key in ("ours", "dense", "faiss"):
+        for key in ("ours", "ours_faiss", "dense", "faiss"):
             res = row.get(key)
             if res and "failed" not in res:
                 stages = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in res.items() if k.endswith("_s") and k != "wall_s")
@@ -205,8 +221,53 @@ def markdown(report: dict) -> str:
                              f"{res['peak_growth_mib']:,.0f}{extra}{clusters}")
             elif res:
                 lines.append(f"- N = {row['n']:,} {key}: failed ({res['failed'][-200:]})")
+    lines += [line for row in report["rows"] for line in _floor_lines(row)]
     lines += ["", *NOTES, *(line for note in report.get("notes", []) for line in ("", note))]
     return "\n".join(lines) + "\n"
+
+
+def _table_row(row: dict) -> str:
+    """One size's row of the results table."""
+    ok = {k for k in ("ours", "ours_faiss", "dense", "faiss", "product") if row.get(k) and "failed" not in row[k]}
+
+    def cell(key: str, field: str, fmt: str) -> str:
+        res = row.get(key)
+        if res is None:
+            return "not run"
+        return "failed" if "failed" in res else format(res[field], fmt)
+
+    def ratio(num: str, den: str, fmt: str) -> str:
+        return format(row[num]["seconds"] / row[den]["seconds"], fmt) + "x" if {num, den} <= ok else "-"
+
+    return (f"| {row['n']:,} | {cell('ours', 'seconds', '.1f')} | {cell('ours', 'peak_rss_mib', ',.0f')} | "
+            f"{cell('ours_faiss', 'seconds', '.1f')} | {cell('dense', 'seconds', '.1f')} | "
+            f"{cell('dense', 'peak_rss_mib', ',.0f')} | {cell('faiss', 'seconds', '.1f')} | "
+            f"{cell('product', 'product_fp32_s', '.1f')} | {ratio('dense', 'ours', '.1f')} | "
+            f"{ratio('ours', 'faiss', '.2f')} | {ratio('ours', 'product', '.2f')} | "
+            f"{_same(row.get('label_diff'))} | {_same(row.get('faiss_label_diff'))} |")
+
+
+def _same(diff: dict | None) -> str:
+    """"yes", "NO (where)" or "-" for a label comparison."""
+    if diff is None:
+        return "-"
+    return "yes" if not any(diff.values()) else "NO (" + ", ".join(f"{k} {v}" for k, v in diff.items()) + ")"
+
+
+def _floor_lines(row: dict) -> list[str]:
+    """What a 10x-over-dense refresh would have to fit in, next to the bare products (when measured)."""
+    product, dense = row.get("product"), row.get("dense")
+    if not product or "failed" in product:
+        return []
+    fp32, bf16, top = product["product_fp32_s"], product["product_bf16_s"], product["top31_s"]
+    lines = ["", f"N = {row['n']:,}, the bare N x N product (blocks of 2048 rows, no selection, no re-scoring): "
+             f"float32 {fp32:.1f} s, bfloat16 {bf16:.1f} s ({fp32 / bf16:.1f}x faster); a top-31 per row of "
+             f"the float32 blocks {top:.1f} s."]
+    if dense and "failed" not in dense:
+        budget = dense["seconds"] / 10
+        lines[-1] += (f" A refresh 10x faster than dense must fit in {budget:.1f} s: the float32 product alone is "
+                      f"{fp32 / budget:.1f}x that, a bfloat16 product plus a top-31 {(bf16 + top) / budget:.1f}x.")
+    return lines
 
 
 NOTES = [
@@ -233,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="12936,100000", help="comma-separated N")
     parser.add_argument("--dense-max", type=int, default=12936, help="run the dense pipeline up to this N")
     parser.add_argument("--faiss-max", type=int, default=100000, help="run the bare faiss k-NN up to this N")
+    parser.add_argument("--product-max", type=int, default=12936,
+                        help="time the bare N x N product (float32, bfloat16) and top-31 up to this N")
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch and faiss threads")
@@ -267,8 +330,15 @@ def main(argv: list[str] | None = None) -> None:
                 row["label_diff"] = compare(ours_labels, dense_labels)
                 print(f"[N={n}] label differences {row['label_diff']}", flush=True)
         if n <= args.faiss_max:
+            row["ours_faiss"], faiss_labels = spawn("ours_faiss", n, args)
+            print(f"[N={n}] ours with faiss k-NN {row['ours_faiss']}", flush=True)
+            if ours_labels and faiss_labels:
+                row["faiss_label_diff"] = compare(ours_labels, faiss_labels)
             row["faiss"], _ = spawn("faiss", n, args)
             print(f"[N={n}] faiss {row['faiss']}", flush=True)
+        if n <= args.product_max:
+            row["product"], _ = spawn("product", n, args)
+            print(f"[N={n}] product {row['product']}", flush=True)
         report["rows"].append(row)
         rep.write(out, args.name, report, markdown(report))
     print(markdown(report))

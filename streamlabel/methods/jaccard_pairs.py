@@ -36,14 +36,14 @@ def jaccard_encoding(
     k2: int = 6,
     row_max_scaling: bool = False,
     block_size: int = 1024,
-    knn_backend: str = "auto",
+    knn_backend: str = "torch",
     lookup_k: int | None = None,
 ) -> CSRRows:
     """The sparse rows V (after local query expansion) whose Jaccard distances SpCL clusters.
 
     One exact self-k-NN of ``lookup_k`` (default 4 k1) neighbours serves R*, the expansion and the
     R* distances (read from the lists, see ``lookup_pair_sqdist``); ``knn_backend``: see
-    ``knn_sqeuclidean`` ("auto" = faiss when installed and on the CPU).
+    ``knn_sqeuclidean`` (default torch; "auto" = faiss when installed and on the CPU).
     """
     n = features.shape[0]
     if features.ndim != 2:
@@ -69,7 +69,7 @@ def jaccard_pairs(
     row_max_scaling: bool = False,
     block_size: int = 1024,
     work_budget: int = 1 << 22,
-    knn_backend: str = "auto",
+    knn_backend: str = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rows, cols, d_J) for every overlapping pair i < j with d_J(i, j) <= ``max_distance``; every pair
     not listed is farther than ``max_distance`` or at distance 1 (no overlap)."""

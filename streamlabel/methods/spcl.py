@@ -25,8 +25,10 @@ Samples of failing clusters and failing members become outliers (-1), which the 
 individual instances. Set sizes are counts: |I(f)| is the size of f's label, |I(f) & I'(f)| the count of
 f's (label, label') pair, |I | I'| = |I| + |I'| - |I & I'|; one ``torch.unique`` each, no loops.
 
-The exact self-k-NN under the Jaccard pairs runs on faiss when it is installed and the bank is on the
-CPU (``knn_backend: auto``; ``torch`` / ``faiss`` force one; same neighbours, ties aside).
+The exact self-k-NN under the Jaccard pairs is torch's blocked product by default (``knn_backend: torch``:
+any device, the same lists on every machine); ``faiss`` runs ``faiss.knn`` and ``auto`` picks faiss when
+it is installed and the bank is on the CPU (same neighbours, ties aside). Which is faster depends on the
+BLAS each links: see ``benchmarks/results/spcl_refresh.md``.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ class SpCLPolicy(OfflineClusteringPolicy):
         indep_threshold: float | None = None,
         comp_threshold: float | None = None,
         row_max_scaling: bool = False,
-        knn_backend: str = "auto",
+        knn_backend: str = "torch",
         **common: Any,
     ) -> None:
         super().__init__(num_samples, feat_dim, **common)  # OfflineClusteringPolicy's parameters
