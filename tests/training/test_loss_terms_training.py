@@ -26,9 +26,11 @@ def test_dcml_terms_change_the_weights(tmp_path: Path, synthetic_root: Path) -> 
     # same seed, data and dcml policy; the only difference is loss.terms (triplet + 0.01 IMS vs none).
     # The triplet also runs on the source batch (real labels, always P x K) so the term is active in
     # every iteration of this 4-iteration run, whatever pseudo labels the tiny target gets.
+    # The recipe trains without the hybrid memory loss; both runs switch it on so that "no terms" can train.
     both = "loss.terms.triplet.domains=both"
-    with_terms, weights = _run(tmp_path / "terms", synthetic_root, "policy.eps=0.6", both)
-    without, plain = _run(tmp_path / "plain", synthetic_root, "policy.eps=0.6", "loss.terms=null")
+    memory = "loss.hybrid_memory=true"
+    with_terms, weights = _run(tmp_path / "terms", synthetic_root, "policy.eps=0.6", memory, both)
+    without, plain = _run(tmp_path / "plain", synthetic_root, "policy.eps=0.6", memory, "loss.terms=null")
     assert with_terms["clusters"] > 0 and "bcubed_f" in with_terms
     # identical first forward pass, then the term adds to the loss and the weights move differently
     assert with_terms["loss_trace"][0] > without["loss_trace"][0]
