@@ -9,7 +9,8 @@ epoch the pseudo-label quality (BCubed P / R / F, clusters, outlier share) and t
         [--threads 1] [--seeds 0[,1,...]] [--out DIR | --publish] [--name train_runs] [--append] [key=value ...]
 
 ``key=value`` overrides go to every run (e.g. ``policy.dynamics=paper``). ``--append`` keeps the rows of
-other configs (or other overrides) already in OUT/NAME.json; every row records its own commit and command,
+other configs (or other overrides) in OUT/NAME.json when it ends (so invocations on different configs can
+run side by side); every row records its own commit and command,
 so a file assembled from several invocations says which commit measured which row. A config whose
 data is missing (``../shared``) is reported and skipped. ``--seeds`` trains each config once per seed
 (the spread of the gain is reported).
@@ -155,8 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     rows: list[dict] = []
     json_path = output_dir(args) / f"{args.name}.json"
-    if args.append and json_path.is_file():
-        rows = kept_rows(json.loads(json_path.read_text()), configs, args.overrides)
     failed = 0
     for config, seed in [(c, s) for c in configs for s in seeds]:
         run_dir = args.runs_dir / f"{Path(config).stem}_seed{seed}"
@@ -170,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row_of(config, args.overrides, seed, args.threads, result, time.perf_counter() - start))
         print(f"train_runs: {config}: mAP {_pct(rows[-1]['before_mAP'])} -> {_pct(rows[-1]['adapted_mAP'])} in "
               f"{rows[-1]['wall_s']:.0f} s", flush=True)
+    if args.append and json_path.is_file():  # read at the end: invocations on other configs may run meanwhile
+        rows = kept_rows(json.loads(json_path.read_text()), configs, args.overrides) + rows
     payload = {"commit": commit(), "machine": machine(), "command": command_line(), "rows": rows}
     wrote("train_runs", *write(output_dir(args), args.name, payload, to_markdown(payload)))
     return 1 if failed else 0
