@@ -31,7 +31,7 @@ def knn_credibility(features: torch.Tensor, k: int, *, block_size: int = 1024) -
     if n < 2:
         return features.new_zeros(n)
     k = min(int(k), n - 1)
-    dist, _, _ = knn_sqeuclidean(features.float(), k + 1, block_size=block_size)  # self first, at 0
+    dist, _, _ = knn_sqeuclidean(features.float(), k + 1, block_size=block_size, with_row_max=False)  # self at 0
     return -dist[:, -1].clamp_min(0).sqrt()
 
 
