@@ -284,8 +284,9 @@ NOTES = [
     "O(N k1 k2) sparse work plus the inverted-index Jaccard, O(N nnz^2). The dense pipeline stores the N x N "
     "distances and then spends O(N^2 nnz) on the Jaccard matrix (every row reads one N-long column of V per "
     "non-zero), with ~12 N^2 bytes of N x N tensors alive at its peak (74.5 GiB of float32 matrices alone "
-    "at N = 100,000, which is why it is not run there). The bare faiss search is the floor: the same "
-    "O(N^2 D) product with only a top-30 heap per row.",
+    "at N = 100,000, which is why it is not run there). The floor is the O(N^2 D) product itself: the bare "
+    "faiss search (faiss's BLAS, a top-30 heap per row) and the float32 product row (torch's BLAS, no "
+    "selection) measure it with each library; which BLAS is faster depends on the CPU.",
 ]
 
 
