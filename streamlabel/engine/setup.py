@@ -140,12 +140,15 @@ def identity_batches(
 
 
 def build_network(cfg: dict) -> torch.nn.Module:
-    """The backbone of ``model.name`` with ``model.kwargs``, and local pretrained weights if given."""
+    """The backbone of ``model.name`` with ``model.kwargs``, local pretrained weights if given, in the
+    memory layout of ``train.channels_last``."""
     model = build_model(cfg["model"]["name"], **dict(cfg["model"]["kwargs"] or {}))
     if cfg["model"]["pretrained"]:
         load_pretrained(model, cfg["model"]["pretrained"])
     if not hasattr(model, "feat_dim"):
         raise ValueError(f"model {cfg['model']['name']!r} does not declare feat_dim")
+    if cfg["train"]["channels_last"]:  # 4-D weights in NHWC: every convolution then runs channels-last
+        model = model.to(memory_format=torch.channels_last)
     return model
 
 

@@ -527,7 +527,8 @@ def test_schema_tables_derive_from_keys():
     # a section whose keys all do not count is excluded whole, as the fingerprint always did
     assert set(FINGERPRINT_EXCLUDE) == {
         "output_dir", "log", "eval", "train.iterations", "train.log_every",
-        "train.eval_every_epochs", "train.checkpoint_every_epochs", "train.checkpoint_every_iters"}
+        "train.eval_every_epochs", "train.checkpoint_every_epochs", "train.checkpoint_every_iters",
+        "train.channels_last"}
     assert RANGES["loss.temperature"] == (0.0, None, False)
     assert RANGES["data.flip_p"] == (0.0, 1.0, True)
     assert RANGES["seed"] == (0, None, True)
