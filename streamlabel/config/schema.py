@@ -86,7 +86,7 @@ KEYS: dict[str, Key] = {
     "train.target_batch": Key(64, low=1),  # global batch of target images
     "train.pretrain_iterations": Key(0, low=0),  # supervised source-only warm-up before adaptation
     "train.amp": Key(True),  # mixed precision on CUDA only
-    # convolutions in NHWC: the same fp32 values, faster on the CPU (benchmarks/results/channels_last.md)
+    # convolutions in NHWC: fp32 still (sums in another order), faster on the CPU (results/channels_last.md)
     "train.channels_last": Key(True, resume=False),
     "train.sync_bn": Key(True),  # every BN sees the global batch, whatever the world size
     # auto | all | labelled: do outliers (-1) enter target batches and the memory?
