@@ -42,7 +42,10 @@ def test_two_processes_match_one(tmp_path: Path, synthetic_root: Path) -> None:
     take different discrete label decisions: from the second optimiser step on the features differ in the last
     bits (DDP's gradient all-reduce rounds differently), and online labels follow the features.
     """
-    extra = ("train.pretrain_iterations=0",)
+    # NCHW: one Adam step amplifies the layouts' rounding. Second losses at 72ad674, one process NCHW 6.05522,
+    # channels-last 6.04955; two processes NCHW 6.05521, channels-last 6.05526: the 1-process channels-last
+    # run is the odd one out (other kernels for a batch of 64 than of 32), not the distributed path
+    extra = ("train.pretrain_iterations=0", "train.channels_last=false")
     one = _launch(1, tmp_path / "one", synthetic_root, extra)
     two = _launch(2, tmp_path / "two", synthetic_root, extra)
     assert two["processes"] == 2 and one["processes"] == 1
