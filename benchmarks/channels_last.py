@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report as rep  # noqa: E402
 
 from streamlabel.engine.setup import build_network  # noqa: E402
-from streamlabel.evaluation.extract import _embedding  # noqa: E402
+from streamlabel.evaluation.extract import model_embedding  # noqa: E402
 from streamlabel.launch.run_config import load_run_config  # noqa: E402
 
 LAYOUTS = {"nchw": False, "channels_last": True}
@@ -43,7 +43,7 @@ def _step(model: torch.nn.Module, images: torch.Tensor, bf16: bool = False) -> t
     model.zero_grad(set_to_none=True)
     begin = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        emb = _embedding(model(images))
+        emb = model_embedding(model(images))
     emb.float().pow(2).sum().backward()
     return time.perf_counter() - begin, emb.detach().float()
 
@@ -53,7 +53,7 @@ def _extract(model: torch.nn.Module, images: torch.Tensor) -> float:
     """Seconds of one eval-mode forward."""
     model.eval()
     begin = time.perf_counter()
-    _embedding(model(images))
+    model_embedding(model(images))
     return time.perf_counter() - begin
 
 

@@ -7,12 +7,12 @@ from collections.abc import Iterable, Mapping
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["extract_features"]
+__all__ = ["extract_features", "model_embedding"]
 
 EMBEDDING_KEYS = ("embedding", "feat", "features")
 
 
-def _embedding(out: object) -> torch.Tensor:
+def model_embedding(out: object) -> torch.Tensor:
     """The embedding in a model output: a tensor, a dict with ``embedding``, or a tuple's first item."""
     if isinstance(out, torch.Tensor):
         return out
@@ -62,7 +62,7 @@ def extract_features(
 
     def forward(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not parts:
-            return _embedding(model(img)).float(), None
+            return model_embedding(model(img)).float(), None
         out = model(img, with_parts=True)
         return out["embedding"].float(), out["parts"].float()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from streamlabel.engine.setup import build_network
+from streamlabel.evaluation.extract import model_embedding
 from streamlabel.launch.run_config import load_run_config
 
 
@@ -31,8 +32,7 @@ def test_same_embeddings_and_state_across_layouts() -> None:
     nhwc.load_state_dict(nchw.state_dict())  # a checkpoint of one layout loads into the other
     images = torch.randn(4, 3, 64, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        a, b = nchw(images), nhwc(images)
-    a, b = (out if torch.is_tensor(out) else out["embedding"] for out in (a, b))
+        a, b = model_embedding(nchw(images)), model_embedding(nhwc(images))
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
     pairs = zip(nchw.state_dict().values(), nhwc.state_dict().values(), strict=True)
     assert all(torch.equal(x, y) for x, y in pairs)
