@@ -7,8 +7,9 @@ through the real parser; ``preview_grid`` draws identities x cameras for a quick
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .owned_files import ForeignFilesError, Manifest, describe_foreign
 from .registry import register_dataset
 from .samples import ReidDataset
 from .synthetic_params import domain_style, gather, sample_cameras, sample_identities, sample_shots
@@ -24,6 +26,7 @@ from .synthetic_render import render_images
 SPLITS = ("train", "query", "gallery")
 MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 META_FILE = "synthetic.json"
+META_FORMAT = "streamlabel-synthetic-v2"  # v2: lists every file written with its SHA-256
 
 
 @dataclass(frozen=True)
@@ -174,23 +177,30 @@ def write_synthetic_market(
     """Write one synthetic domain under ``root`` in Market-1501 layout; returns counts for logs.
 
     ``sizes`` go to ``SyntheticReid`` (num_train_ids, num_test_ids, num_cams, images_per_cam, height,
-    width). Refuses to mix with images already there unless ``overwrite`` (which clears those folders).
+    width). ``root`` must be new, empty, or hold a synthetic dataset this function wrote (its
+    ``synthetic.json`` lists every file with its SHA-256). ``overwrite`` replaces such an earlier dataset,
+    deleting only the files the manifest proves ours; anything else in the way stops the write before a
+    byte changes (:class:`ForeignFilesError`, naming the files).
     """
     root = Path(root)
     folders = {split: root / name for split, name in MARKET_FOLDERS.items()}
-    for folder in folders.values():
-        if folder.exists() and any(folder.iterdir()):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{folder} is not empty; pass overwrite=True (--overwrite) to replace it"
-                )
-            shutil.rmtree(folder)
-    data = SyntheticReid(domain=domain, seed=seed, **sizes)
+    manifest = _manifest_or_refuse(root, list(folders.values()))
+    data = SyntheticReid(domain=domain, seed=seed, **sizes)  # bad sizes fail here, before any file changes
+    if manifest.files:
+        if not overwrite:
+            raise ForeignFilesError(
+                f"{root} already holds a synthetic dataset made with other arguments; pass overwrite=True "
+                f"(--overwrite) to replace it, or choose another folder"
+            )
+        manifest.remove_written(list(folders.values()))
     pixels = data.images.permute(0, 2, 3, 1).numpy()
+    manifest.make_folder(root)
     for split, folder in folders.items():
-        folder.mkdir(parents=True, exist_ok=True)
+        manifest.make_folder(folder)
         for index in torch.nonzero(data.split == SPLITS.index(split)).flatten().tolist():
-            Image.fromarray(pixels[index]).save(folder / data.names[index], quality=quality)
+            encoded = io.BytesIO()
+            Image.fromarray(pixels[index]).save(encoded, format="JPEG", quality=quality)
+            manifest.write_file(folder / data.names[index], encoded.getvalue())
     counts = {split: int((data.split == k).sum()) for k, split in enumerate(SPLITS)}
     summary = {
         "root": str(root),
@@ -203,8 +213,51 @@ def write_synthetic_market(
         "cameras": data.num_cams,
         "sizes": sizes,
     }
-    (root / META_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    meta = {"format": META_FORMAT, **summary, "written": manifest.to_json()}
+    scratch = root / f".{META_FILE}.{os.getpid()}.tmp"
+    scratch.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(scratch, root / META_FILE)
     return summary
+
+
+def read_meta(root: Path) -> tuple[dict, Manifest | None]:
+    """``synthetic.json`` of ``root`` and its file manifest; ({}, None) when there is none or it is not ours."""
+    try:
+        meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        return {}, None
+    return meta, Manifest.from_json(root, meta.get("written"))
+
+
+def check_synthetic_root(root: str | Path) -> None:
+    """Refuse, before any work, a root the synthetic dataset could not be written into without touching
+    files streamlabel did not write (:class:`ForeignFilesError`); a new, empty or streamlabel-written root
+    passes."""
+    root = Path(root).expanduser()
+    _manifest_or_refuse(root, [root / name for name in MARKET_FOLDERS.values()])
+
+
+def _manifest_or_refuse(root: Path, folders: list[Path]) -> Manifest:
+    """The manifest of what streamlabel wrote under ``root`` (empty for a new or empty folder); stops with
+    :class:`ForeignFilesError` when ``root`` holds anything streamlabel cannot prove it wrote."""
+    if root.exists() and not root.is_dir():
+        raise ForeignFilesError(f"synthetic dataset root {root} is a file, not a folder")
+    _meta, manifest = read_meta(root)
+    way_out = ("streamlabel never clears a folder it did not write; give the synthetic dataset a new or "
+               "empty folder (data.<source|target>.root=... or synth --out ...)")
+    if manifest is None:
+        present = sorted(root.iterdir()) if root.is_dir() else []
+        if present:
+            raise ForeignFilesError(f"{root} is not empty and holds no synthetic dataset streamlabel wrote "
+                                    f"(found {describe_foreign(present)}); {way_out}")
+        return Manifest(root)
+    foreign = manifest.foreign_files(folders)
+    if foreign:
+        raise ForeignFilesError(f"{root} holds files streamlabel did not write, or changed since it wrote them "
+                                f"({describe_foreign(foreign)}); {way_out}")
+    return manifest
 
 
 @register_dataset("synthetic")
@@ -214,14 +267,14 @@ def synthetic_dataset(
     """The synthetic ``domain`` as a ``ReidDataset`` parsed from ``root`` (Market layout).
 
     The images are written there first when missing or made with other arguments (``synthetic.json``
-    records them), so ``build_dataset("synthetic", root, domain="target")`` works on an empty folder.
+    records them), so ``build_dataset("synthetic", root, domain="target")`` works on an empty folder. A
+    root holding anything streamlabel did not write (a real dataset, say) is refused, never cleared.
     """
     from .market import MARKET_LAYOUT, MARKET_PATTERN, parse_market_style
 
     root = Path(root).expanduser()
-    meta = root / META_FILE
     wanted = {"domain": domain, "seed": seed, "sizes": sizes}
-    current = json.loads(meta.read_text()) if meta.is_file() else {}
+    current, _manifest = read_meta(root)
     if {k: current.get(k) for k in wanted} != wanted:
         write_synthetic_market(root, seed=seed, domain=domain, overwrite=True, **sizes)
     return parse_market_style(root, name or f"synthetic_{domain}", MARKET_PATTERN, MARKET_LAYOUT)

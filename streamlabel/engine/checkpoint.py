@@ -51,6 +51,7 @@ __all__ = [
     "CheckpointError",
     "config_diff",
     "find_latest",
+    "find_resumable",
     "load_checkpoint",
     "load_checkpoint_with_header",
     "save_checkpoint",
@@ -228,14 +229,60 @@ def find_latest(directory: str | os.PathLike) -> Path | None:
     return None
 
 
+def find_resumable(directory: str | os.PathLike) -> Path | None:
+    """The checkpoint a resume continues from: the one ``latest.txt`` names, or, when the pointer is missing,
+    empty or names no existing file, the newest complete checkpoint in ``directory`` by its own header
+    (``progress``, then ``saved_at``). ``None`` only when the folder holds no ``*.pt`` file at all; ``*.pt``
+    files none of which is a readable streamlabel checkpoint raise :class:`CheckpointError`, so a resume
+    never starts over on top of them."""
+    directory = Path(directory)
+    latest = find_latest(directory)
+    if latest is not None:
+        return latest
+    files = sorted(p for p in directory.glob("*.pt") if p.is_file()) if directory.is_dir() else []
+    if not files:
+        return None
+    ranked, refused = [], []
+    for path in files:
+        header = _read_header(path)
+        if header is None:
+            refused.append(path.name)
+            continue
+        progress = header.get("progress")
+        ranked.append(((1, list(progress)) if isinstance(progress, list) else (0, []), str(header.get("saved_at")),
+                       path))
+    if not ranked:
+        shown = ", ".join(refused[:3]) + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
+        raise CheckpointError(
+            f"{directory} holds {len(files)} .pt file(s) ({shown}) but no complete streamlabel checkpoint and no "
+            f"usable {LATEST_NAME}; --resume does not start over on top of them: move them away or choose "
+            f"another output_dir")
+    return max(ranked, key=lambda item: (item[0], item[1]))[2]
+
+
+def _read_header(path: Path) -> dict | None:
+    """The header of a streamlabel checkpoint file (tensors memory-mapped, not read), or None."""
+    try:
+        with torch.serialization.safe_globals(numpy_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    header = obj.get("header") if isinstance(obj, dict) else None
+    if isinstance(header, dict) and header.get("format") == FORMAT and isinstance(obj.get("state"), dict):
+        return header
+    return None
+
+
 def save_checkpoint(
-    path: str | os.PathLike, state: dict, *, fingerprint: str, keep: int = 2
+    path: str | os.PathLike, state: dict, *, fingerprint: str, keep: int = 2,
+    progress: tuple[int, ...] | None = None,
 ) -> Path:
     """Atomically write ``state`` to ``path``, point ``latest.txt`` at it and keep the ``keep`` newest.
 
     ``state`` is any ``torch.save``-able dict (state dicts, tensors, RNG state, config).  It is
-    stored under a header ``{"format", "version", "fingerprint", "saved_at"}`` so loading can
-    recognise the file and check it belongs to this configuration.
+    stored under a header ``{"format", "version", "fingerprint", "saved_at", "progress"}`` so loading can
+    recognise the file and check it belongs to this configuration; ``progress`` (e.g. phase, epoch,
+    iteration) orders the checkpoints of a folder when its ``latest.txt`` is lost (:func:`find_resumable`).
 
     Returns the final path.  Raises :class:`CheckpointError` if anything fails while writing;
     the previous checkpoint and pointer are then left exactly as they were.
@@ -258,6 +305,7 @@ def save_checkpoint(
         "version": VERSION,
         "fingerprint": fingerprint,
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "progress": list(progress) if progress is not None else None,
     }
     payload = {"header": header, "state": state}
 

@@ -25,6 +25,8 @@ def build_domain(spec: dict | None, on_bad_image: str) -> ReidDataset | None:
         dataset = build_dataset(spec["name"], Path(spec["root"]).expanduser(), **dict(spec.get("kwargs") or {}))
     except TypeError as err:  # a kwargs key the builder does not take
         raise ConfigError(f"dataset {spec['name']!r} (root {spec['root']}): bad 'kwargs': {err}") from err
+    except FileExistsError as err:  # a generated dataset would have to write over files it did not write
+        raise ConfigError(f"dataset {spec['name']!r} (root {spec['root']}): {err}") from err
     if not dataset.train:
         raise ValueError(f"dataset {spec['name']!r} at {spec['root']} has no training images")
     dataset = verify_dataset(dataset, on_error=on_bad_image)

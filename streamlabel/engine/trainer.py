@@ -38,7 +38,14 @@ from tqdm import tqdm
 from streamlabel.banks.hybrid_memory import HybridMemory
 from streamlabel.banks.replicated_rows import as_row_storage
 from streamlabel.config.fingerprint import config_fingerprint, dump_config
-from streamlabel.engine.checkpoint import CheckpointError, find_latest, load_checkpoint, save_checkpoint
+from streamlabel.engine.checkpoint import (
+    LATEST_NAME,
+    CheckpointError,
+    find_latest,
+    find_resumable,
+    load_checkpoint,
+    save_checkpoint,
+)
 from streamlabel.engine.evaluator import evaluate_model
 from streamlabel.engine.global_bn import convert_global_batchnorm
 from streamlabel.engine.hooks import Hook, default_hooks
@@ -226,18 +233,22 @@ class Trainer:
                               fingerprint=self.fingerprint)
             self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            save_checkpoint(path, self._state(phase, epoch, iteration), fingerprint=self.fingerprint)
+            save_checkpoint(path, self._state(phase, epoch, iteration), fingerprint=self.fingerprint,
+                            progress=(PHASES.index(phase), epoch * self.ipe + (iteration or self.ipe)))
         self.acc.wait_for_everyone()
 
     def _restore(self) -> tuple[Phase, int] | None:
         """Load the latest checkpoint of this output_dir; returns (phase, epoch to run next) or None. A
         mid-epoch checkpoint returns its own epoch and leaves where to go on in ``self._resume_at``."""
         ckpt_dir = self.out_dir / "checkpoints"
-        latest = find_latest(ckpt_dir) if self.resume else None
+        latest = find_resumable(ckpt_dir) if self.resume else None
         if latest is None:
             if self.resume:
                 self.log(f"--resume: no checkpoint in {ckpt_dir}, starting from scratch")
             return None
+        if latest != find_latest(ckpt_dir):
+            self.log(f"--resume: {ckpt_dir / LATEST_NAME} is missing or names no checkpoint; the newest complete "
+                     f"checkpoint by its header is {latest.name}")
         state = load_checkpoint(latest, fingerprint=self.fingerprint, config=self.cfg, map_location="cpu")
         phase, epoch = phase_named(state["phase"]), int(state["epoch"])
         self._check_extension(state, latest)

@@ -5,6 +5,9 @@ one line naming the flag; nothing has been read or written when it is raised."""
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,33 +35,92 @@ def checked_device(name: str | None, flag: str = "--device") -> torch.device:
     return device
 
 
-def output_file(path: Path | None, suffix: str, flag: str = "--out") -> Path | None:
+def output_file(path: Path | None, suffix: str, flag: str = "--out", inputs: Sequence[Path | None] = ()) -> Path | None:
     """``path`` when a file with ``suffix`` can be written there: not a folder, the right suffix (so the file
-    lands exactly where asked, not at ``path + suffix``), a parent that is a folder or can be made."""
+    lands exactly where asked, not at ``path + suffix``), not one of ``inputs``, a parent folder that exists
+    or can be made, and that this process can write in (probed with a temporary file it removes)."""
     if path is None:
         return None
+    _name_lengths(path, flag)
     if path.is_dir():
         raise InputError(f"{flag} {path} is a folder; give a file name ending in {suffix}")
     if path.suffix != suffix:
         raise InputError(f"{flag} {path} must end in {suffix}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{flag} {path}: {parent} is a file, not a folder")
-            break
+    for given in inputs:
+        if given is not None and same_path(path, given):
+            raise InputError(f"{flag} {path} is also an input of this command ({given}); it would be overwritten, "
+                             f"give another file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{flag} {path} exists and is read-only; give another file name")
+    _probe_writable(path.parent, flag, path)
     return path
 
 
-def output_folder(path: Path, flag: str = "--out") -> Path:
-    """``path`` when a folder can be written there: it is a folder already or can be made (no file in the
-    way, at the path itself or at a parent)."""
+def output_folder(path: Path, flag: str = "--out", inputs: Sequence[Path | None] = ()) -> Path:
+    """``path`` when a folder can be written there: a non-empty path, a folder already or one that can be
+    made (no file in the way, at the path itself or at a parent), not one of the input folders ``inputs``
+    nor inside one, and writable by this process (probed with a temporary file it removes)."""
+    if not str(path).strip() or str(path).strip() == ".":
+        raise InputError(f"{flag} is empty; name a folder for the outputs (an empty value would write into "
+                         f"the current directory)")
+    _name_lengths(path, flag)
+    for given in inputs:
+        if given is not None and (same_path(path, given) or _inside(path, given)):
+            raise InputError(f"{flag} {path} is {'' if same_path(path, given) else 'inside '}the input folder "
+                             f"{given}; outputs never go into an input's folder, give another folder")
+    _probe_writable(path, flag, path)
+    return path
+
+
+def same_path(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file or folder (through links, ``..`` and relative paths)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return folder.resolve() in path.resolve().parents
+    except OSError:
+        return False
+
+
+NAME_MAX = 255  # bytes in one path component on ext4, xfs, btrfs, tmpfs, NTFS
+
+
+def _name_lengths(path: Path, flag: str) -> None:
+    """Refuse a path with a component longer than the file system allows, before anything is written."""
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise InputError(f"{flag}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; file systems "
+                             f"allow at most {NAME_MAX} bytes per name")
+
+
+def _probe_writable(path: Path, flag: str, shown: Path) -> None:
+    """Refuse when the nearest existing folder at or above ``path`` is a file or cannot be written in. The
+    probe is a temporary file this function creates and removes; nothing else is touched."""
     for candidate in (path, *path.parents):
-        if candidate.exists():
-            if not candidate.is_dir():
-                where = "" if candidate == path else f"{path}: "
-                raise InputError(f"{flag} {where}{candidate} is a file, not a folder")
-            break
-    return path
+        try:
+            exists = candidate.exists()
+        except OSError as err:
+            raise InputError(f"{flag} {shown}: {err.strerror or err}") from None
+        if not exists:
+            continue
+        if not candidate.is_dir():
+            where = "" if candidate == shown else f"{shown}: "
+            raise InputError(f"{flag} {where}{candidate} is a file, not a folder")
+        try:
+            handle, probe = tempfile.mkstemp(dir=candidate, prefix=".streamlabel-probe-")
+        except OSError as err:
+            raise InputError(f"{flag} {shown}: cannot write in {candidate} ({err.strerror or err}); "
+                             f"choose a folder you can write to") from None
+        os.close(handle)
+        os.unlink(probe)
+        return
 
 
 def in_range(flag: str, value: float, low: float | None = None, high: float | None = None) -> None:

@@ -58,6 +58,12 @@ def _extra_errors(module: object) -> tuple[type[BaseException], ...]:
     return tuple(errors()) if callable(errors) else ()
 
 
+def os_error_message(err: OSError) -> str:
+    """'<reason>: <path>' for an OSError (the system's words, the file it was about)."""
+    where = f": {err.filename}" if err.filename else ""
+    return f"{err.strerror or type(err).__name__}{where}" if err.strerror else str(err)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "--version") or argv[0] not in COMMANDS:
@@ -83,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"streamlabel {name}: error: {message}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path the system refused (too long, permission, read-only): what and where
+        print(f"streamlabel {name}: error: {os_error_message(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        print(f"streamlabel {name}: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
+        return 130
     if args.json:
         view = getattr(module, "json_view", None)  # a command may keep diagnostics off the line
         print(json.dumps(view(result) if callable(view) else result, default=float))

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> dict:
     require("matplotlib", "the plot of streamlabel compare")  # before the runs, not after them
     require_for_training(cfg)
     base_dir = Path(cfg["output_dir"])
-    out_dir = output_folder(args.out or base_dir / "compare")
+    out_dir = output_folder(args.out or base_dir / "compare", "--out", train.data_roots(cfg))
     runs = [(cfg["policy"]["name"], n, [f"policy.refresh_every={n}"]) for n in intervals]
     if args.baseline:
         # an unknown name fails now
@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> dict:
     run_dirs = [base_dir / (f"refresh_every_{n}" if n is not None else f"baseline_{policy}")
                 for policy, n, _ in runs]
     for run_dir in run_dirs:  # every run folder is checked before the first run starts
-        train.check_run_folder(run_dir, args.resume)
+        train.check_run_folder(run_dir, args.resume, inputs=train.data_roots(cfg))
+    train.check_generated_datasets(cfg)
     rows = []
     for (policy, n, extra), run_dir in zip(runs, run_dirs, strict=True):
         print(f"[streamlabel compare] policy {policy} refresh_every={n if n is not None else 'default'} -> "

@@ -7,3 +7,7 @@ class CommandError(RuntimeError):
 
 class InputError(CommandError, ValueError):
     """Bad command-line input; also a ValueError, so callers catching ValueError report it cleanly."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with where the work stopped (the last checkpoint); the CLI prints it and exits with 130."""

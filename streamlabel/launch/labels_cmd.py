@@ -52,7 +52,7 @@ def _quality(labels: torch.Tensor, pids: np.ndarray | None) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict:
     in_range("--passes", args.passes, 0)
     in_range("--batch-size", args.batch_size, 1)
-    out = output_file(args.out, ".npy")
+    out = output_file(args.out, ".npy", inputs=[args.features])
     device = checked_device(args.device)
     dump = load_feature_dump(args.features)
     if dump["feats"].shape[0] < 2:

@@ -7,6 +7,7 @@ default ``configs/demo.yaml`` (synthetic source -> synthetic target, CPU, a few 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamlabel.launch.arg_checks import DefaultsHelpFormatter, no_repeated_keys, output_folder
-from streamlabel.launch.errors import CommandError
+from streamlabel.launch.errors import CommandError, Interrupted
 from streamlabel.launch.packages import require_for_training
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -41,12 +42,14 @@ def run(args: argparse.Namespace) -> dict:
     from accelerate.utils import ProjectConfiguration, set_seed
 
     from streamlabel.engine.checkpoint import atomic_write
+    from streamlabel.engine.run_lock import RunLock
     from streamlabel.engine.trainer import Trainer
     from streamlabel.launch.run_config import load_run_config
 
     cfg = load_run_config(args.config or default_config(), args.overrides)
     require_for_training(cfg)
-    check_run_folder(Path(cfg["output_dir"]), args.resume)
+    out = check_run_folder(cfg["output_dir"], args.resume, inputs=data_roots(cfg))
+    check_generated_datasets(cfg)
     threads = cpu_threads(cfg["cpu_threads"])
     if threads > 0:
         import torch
@@ -59,18 +62,56 @@ def run(args: argparse.Namespace) -> dict:
         if not torch.cuda.is_available():
             raise CommandError("device: cuda requested but no CUDA device is available")
     amp = "fp16" if cfg["train"]["amp"] and not use_cpu else "no"
-    project = ProjectConfiguration(project_dir=cfg["output_dir"], logging_dir=str(Path(cfg["output_dir"]) / "logs"))
+    project = ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs"))
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=amp if _cuda_ok(use_cpu) else "no",
                               log_with="tensorboard" if cfg["log"]["tensorboard"] else None,
                               project_config=project)
     set_seed(cfg["seed"], device_specific=False)
-    trainer = Trainer(cfg, accelerator, resume=args.resume, progress=not args.quiet)
-    results = trainer.run()
-    if accelerator.is_main_process:
-        _print_summary(results)
-        text = json.dumps(results, default=float, indent=1).encode()
-        atomic_write(Path(cfg["output_dir"]) / "results.json", lambda handle: handle.write(text))
+    lock = RunLock(out) if accelerator.is_main_process else contextlib.nullcontext()
+    try:
+        with lock:
+            trainer = Trainer(cfg, accelerator, resume=args.resume, progress=not args.quiet)
+            results = trainer.run()
+            if accelerator.is_main_process:
+                _print_summary(results)
+                text = json.dumps(results, default=float, indent=1).encode()
+                atomic_write(out / "results.json", lambda handle: handle.write(text))
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(out)) from None
     return results if accelerator.is_main_process else {}
+
+
+def interrupted_message(out: Path) -> str:
+    """Where a run stopped by Ctrl-C can continue from."""
+    from streamlabel.engine.checkpoint import CheckpointError, find_resumable
+
+    try:
+        latest = find_resumable(out / "checkpoints")
+    except CheckpointError:
+        latest = None
+    if latest is None:
+        return f"no checkpoint was written to {out / 'checkpoints'}; a new run starts from the beginning"
+    return f"the last checkpoint is {latest}; continue with --resume and the same config and output_dir={out}"
+
+
+def check_generated_datasets(cfg: dict) -> None:
+    """A dataset the run writes itself (``synthetic``) must not land on files streamlabel did not write:
+    checked here, before any work, not when the dataset is built."""
+    from streamlabel.data.synthetic import check_synthetic_root
+
+    for side in ("source", "target"):
+        spec = cfg["data"][side]
+        if spec is not None and spec["name"] == "synthetic":
+            try:
+                check_synthetic_root(spec["root"])
+            except FileExistsError as err:
+                raise CommandError(f"data.{side}.root: {err}") from err
+
+
+def data_roots(cfg: dict) -> list[Path]:
+    """The dataset folders a run reads (outputs never go into them)."""
+    return [Path(spec["root"]).expanduser() for spec in (cfg["data"]["source"], cfg["data"]["target"])
+            if spec is not None and spec.get("root")]
 
 
 DIAGNOSTIC_KEYS = ("loss_trace", "labels_sha", "bank_sha", "bank_sum")  # run-to-run checks: results.json only
@@ -82,13 +123,22 @@ def json_view(results: dict) -> dict:
     return {k: v for k, v in results.items() if k not in DIAGNOSTIC_KEYS}
 
 
-def check_run_folder(out: Path, resume: bool) -> None:
-    """Refuse before any work: an ``output_dir`` that is a file, or one whose checkpoints a fresh run
-    would overwrite without a word."""
-    output_folder(out, "output_dir")
+def check_run_folder(output_dir: str | Path, resume: bool, inputs: Sequence[Path] = ()) -> Path:
+    """The run folder, refused before any work when it is empty (the current directory by accident), a
+    file, a dataset folder or inside one, not writable (it, its ``checkpoints`` or ``logs`` folder), or when
+    it holds checkpoints a fresh run would overwrite without a word."""
+    if not str(output_dir).strip():
+        raise CommandError("output_dir is empty; name a folder for the run (an empty value would write "
+                           "checkpoints and logs into the current directory)")
+    out = Path(output_dir)
+    output_folder(out, "output_dir", inputs)
+    for sub in ("checkpoints", "logs"):
+        if (out / sub).exists():
+            output_folder(out / sub, f"output_dir's {sub} folder")
     if not resume and any((out / "checkpoints").glob("*.pt")):
         raise CommandError(f"output_dir {out} already holds checkpoints of an earlier run: pass --resume to "
                            f"continue it, or choose another output_dir (or delete {out / 'checkpoints'})")
+    return out
 
 
 def cpu_threads(setting: int) -> int:
@@ -139,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors() as err:
         print(f"streamlabel train: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"streamlabel train: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
+        return 130
     if args.json and results:
         print(json.dumps(json_view(results), default=float))
     return 0

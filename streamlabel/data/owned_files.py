@@ -1,0 +1,123 @@
+"""Files streamlabel wrote itself, and the proof: a manifest of their paths and SHA-256 digests.
+
+A folder is cleared only of files the manifest lists *with the same content*: a file the user added,
+replaced or edited is not provably ours, so its folder is never cleared and the caller stops instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ForeignFilesError", "Manifest", "digest"]
+
+MAX_SHOWN = 3  # foreign paths named in an error
+
+
+class ForeignFilesError(FileExistsError):
+    """A folder streamlabel would write into holds files it cannot prove it wrote."""
+
+
+def digest(data: bytes) -> str:
+    """SHA-256 hex digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return digest(path.read_bytes())
+    except OSError:
+        return None
+
+
+@dataclass
+class Manifest:
+    """Paths (relative to ``root``, '/'-separated) of the files and folders streamlabel created there."""
+
+    root: Path
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 of what was written
+    folders: list[str] = field(default_factory=list)  # folders created, parents first
+
+    @classmethod
+    def from_json(cls, root: Path, entry: object) -> Manifest | None:
+        """The manifest recorded in a meta file's ``written`` entry; None when it is not one of ours."""
+        if not isinstance(entry, dict):
+            return None
+        files, folders = entry.get("files"), entry.get("folders", [])
+        if not isinstance(files, dict) or not isinstance(folders, list):
+            return None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            return None
+        if not all(isinstance(f, str) for f in folders) or any(_escapes(p) for p in [*files, *folders]):
+            return None
+        return cls(root, dict(files), list(folders))
+
+    def to_json(self) -> dict:
+        return {"files": dict(sorted(self.files.items())), "folders": list(self.folders)}
+
+    def make_folder(self, folder: Path) -> None:
+        """``mkdir -p`` that records each folder it creates."""
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        for path in reversed(missing):
+            path.mkdir()
+            if self.root in path.parents:  # the root and its parents are the caller's, not listed
+                self.folders.append(self._relative(path))
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        """Write ``data`` to ``path`` (never over an existing file) and record its digest."""
+        with open(path, "xb") as handle:
+            handle.write(data)
+        self.files[self._relative(path)] = digest(data)
+
+    def foreign_files(self, folders: Iterable[Path]) -> list[Path]:
+        """Every entry under ``folders`` that this manifest does not prove ours (unlisted, or changed)."""
+        known_dirs = set(self.folders)
+        foreign: list[Path] = []
+        for folder in folders:
+            if not folder.exists():
+                continue
+            if not folder.is_dir() or folder.is_symlink():
+                foreign.append(folder)
+                continue
+            for path in sorted(folder.rglob("*")):
+                rel = self._relative(path)
+                if path.is_dir() and not path.is_symlink():
+                    if rel not in known_dirs:
+                        foreign.append(path)
+                elif path.is_symlink() or self.files.get(rel) != _file_digest(path):
+                    foreign.append(path)
+        return foreign
+
+    def remove_written(self, folders: Iterable[Path]) -> None:
+        """Delete the files under ``folders`` whose content is still what we wrote, then the folders we made
+        if they are empty. Call :meth:`foreign_files` first: anything not proven ours stays."""
+        folders = list(folders)
+        for rel, sha in list(self.files.items()):
+            path = self.root / rel
+            inside = any(folder in path.parents for folder in folders)
+            if inside and not path.is_symlink() and _file_digest(path) == sha:
+                path.unlink()
+                del self.files[rel]
+        for rel in reversed(list(self.folders)):
+            path = self.root / rel
+            inside = any(path == folder or folder in path.parents for folder in folders)
+            if inside and path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                path.rmdir()
+                self.folders.remove(rel)
+
+    def _relative(self, path: Path) -> str:
+        return Path(os.path.relpath(path, self.root)).as_posix()
+
+
+def _escapes(rel: str) -> bool:
+    """A manifest path that points outside its root (absolute, or through '..'): never trusted."""
+    return rel.startswith("/") or ".." in Path(rel).parts or rel in ("", ".")
+
+
+def describe_foreign(paths: list[Path]) -> str:
+    """'a, b, c and 4 more' for an error message."""
+    shown = ", ".join(str(p) for p in paths[:MAX_SHOWN])
+    return shown + (f" and {len(paths) - MAX_SHOWN} more" if len(paths) > MAX_SHOWN else "")
