@@ -135,7 +135,11 @@ def check_run_folder(output_dir: str | Path, resume: bool, inputs: Sequence[Path
     for sub in ("checkpoints", "logs"):
         if (out / sub).exists():
             output_folder(out / sub, f"output_dir's {sub} folder")
-    if not resume and any((out / "checkpoints").glob("*.pt")):
+    if resume:  # a checkpoint folder no resume can use stops here, before any work
+        from streamlabel.engine.checkpoint import find_resumable
+
+        find_resumable(out / "checkpoints")
+    elif any((out / "checkpoints").glob("*.pt")):
         raise CommandError(f"output_dir {out} already holds checkpoints of an earlier run: pass --resume to "
                            f"continue it, or choose another output_dir (or delete {out / 'checkpoints'})")
     return out
