@@ -12,7 +12,7 @@ import yaml
 
 from streamlabel.config.schema import FINGERPRINT_EXCLUDE
 
-__all__ = ["config_fingerprint", "dump_config"]
+__all__ = ["config_fingerprint", "config_text", "dump_config"]
 
 
 def config_fingerprint(cfg: dict) -> str:
@@ -40,14 +40,18 @@ def _to_yaml(value: object) -> object:
     return value
 
 
+def config_text(cfg: dict) -> str:
+    """The resolved ``cfg`` as YAML with a header naming its fingerprint (what :func:`dump_config` writes)."""
+    body = yaml.safe_dump(
+        _to_yaml(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
+    return f"# resolved streamlabel configuration; fingerprint {config_fingerprint(cfg)}\n" + body
+
+
 def dump_config(cfg: dict, path: str | Path) -> Path:
     """Write the resolved ``cfg`` as YAML (loadable again by :func:`load_config`); returns the
     path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = yaml.safe_dump(
-        _to_yaml(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True
-    )
-    header = f"# resolved streamlabel configuration; fingerprint {config_fingerprint(cfg)}\n"
-    path.write_text(header + body, encoding="utf-8")
+    path.write_text(config_text(cfg), encoding="utf-8")
     return path

@@ -72,12 +72,17 @@ class Manifest:
             handle.write(data)
         self.files[self._relative(path)] = digest(data)
 
-    def foreign_files(self, folders: Iterable[Path]) -> list[Path]:
-        """Every entry under ``folders`` that this manifest does not prove ours (unlisted, or changed)."""
+    def foreign_files(self, paths: Iterable[Path]) -> list[Path]:
+        """Every file or folder at or under ``paths`` that this manifest does not prove ours (unlisted, or
+        changed since it was written)."""
         known_dirs = set(self.folders)
         foreign: list[Path] = []
-        for folder in folders:
-            if not folder.exists():
+        for folder in paths:
+            if not folder.exists() and not folder.is_symlink():
+                continue
+            if folder.is_file() and not folder.is_symlink():
+                if self.files.get(self._relative(folder)) != _file_digest(folder):
+                    foreign.append(folder)
                 continue
             if not folder.is_dir() or folder.is_symlink():
                 foreign.append(folder)

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from streamlabel.banks.hybrid_memory import HybridMemory
 from streamlabel.banks.replicated_rows import as_row_storage
-from streamlabel.config.fingerprint import config_fingerprint, dump_config
+from streamlabel.config.fingerprint import config_fingerprint, config_text
 from streamlabel.engine.checkpoint import (
     LATEST_NAME,
     CheckpointError,
@@ -51,6 +51,7 @@ from streamlabel.engine.global_bn import convert_global_batchnorm
 from streamlabel.engine.hooks import Hook, default_hooks
 from streamlabel.engine.phases import ADAPT, PHASES, PRETRAIN, Phase, phase_named
 from streamlabel.engine.rng import capture_rng_state, restore_rng_state
+from streamlabel.engine.run_files import write_run_file
 from streamlabel.engine.setup import (
     build_domain,
     build_network,
@@ -309,7 +310,7 @@ class Trainer:
         self.setup()
         if self.acc.is_main_process:  # once data and model are known good: a refused run leaves no folder
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            dump_config(self.cfg, self.out_dir / "config.yaml")
+            write_run_file(self.out_dir, "config.yaml", config_text(self.cfg).encode("utf-8"))
         restored = self._restore()
         phase, first_epoch = restored if restored else (PRETRAIN, 0)
         self._call_hooks("before_train")

@@ -57,12 +57,9 @@ def output_file(path: Path | None, suffix: str, flag: str = "--out", inputs: Seq
 
 
 def output_folder(path: Path, flag: str = "--out", inputs: Sequence[Path | None] = ()) -> Path:
-    """``path`` when a folder can be written there: a non-empty path, a folder already or one that can be
+    """``path`` when a folder can be written there: a folder already or one that can be
     made (no file in the way, at the path itself or at a parent), not one of the input folders ``inputs``
     nor inside one, and writable by this process (probed with a temporary file it removes)."""
-    if not str(path).strip() or str(path).strip() == ".":
-        raise InputError(f"{flag} is empty; name a folder for the outputs (an empty value would write into "
-                         f"the current directory)")
     _name_lengths(path, flag)
     for given in inputs:
         if given is not None and (same_path(path, given) or _inside(path, given)):

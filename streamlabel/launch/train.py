@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    from streamlabel.engine.checkpoint import atomic_write
+    from streamlabel.engine.run_files import write_run_file
     from streamlabel.engine.run_lock import RunLock
     from streamlabel.engine.trainer import Trainer
     from streamlabel.launch.run_config import load_run_config
@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> dict:
             results = trainer.run()
             if accelerator.is_main_process:
                 _print_summary(results)
-                text = json.dumps(results, default=float, indent=1).encode()
-                atomic_write(out / "results.json", lambda handle: handle.write(text))
+                write_run_file(out, "results.json", json.dumps(results, default=float, indent=1).encode())
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(out)) from None
     return results if accelerator.is_main_process else {}
@@ -135,9 +134,14 @@ def check_run_folder(output_dir: str | Path, resume: bool, inputs: Sequence[Path
     for sub in ("checkpoints", "logs"):
         if (out / sub).exists():
             output_folder(out / sub, f"output_dir's {sub} folder")
-    if resume:  # a checkpoint folder no resume can use stops here, before any work
-        from streamlabel.engine.checkpoint import find_resumable
+    from streamlabel.engine.checkpoint import find_resumable
+    from streamlabel.engine.run_files import refuse_foreign_run_files
 
+    try:
+        refuse_foreign_run_files(out)
+    except FileExistsError as err:
+        raise CommandError(str(err)) from err
+    if resume:  # a checkpoint folder no resume can use stops here, before any work
         find_resumable(out / "checkpoints")
     elif any((out / "checkpoints").glob("*.pt")):
         raise CommandError(f"output_dir {out} already holds checkpoints of an earlier run: pass --resume to "

@@ -351,3 +351,29 @@ def test_ctrl_c_names_the_last_checkpoint_and_exits_130(tmp_path: Path) -> None:
     refused(proc.returncode, stdout, err, r"streamlabel train: interrupted: the last checkpoint is .*checkpoints/"
                                           r"\w+\.pt; continue with --resume", expected=130)
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_run_never_writes_over_a_config_or_results_file_it_did_not_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``output_dir=.`` in the folder of the user's own ``config.yaml`` (the run's config would replace the
+    input), and a results.json edited after the run. Mutant killed: no run-file manifest check (config.yaml and
+    results.json written over)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    user_config = project / "config.yaml"
+    user_config.write_text(f"_base_: {REPO / 'configs' / 'demo.yaml'}\nseed: 3\n")
+    before = tree_digest(tmp_path)
+    tiny = [a for a in tiny_train_overrides(project, tmp_path / "data") if not a.startswith("output_dir=")]
+    code, out, err = run(["train", "--config", str(user_config), "output_dir=.", *tiny], capsys)
+    refused(code, out, err, r"output_dir \. holds .*config\.yaml, which streamlabel did not write")
+    assert tree_digest(tmp_path) == before
+    run_dir = tmp_path / "run"
+    tiny = tiny_train_overrides(run_dir, tmp_path / "data", iterations=2)
+    assert cli.main(["train", "--quiet", *tiny]) == 0
+    capsys.readouterr()
+    (run_dir / "results.json").write_text('{"my": "notes"}\n')
+    before = tree_digest(tmp_path)
+    code, out, err = run(["train", "--quiet", "--resume", *tiny], capsys)
+    refused(code, out, err, r"holds .*results\.json, which streamlabel did not write \(or which changed since\)")
+    assert tree_digest(tmp_path) == before
