@@ -19,7 +19,7 @@ from pathlib import Path
 from streamlabel.config.errors import ConfigError, ConfigKeyError
 from streamlabel.config.schema import CHOICES, FREE_MAPS, RANGES
 
-__all__ = ["Checker", "PluginChecks", "cross_checks"]
+__all__ = ["Checker", "PluginChecks", "cross_checks", "plugin_cross_checks"]
 
 _REQUIRED = {
     "data.source": ("name", "root"),
@@ -47,6 +47,9 @@ class PluginChecks:
     loss_names: Callable[[], list[str]]  # every registered loss term name
     # a loss term's parameters, with its weight
     loss_parameters: Callable[[str], dict[str, object]]
+    # what is wrong with a model name and its kwargs: (name, kwargs) -> (key or None, message) or None;
+    # None: models are not checked when the config is loaded (only when the model is built)
+    model_error: Callable[[str, dict[str, object]], tuple[str | None, str] | None] | None = None
 
 
 def _origin(origins: dict[str, str], path: str) -> str:
@@ -62,9 +65,12 @@ def _origin(origins: dict[str, str], path: str) -> str:
 class Checker:
     """Checks a merged config against the schema; ``origins`` names the file that set each key."""
 
-    def __init__(self, origins: dict[str, str], plugins: PluginChecks) -> None:
+    def __init__(self, origins: dict[str, str], plugins: PluginChecks, *, defer_plugins: bool = False) -> None:
         self.origins = origins
         self.plugins = plugins
+        # True: the keys whose valid values depend on registries (policy, loss.terms) get only their shape
+        # checked by node(); plugin_node() checks them once the config's ``imports`` are imported
+        self.defer_plugins = defer_plugins
 
     def where(self, path: str) -> str:
         return _origin(self.origins, path)
@@ -94,8 +100,17 @@ class Checker:
                 raise self.type_error(path, "a mapping of keyword arguments (or null)", value)
             return value
         if path == "policy":
+            if self.defer_plugins:
+                self.policy_shape(value)
+                return value
             return self.policy(value)
         if path == "loss.terms":
+            if self.defer_plugins:
+                if value is not None and not isinstance(value, dict):
+                    raise self.type_error(
+                        "loss.terms", "a mapping {loss name: {weight: w, parameters...}}", value
+                    )
+                return value
             return self.loss_terms(value)
         if isinstance(default, dict) or (path == "data.source" and value is None):
             if value is None and path == "data.source":
@@ -211,7 +226,8 @@ class Checker:
             out[name] = dict(params)
         return out
 
-    def policy(self, value: object) -> dict:
+    def policy_shape(self, value: object) -> str:
+        """The policy's name, once ``value`` is a mapping with a string ``name``."""
         if not isinstance(value, dict):
             raise self.type_error(
                 "policy", "a mapping with a 'name' and the policy's parameters", value
@@ -219,6 +235,35 @@ class Checker:
         name = value.get("name")
         if not isinstance(name, str):
             raise self.type_error("policy.name", "a policy name (string)", name)
+        return name
+
+    def plugin_node(self, cfg: dict) -> dict:
+        """The checks that need the registries, after ``imports``: policy, loss terms, model."""
+        cfg["policy"] = self.policy(cfg["policy"])
+        if "loss" in cfg:
+            cfg["loss"]["terms"] = self.loss_terms(cfg["loss"].get("terms"))
+        self.model(cfg["model"])
+        return cfg
+
+    def model(self, model: dict) -> None:
+        """``model.name`` registered and ``model.kwargs`` accepted by its builder (when the caller checks
+        models)."""
+        if self.plugins.model_error is None:
+            return
+        problem = self.plugins.model_error(model["name"], dict(model.get("kwargs") or {}))
+        if problem:
+            key, message = problem
+            if key is None:  # the name is unknown
+                raise ConfigKeyError(f"'model.name' in {self.where('model.name')}: {message}")
+            if key:
+                path, where = f"model.kwargs.{key}", self.where(f"model.kwargs.{key}")
+            else:  # the kwargs together: name every file that set one of them
+                path = "model.kwargs"
+                where = " and ".join(dict.fromkeys(self.where(f"model.kwargs.{k}") for k in model["kwargs"]))
+            raise ConfigError(f"'{path}' in {where or self.where(path)}: {message}")
+
+    def policy(self, value: object) -> dict:
+        name = self.policy_shape(value)
         names = self.plugins.policy_names()
         if name not in names:
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
@@ -292,6 +337,11 @@ def cross_checks(cfg: dict, checker: Checker) -> None:
             f"'loss.hybrid_memory' is false (from {checker.where('loss.hybrid_memory')}) and "
             "loss.terms is empty: nothing would train the model; add a term or turn the memory on"
         )
+
+
+
+def plugin_cross_checks(cfg: dict, checker: Checker) -> None:
+    """The cross-key rules that need the checked policy (after ``Checker.plugin_node``)."""
     policy = cfg["policy"]
     if (
         policy["name"] == "inclr"

@@ -17,7 +17,12 @@ another; its other keys then start from their defaults (``data.source``/``data.t
 Then every key is checked against the schema (unknown keys name the nearest valid one; types follow
 the defaults; RANGES / CHOICES; policy and loss-term names and parameters against the caller's
 ``checks``) and every error is a :class:`ConfigError` naming the file (or "command line") that set
-the key. Missing policy parameters are filled in with the policy's defaults, so a dumped config
+the key. ``imports`` runs code, so it is imported only after every key that does not depend on it has
+passed; the names and parameters a plugin may register (policy, loss terms, model) are checked after it.
+
+A file is read only if it is a regular file (no FIFO, device or socket: nothing can hang) of at most
+:data:`MAX_CONFIG_BYTES`; YAML whose aliases expand beyond :data:`MAX_YAML_NODES` values (an alias bomb)
+or that nests too deeply for the parser is refused, in files and ``key=value`` overrides alike. Missing policy parameters are filled in with the policy's defaults, so a dumped config
 states the whole run.
 
 ``data.source: null`` means unsupervised training: ``train.source_batch`` is then *forced* to 0
@@ -31,17 +36,20 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-from streamlabel.config.checks import Checker, PluginChecks, cross_checks
+from streamlabel.config.checks import Checker, PluginChecks, cross_checks, plugin_cross_checks
 from streamlabel.config.errors import ConfigError
 from streamlabel.config.schema import DEFAULTS
 
-__all__ = ["import_plugins", "load_config", "parse_override_items"]
+__all__ = ["MAX_CONFIG_BYTES", "MAX_YAML_NODES", "import_plugins", "load_config", "parse_override_items",
+           "read_text_capped"]
 
 _BUILDER_NODES = ("data.source", "data.target", "model", "policy")
 # a builder node whose name changes restarts from these (the old kwargs / parameters are dropped)
@@ -55,8 +63,65 @@ _COMMAND_LINE = "command line"
 
 
 # --------------------------------------------------------------------------- YAML reading
+MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a config is a few KiB of YAML; anything bigger is the wrong file
+# YAML nodes a document may stand for once every alias is expanded: a real config has a few hundred;
+# "billion laughs" (anchors of aliases of anchors) stands for exponentially many from a few lines
+MAX_YAML_NODES = 100_000
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _file_kind(mode: int) -> str:
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+class _AliasBomb(yaml.YAMLError):
+    """A document whose aliases expand to more than MAX_YAML_NODES nodes, or refer to themselves."""
+
+
+def _expanded_nodes(root: yaml.Node) -> int:
+    """Nodes ``root`` stands for with every alias expanded (a shared node counts once per use), counted
+    without expanding anything; raises _AliasBomb above MAX_YAML_NODES or for an alias inside its own
+    anchor (a recursive structure)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _AliasBomb(f"an alias refers to the node that contains it (line {node.start_mark.line + 1}): "
+                             "a recursive structure cannot be a configuration")
+        total = 1
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            active.add(key)
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+            for child in children:
+                total += size(child)
+                if total > MAX_YAML_NODES:
+                    break
+            active.discard(key)
+        if total > MAX_YAML_NODES:
+            raise _AliasBomb(f"its anchors and aliases (&name / *name) expand to more than {MAX_YAML_NODES:,} "
+                             "values (an alias bomb, \"billion laughs\"); refused before expanding them")
+        sizes[key] = total
+        return total
+
+    size(root)
+    return sizes[id(root)]
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-3`` as a float (YAML 1.2) and refuses duplicate keys."""
+    """SafeLoader that reads ``1e-3`` as a float (YAML 1.2), refuses duplicate keys and refuses documents
+    whose aliases expand beyond MAX_YAML_NODES (checked on the node graph, before anything is built)."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_nodes(node)
+        return node
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -90,19 +155,59 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _read_yaml(path: Path, label: str) -> dict:
-    if path.is_dir():
-        raise ConfigError(f"{label} is a folder, not a config file (give a .yaml file)")
+def read_text_capped(path: Path, label: str, what: str = "config file", limit: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of the regular file ``path``, read without hanging or exhausting memory: a FIFO, a
+    device or a socket is refused before it is opened for reading, and at most ``limit`` + 1 bytes are read
+    (more is refused). Every failure is a ConfigError naming ``label``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"config file {label} does not exist (expected a YAML file)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {label} cannot be read as UTF-8 text: {err}") from None
+        raise ConfigError(f"{what} {label} does not exist (expected a YAML file)") from None
+    except OSError as err:
+        raise ConfigError(f"{what} {label} cannot be read: {err.strerror or err}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{label} is a folder, not a config file (give a .yaml file)")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{what} {label} is {_file_kind(info.st_mode)}, not a regular file; "
+                          "give a .yaml file (it was not read)")
+    try:  # O_NONBLOCK: should the path turn into a FIFO after the check, open() still does not wait
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as err:
+        raise ConfigError(f"{what} {label} cannot be read: {err.strerror or err}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # what was opened is what was checked
+            raise ConfigError(f"{what} {label} is not a regular file; give a .yaml file (it was not read)")
+        try:
+            data = handle.read(limit + 1)
+        except OSError as err:
+            raise ConfigError(f"{what} {label} cannot be read: {err.strerror or err}") from None
+    if len(data) > limit:
+        size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit:,} bytes"
+        raise ConfigError(f"{what} {label} is larger than {size} ({info.st_size:,} bytes); a config is "
+                          "a few KiB of YAML: is this the right file? (it was not parsed)")
     try:
-        stream = io.StringIO(text)
-        stream.name = label  # YAML error marks then name the file
-        data = yaml.load(stream, Loader=_Loader)  # a SafeLoader subclass
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {label} cannot be read as UTF-8 text: {err}") from None
+
+
+def _parse_yaml(text: str, name: str, what: str = "config file") -> object:
+    """``text`` as YAML with _Loader; raises yaml.YAMLError (alias bombs included) or ConfigError."""
+    stream = io.StringIO(text)
+    stream.name = name  # YAML error marks then name the file
+    try:
+        return yaml.load(stream, Loader=_Loader)  # a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError(f"{what} {name} is nested too deeply (thousands of levels of YAML); a config has a "
+                          "few") from None
+
+
+def _read_yaml(path: Path, label: str) -> dict:
+    text = read_text_capped(path, label)
+    try:
+        data = _parse_yaml(text, label)
+    except _AliasBomb as err:
+        raise ConfigError(f"config file {label} is refused: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {label} is not valid YAML: {err}") from None
     if data is None:  # an empty file would silently train the built-in defaults
@@ -156,7 +261,9 @@ def parse_override_items(items: Sequence[str]) -> list[dict]:
                 "(e.g. train.iterations=1000)"
             )
         try:
-            value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+            value = _parse_yaml(raw, repr(item), "override") if raw.strip() else ""
+        except _AliasBomb as err:
+            raise ConfigError(f"override {key.strip()!r} on the command line is refused: {err}") from None
         except yaml.YAMLError as err:
             raise ConfigError(
                 f"override {item!r} on the command line: value is not valid YAML ({err})"
@@ -195,6 +302,15 @@ def _merge(dst: dict, src: dict, origins: dict[str, str], label: str, prefix: st
 
 
 
+def _check_import_entries(entries: object, where: str) -> None:
+    if entries is not None and (
+        not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries)
+    ):
+        raise ConfigError(
+            f"'imports' in {where} must be a list of module names or .py files, got {entries!r}"
+        )
+
+
 def import_plugins(entries: object, where: str) -> None:
     """Import the ``imports`` of a config (dotted module names, or ``.py`` files relative to the
     working folder) so the policies, losses, models and datasets they register exist before the
@@ -206,10 +322,7 @@ def import_plugins(entries: object, where: str) -> None:
 
     if entries is None:
         return
-    if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
-        raise ConfigError(
-            f"'imports' in {where} must be a list of module names or .py files, got {entries!r}"
-        )
+    _check_import_entries(entries, where)
     for entry in entries:
         try:
             if entry.endswith(".py"):
@@ -256,12 +369,21 @@ def load_config(
         if bad:
             raise ConfigError(f"keys in {label} must be strings, got {bad[0]!r}")
         _merge(cfg, data, origins, label)
-    import_plugins(cfg.get("imports"), origins.get("imports", "the defaults"))
-    checker = Checker(origins, checks)
+    # everything the registries do not decide is checked before ``imports`` runs any code ...
+    _check_import_entries(cfg.get("imports"), origins.get("imports", "the defaults"))
+    checker = Checker(origins, checks, defer_plugins=True)
     try:
         cfg = checker.node(cfg, DEFAULTS, "")
     except RecursionError:
         raise ConfigError("configuration is nested too deeply") from None
     cross_checks(cfg, checker)
+    # ... then the plugins are imported, and what they may register is checked
+    import_plugins(cfg.get("imports"), origins.get("imports", "the defaults"))
+    checker.defer_plugins = False
+    try:
+        cfg = checker.plugin_node(cfg)
+    except RecursionError:
+        raise ConfigError("configuration is nested too deeply") from None
+    plugin_cross_checks(cfg, checker)
     return cfg
 
