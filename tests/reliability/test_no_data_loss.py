@@ -6,6 +6,7 @@ Each test names the mutant it kills: the behaviour it checks, removed or reverte
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,10 +19,10 @@ import numpy as np
 import pytest
 
 from streamlabel.data import build_dataset
-from streamlabel.data.owned_files import ForeignFilesError
+from streamlabel.data.owned_files import ForeignFilesError, Manifest
 from streamlabel.data.synthetic import write_synthetic_market
 from streamlabel.engine.checkpoint import LATEST_NAME, find_resumable, save_checkpoint
-from streamlabel.engine.run_lock import LOCK_NAME, RunLock
+from streamlabel.engine.run_lock import LOCK_NAME, RunLock, RunLockError
 from streamlabel.launch import cli
 from tests.reliability.fs_snapshot import tree_digest
 from tests.reliability.reliability_inputs import market_tree, tiny_train_overrides
@@ -63,7 +64,8 @@ def test_default_demo_on_a_real_market_folder_refuses_and_changes_nothing(
     monkeypatch.chdir(tmp_path)
     market = fake_market(tmp_path / "market1501")
     before = tree_digest(tmp_path)
-    code, out, err = run(["train", f"data.target.root={market}"], capsys)
+    short = ["train.pretrain_iterations=2", "train.iterations=2", "train.iters_per_epoch=2"]  # a mutant ends fast
+    code, out, err = run(["train", f"data.target.root={market}", *short], capsys)
     refused(code, out, err, r"data\.target\.root: .*market1501 is not empty and holds no synthetic dataset "
                             r"streamlabel wrote .*notes\.txt")
     assert "another" in err or "new or empty folder" in err  # the way out
@@ -87,6 +89,14 @@ def test_regenerating_deletes_only_files_the_manifest_proves_ours(tmp_path: Path
     the foreign-file check skipped (a user's file inside a split folder is lost)."""
     root = tmp_path / "syn"
     write_synthetic_market(root, seed=0, **SIZES)
+    before = tree_digest(tmp_path)
+    with pytest.raises(ForeignFilesError, match=r"pass overwrite=True"):  # never replaced without being asked
+        write_synthetic_market(root, seed=1, **SIZES)
+    assert tree_digest(tmp_path) == before
+    (root / "query" / "my_crops").mkdir()  # a folder of the user's inside a split folder
+    with pytest.raises(ForeignFilesError, match="my_crops"):
+        write_synthetic_market(root, seed=1, overwrite=True, **SIZES)
+    (root / "query" / "my_crops").rmdir()
     (root / "mine.txt").write_text("beside, not inside: kept\n")
     added = root / "query" / "added_by_user.txt"
     added.write_text("user file\n")
@@ -107,6 +117,35 @@ def test_regenerating_deletes_only_files_the_manifest_proves_ours(tmp_path: Path
     assert after["syn/mine.txt"] == before["syn/mine.txt"]
     images = sum(1 for p in after if p.endswith(".jpg"))
     assert images == summary["images"]  # the old images are gone, none left to mix with the new ones
+
+
+def test_remove_written_keeps_a_file_changed_since_it_was_written(tmp_path: Path) -> None:
+    """``remove_written`` on its own (callers check ``foreign_files`` first, this must not depend on it).
+    Mutant killed: deletion by listed name without the digest check."""
+    manifest = Manifest(tmp_path)
+    manifest.make_folder(tmp_path / "q")
+    manifest.write_file(tmp_path / "q" / "a.jpg", b"ours")
+    manifest.write_file(tmp_path / "q" / "b.jpg", b"ours too")
+    (tmp_path / "q" / "a.jpg").write_bytes(b"edited by the user")
+    manifest.remove_written([tmp_path / "q"])
+    assert (tmp_path / "q" / "a.jpg").read_bytes() == b"edited by the user"
+    assert not (tmp_path / "q" / "b.jpg").exists()
+
+
+def test_a_manifest_cannot_send_a_deletion_outside_its_root(tmp_path: Path) -> None:
+    """A ``synthetic.json`` edited to list ``../`` paths is not a manifest of ours. Mutant killed:
+    ``Manifest.from_json`` without the escaping-path check (a file outside the root is deleted)."""
+    root = tmp_path / "syn"
+    write_synthetic_market(root, seed=0, **SIZES)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    meta = json.loads((root / "synthetic.json").read_text())
+    meta["written"]["files"]["query/../../victim.txt"] = hashlib.sha256(b"mine\n").hexdigest()
+    (root / "synthetic.json").write_text(json.dumps(meta))
+    before = tree_digest(tmp_path)
+    with pytest.raises(ForeignFilesError):
+        write_synthetic_market(root, seed=1, overwrite=True, **SIZES)
+    assert tree_digest(tmp_path) == before
 
 
 # ----------------------------------------------------------------------------- outputs checked before work
@@ -214,8 +253,13 @@ def test_read_only_outputs_are_refused_before_work(shared_tmp: Path) -> None:
     writable.chmod(0o777)
     (writable / "checkpoints").mkdir()
     (writable / "checkpoints").chmod(0o755 if prefix else 0o555)
+    kept = data / "kept.npy"  # the user's read-only file: never replaced
+    kept.write_bytes(b"user file")
+    kept.chmod(0o444)
     tiny = tiny_train_overrides(locked / "run", data)
     cases = [
+        (["labels", "--features", str(data / "f.npz"), "--out", str(kept)],
+         r"--out .*kept\.npy exists and is read-only"),
         (["labels", "--features", str(data / "f.npz"), "--out", str(locked / "l.npy")],
          r"--out .*locked/l\.npy: cannot write in .*locked"),
         (["train", *tiny], r"output_dir .*locked/run: cannot write in .*locked"),
@@ -267,6 +311,21 @@ def test_a_stale_lock_is_reported_and_taken_over(tmp_path: Path, capsys: pytest.
     assert code == 0, err
     assert f"taking over the lock of pid {dead.pid}" in err and "no longer running" in err
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_lock_from_another_host_is_not_taken_over(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A shared file system: this host cannot tell whether that pid runs. Mutant killed: the host check
+    removed (another machine's live run is taken over)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "started": "then"}))
+    before = tree_digest(tmp_path)
+    with pytest.raises(RunLockError, match=r"locked by pid 1 on elsewhere\.example .*another host this one cannot"), \
+            RunLock(out):
+        pass
+    code, stdout, err = run(["train", *tiny_train_overrides(out, tmp_path / "data")], capsys)
+    refused(code, stdout, err, r"output_dir .*run is locked by pid 1 on elsewhere\.example")
+    assert tree_digest(tmp_path) == before
 
 
 def test_lock_folder_made_for_a_refused_run_is_removed(tmp_path: Path) -> None:
