@@ -19,11 +19,12 @@ the defaults; RANGES / CHOICES; policy and loss-term names and parameters agains
 ``checks``) and every error is a :class:`ConfigError` naming the file (or "command line") that set
 the key. ``imports`` runs code, so it is imported only after every key that does not depend on it has
 passed; the names and parameters a plugin may register (policy, loss terms, model) are checked after it.
+Missing policy parameters are filled in with the policy's defaults, so a dumped config states the whole
+run.
 
 A file is read only if it is a regular file (no FIFO, device or socket: nothing can hang) of at most
 :data:`MAX_CONFIG_BYTES`; YAML whose aliases expand beyond :data:`MAX_YAML_NODES` values (an alias bomb)
-or that nests too deeply for the parser is refused, in files and ``key=value`` overrides alike. Missing policy parameters are filled in with the policy's defaults, so a dumped config
-states the whole run.
+or that nests too deeply for the parser is refused, in files and ``key=value`` overrides alike.
 
 ``data.source: null`` means unsupervised training: ``train.source_batch`` is then *forced* to 0
 (whatever was inherited), while ``train.pretrain_iterations > 0`` and ``eval.split: source`` are

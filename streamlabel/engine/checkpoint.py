@@ -34,8 +34,8 @@ import datetime as _dt
 import errno
 import os
 import pickle
-import re
 import shutil
+import stat
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -44,11 +44,15 @@ from typing import Any
 
 import torch
 
+from streamlabel.models.weights import unpickler_detail, weights_only_refusal
+
 __all__ = [
     "FORMAT",
     "LATEST_NAME",
     "VERSION",
     "CheckpointError",
+    "CheckpointKeyError",
+    "CheckpointState",
     "config_diff",
     "find_latest",
     "find_resumable",
@@ -66,6 +70,25 @@ _MAX_DIFF_KEYS = 10
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written, found, read, or does not belong to this run."""
+
+
+class CheckpointKeyError(CheckpointError, KeyError):
+    """A checkpoint lacks an entry the caller needs (also a KeyError, shown without quotes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointState(dict):
+    """The state dict of a loaded checkpoint: a missing entry is a :class:`CheckpointKeyError` naming the file
+    and the entry, not a bare ``KeyError: 'x'``."""
+
+    source: str = "the checkpoint"
+
+    def __missing__(self, key: object) -> object:
+        have = ", ".join(sorted(str(k) for k in self)) or "nothing"
+        raise CheckpointKeyError(f"checkpoint {self.source} has no {key!r} entry (it has: {have}); it was not "
+                                 "written by this version of streamlabel train, or was edited")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -386,19 +409,25 @@ def load_checkpoint_with_header(
         target = latest
     elif not target.exists():
         raise CheckpointError(f"checkpoint {target} does not exist")
+    mode = target.stat().st_mode
+    if not stat.S_ISREG(mode):  # a FIFO would block the read forever, a device never end
+        raise CheckpointError(f"checkpoint {target} is not a regular file (a FIFO, device or socket); it was not "
+                              "read")
 
     try:
-        with torch.serialization.safe_globals(numpy_globals()):
+        with torch.serialization.safe_globals(numpy_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal says it better
             obj = torch.load(target, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as exc:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if not trusted and refused:
+        refused = None if trusted else weights_only_refusal(exc, target)
+        if refused:
             raise CheckpointError(
-                f"checkpoint {target} holds an object a checkpoint never holds ({refused.group(1)}); it was not "
-                f"loaded (nothing in it ran). Load it with trusted=True only if you wrote it yourself"
+                f"checkpoint {target} was refused as unsafe: it holds an object a checkpoint never holds "
+                f"({refused}); it was not loaded (nothing in it ran). A streamlabel checkpoint holds only tensors, "
+                f"numbers, strings and numpy arrays; load it with trusted=True only if you wrote it yourself"
             ) from exc
         raise CheckpointError(
-            f"{target} is not a streamlabel checkpoint (truncated or corrupt: {_first_sentence(exc)})"
+            f"{target} is not a streamlabel checkpoint (truncated or corrupt: {unpickler_detail(exc)})"
         ) from exc
     except Exception as exc:
         if "inline_container" in str(exc):  # a zip archive torch.save did not write (e.g. an .npz)
@@ -420,7 +449,8 @@ def load_checkpoint_with_header(
         raise CheckpointError(
             f"checkpoint {target} has format version {version!r}; this streamlabel reads up to version {VERSION}"
         )
-    state = obj["state"]
+    state = CheckpointState(obj["state"])
+    state.source = str(target)
 
     saved_fp = header.get("fingerprint")
     if fingerprint is not None and saved_fp != fingerprint:

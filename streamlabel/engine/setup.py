@@ -144,9 +144,15 @@ def identity_batches(
 def build_network(cfg: dict) -> torch.nn.Module:
     """The backbone of ``model.name`` with ``model.kwargs``, local pretrained weights if given, in the
     memory layout of ``train.channels_last``."""
-    model = build_model(cfg["model"]["name"], **dict(cfg["model"]["kwargs"] or {}))
-    if cfg["model"]["pretrained"]:
-        load_pretrained(model, cfg["model"]["pretrained"])
+    name, kwargs = cfg["model"]["name"], dict(cfg["model"]["kwargs"] or {})
+    try:
+        model = build_model(name, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as err:  # what the builder refuses (a plugin's too)
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"model {name!r} refuses model.kwargs {kwargs}: {type(err).__name__}: {err}") from err
+    if cfg["model"]["pretrained"]:  # a tensor of another shape is an error here, not a silent re-init
+        load_pretrained(model, cfg["model"]["pretrained"], strict_shapes=True)
     if not hasattr(model, "feat_dim"):
         raise ValueError(f"model {cfg['model']['name']!r} does not declare feat_dim")
     if cfg["train"]["channels_last"]:  # 4-D weights in NHWC: every convolution then runs channels-last

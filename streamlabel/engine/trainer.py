@@ -119,12 +119,12 @@ class Trainer:
 
     def setup(self) -> None:
         cfg = self.cfg
+        model = build_network(cfg)  # first: a bad model.kwargs or weight file is refused before any data is read
         with self.acc.main_process_first():  # the synthetic dataset writes its images on first use
             self.source = build_domain(cfg["data"]["source"], cfg["data"]["on_bad_image"])
             self.target = build_domain(cfg["data"]["target"], cfg["data"]["on_bad_image"])
         self.target_pids = torch.tensor([s.pid for s in self.target.train])
         self.target_cams = torch.tensor([s.camid for s in self.target.train])
-        model = build_network(cfg)
         if cfg["train"]["sync_bn"]:  # a no-op with one process, the global batch with several
             model = convert_global_batchnorm(model)
         self.feat_dim = int(model.feat_dim)

@@ -56,6 +56,7 @@ def _checkpoint_inputs(
     from streamlabel.engine.checkpoint import CheckpointError, load_checkpoint
     from streamlabel.engine.setup import build_domain, build_network, eval_loader
     from streamlabel.evaluation import extract_features
+    from streamlabel.models.weights import WeightsError, load_model_state
 
     try:
         state = load_checkpoint(path, fingerprint=None)
@@ -66,7 +67,10 @@ def _checkpoint_inputs(
         raise InputError(f"{path}: checkpoint holds no config/model (not written by streamlabel train)")
     cfg["model"]["pretrained"] = None  # the checkpoint's weights replace any initial weights
     model = build_network(cfg)
-    model.load_state_dict(state["model"])
+    try:
+        load_model_state(model, state["model"], f"the model of checkpoint {path}")
+    except WeightsError as err:
+        raise InputError(str(err)) from err
     domain = cfg["data"][cfg["eval"]["split"]]
     root = Path(domain["root"]) if domain and domain.get("root") else None
     if root is not None and not root.exists():  # never regenerate or guess a dataset the checkpoint names

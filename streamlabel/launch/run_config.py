@@ -13,11 +13,12 @@ __all__ = ["load_run_config", "plugin_checks"]
 
 
 def plugin_checks() -> PluginChecks:
-    """The policy and loss-term facts ``load_config`` checks a config against (imports the
+    """The policy, loss-term and model facts ``load_config`` checks a config against (imports the
     registries)."""
     from streamlabel.losses import available_losses, loss_parameters
     from streamlabel.methods import available_policies, policy_parameters
     from streamlabel.methods.param_check import dry_run_error, parameter_type_error
+    from streamlabel.models import model_error
 
     return PluginChecks(
         policy_names=available_policies,
@@ -26,6 +27,7 @@ def plugin_checks() -> PluginChecks:
         policy_error=dry_run_error,
         loss_names=available_losses,
         loss_parameters=loss_parameters,
+        model_error=model_error,
     )
 
 

@@ -14,10 +14,14 @@ normalised; L2-normalise them for banks and retrieval.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
+from streamlabel.config.limits import human_bytes, memory_problem
 from streamlabel.registry import Registry
 
 from .batchnorm import calibrate_batchnorm, unfold_batchnorm
@@ -39,11 +43,15 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model; every result has ``feat_dim`` and the output contract above."""
-    return MODELS.get(name)(**kwargs)
+def _signature(init: Callable, drop: tuple[str, ...]) -> inspect.Signature:
+    """``init``'s signature without ``self`` and the parameters a factory sets itself."""
+    sig = inspect.signature(init)
+    return sig.replace(parameters=[p for n, p in sig.parameters.items() if n not in ("self", *drop)])
 
 
+# the factories pass **kwargs on: their signature is that of the class, less what they fix
+resnet50.__signature__ = _signature(ReIDResNet.__init__, ("ibn",))
+resnet50_ibn_a.__signature__ = _signature(ReIDResNet.__init__, ("ibn",))
 register_model("resnet50")(resnet50)
 register_model("resnet50_ibn_a")(resnet50_ibn_a)
 
@@ -53,11 +61,93 @@ def _osnet_factory(width: float) -> Callable[..., nn.Module]:
         return osnet(width=width, **kwargs)
 
     factory.__doc__ = f"OSNet x{width} (feat_dim 512 unless ``feat_dim`` is given)."
+    factory.__signature__ = _signature(OSNet.__init__, ("channels",))
     return factory
 
 
 for _suffix, _width in WIDTHS.items():
     register_model(f"osnet_{_suffix}")(_osnet_factory(_width))
+
+# built without side effects (no file read): model_error builds them on the meta device to check kwargs
+_PURE_MODELS = ("resnet50", "resnet50_ibn_a", *(f"osnet_{s}" for s in WIDTHS))
+
+
+def model_parameters(name: str) -> tuple[dict[str, object], bool]:
+    """The keyword parameters of model ``name``'s builder with their defaults (``inspect.Parameter.empty``
+    when required), and whether it takes any other keyword too (``**kwargs`` without a declared signature)."""
+    sig = inspect.signature(MODELS.get(name))
+    params = {n: p.default for n, p in sig.parameters.items()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return params, any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+def _type_problem(key: str, value: object, default: object) -> str | None:
+    if default is inspect.Parameter.empty:
+        return None
+    if default is None:  # the built-in models' None defaults are paths (pretrained)
+        ok, expected = value is None or isinstance(value, str), "a string (a path) or null"
+    elif isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    elif isinstance(default, (list, tuple)):
+        ok, expected = isinstance(value, (list, tuple)), "a list"
+    else:
+        return None
+    return None if ok else f"must be {expected} (like its default {default!r}), got {type(value).__name__} {value!r}"
+
+
+def model_error(name: str, kwargs: dict[str, object]) -> tuple[str | None, str] | None:
+    """What is wrong with building model ``name`` with ``kwargs``, found without building it for real:
+    ``(None, message)`` for an unknown name, ``(key, message)`` for a keyword the builder does not take or
+    whose type does not match its default, ``("", message)`` for what the builder itself refuses (built
+    on the meta device: no memory, no file read) or for weights that do not fit in this machine's memory.
+    None when the model builds."""
+    try:
+        params, open_ended = model_parameters(name)
+    except KeyError as err:
+        return None, str(err)
+    what = f"model {name!r}"
+    for key, value in kwargs.items():
+        if key not in params:
+            if open_ended:
+                continue
+            close = difflib.get_close_matches(key, sorted(params), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return key, f"{what} takes no parameter {key!r}{hint} (its parameters: {', '.join(sorted(params))})"
+        problem = _type_problem(key, value, params[key])
+        if problem:
+            return key, f"parameter {key!r} of {what} {problem}"
+    for key, default in params.items():
+        if default is inspect.Parameter.empty and key not in kwargs:
+            return key, f"{what} needs parameter {key!r} in model.kwargs"
+    if name not in _PURE_MODELS:
+        return None  # a plugin or file-reading model: its builder checks its kwargs when it runs
+    trial = {k: v for k, v in kwargs.items() if k != "pretrained"}  # no file is read here
+    try:
+        with torch.device("meta"):
+            model = MODELS.get(name)(**trial)
+    except (TypeError, ValueError, RuntimeError) as err:
+        named = [k for k in trial if k in str(err)] or (list(trial) if len(trial) == 1 else [])
+        return (named[0] if named else ""), f"{what} refuses model.kwargs {trial}: {type(err).__name__}: {err}"
+    count = sum(p.numel() for p in model.parameters())
+    # fp32 weights, their gradients and Adam's two moments
+    sizes = (f"{what} with model.kwargs {trial} ({count:,} parameters: {human_bytes(4 * count)} of fp32 "
+             "weights, x4 with their gradients and Adam's two moments)")
+    problem = memory_problem(16 * count, sizes)
+    if problem:
+        named = [k for k in trial if k not in ("fold_bn", "head")]
+        return (named[0] if len(named) == 1 else ""), problem
+    return None
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model; every result has ``feat_dim`` and the output contract above."""
+    return MODELS.get(name)(**kwargs)
 
 
 @register_model("onnx")
@@ -79,6 +169,8 @@ __all__ = [
     "l2_normalize",
     "list_models",
     "load_pretrained",
+    "model_error",
+    "model_parameters",
     "osnet",
     "register_model",
     "resnet50",
