@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamlabel.config.errors import ConfigError, ConfigKeyError
+from streamlabel.config.limits import memory_problem
 from streamlabel.config.schema import CHOICES, FREE_MAPS, RANGES
 
 __all__ = ["Checker", "PluginChecks", "cross_checks", "plugin_cross_checks"]
@@ -332,12 +333,30 @@ def cross_checks(cfg: dict, checker: Checker) -> None:
                 f"'train.{key}' ({train[key]}, from {checker.where('train.' + key)}) must be a "
                 f"multiple of data.num_instances ({k}): batches hold P identities x K images"
             )
+    _memory_checks(cfg, checker)
     if not cfg["loss"]["hybrid_memory"] and not cfg["loss"]["terms"]:
         raise ConfigError(
             f"'loss.hybrid_memory' is false (from {checker.where('loss.hybrid_memory')}) and "
             "loss.terms is empty: nothing would train the model; add a term or turn the memory on"
         )
 
+
+
+def _memory_checks(cfg: dict, checker: Checker) -> None:
+    """The image sizes and batches are bounded one by one (RANGES); together they must also fit: a training
+    batch (source + target) and an evaluation batch of float32 images, with the padded crop, at the least."""
+    data = cfg["data"]
+    side_h, side_w = data["height"] + 2 * data["pad"], data["width"] + 2 * data["pad"]
+    image = 3 * side_h * side_w * 4  # float32 CHW
+    train = cfg["train"]
+    for keys, count in ((("train.source_batch", "train.target_batch"), train["source_batch"] + train["target_batch"]),
+                        (("eval.batch_size",), cfg["eval"]["batch_size"])):
+        what = (f"one batch of {count} images of {data['height']} x {data['width']} (+ {data['pad']} padding) "
+                f"({' + '.join(keys)}, data.height / width / pad)")
+        problem = memory_problem(count * image, what)
+        if problem:
+            origins = dict.fromkeys(checker.where(k) for k in (*keys, "data.height", "data.width", "data.pad"))
+            raise ConfigError(f"{problem} (set in {' and '.join(origins)}): lower the batch or the image size")
 
 
 def plugin_cross_checks(cfg: dict, checker: Checker) -> None:

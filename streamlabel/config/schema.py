@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from streamlabel.config.limits import MAX_BATCH, MAX_CPU_THREADS, MAX_IMAGE_SIDE, MAX_WORKERS
+
 __all__ = ["CHOICES", "DEFAULTS", "FINGERPRINT_EXCLUDE", "FREE_MAPS", "KEYS", "RANGES", "Key"]
 
 
@@ -44,7 +46,7 @@ KEYS: dict[str, Key] = {
     "output_dir": Key("runs/demo", resume=False),
     "device": Key("auto", choices=("auto", "cpu", "cuda")),  # auto: accelerate decides
     # torch intra-op threads on the CPU (-1 = all cores but one, 0 = torch's default)
-    "cpu_threads": Key(-1, low=-1),
+    "cpu_threads": Key(-1, low=-1, high=MAX_CPU_THREADS),
     # modules or .py files imported first: they may register policies, losses, models, datasets
     "imports": Key([]),
     # source: labelled domain (None = unsupervised); target: the unlabelled domain
@@ -54,13 +56,15 @@ KEYS: dict[str, Key] = {
     "data.target.name": Key("synthetic"),
     "data.target.root": Key("runs/data/synthetic_target"),
     "data.target.kwargs": Key({"domain": "target"}, free=True),
-    "data.height": Key(256, low=8),
-    "data.width": Key(128, low=8),
-    "data.num_instances": Key(4, low=1),  # K images per identity in a P x K batch
-    "data.num_workers": Key(2, low=0),
+    # upper bounds (config/limits.py): an absurd size is refused when the config is loaded, not met as an
+    # out-of-memory crash after the datasets are read
+    "data.height": Key(256, low=8, high=MAX_IMAGE_SIDE),
+    "data.width": Key(128, low=8, high=MAX_IMAGE_SIDE),
+    "data.num_instances": Key(4, low=1, high=MAX_BATCH),  # K images per identity in a P x K batch
+    "data.num_workers": Key(2, low=0, high=MAX_WORKERS),
     "data.on_bad_image": Key("skip", choices=("skip", "raise")),
     "data.flip_p": Key(0.5, low=0.0, high=1.0),
-    "data.pad": Key(10, low=0),
+    "data.pad": Key(10, low=0, high=MAX_IMAGE_SIDE),
     "data.erasing_p": Key(0.5, low=0.0, high=1.0),
     "model.name": Key("resnet50"),
     "model.kwargs": Key({}, free=True),
@@ -82,8 +86,8 @@ KEYS: dict[str, Key] = {
     # a resume may extend a run; the trainer checks the checkpoint is not beyond the end
     "train.iterations": Key(24000, low=1, resume=False),
     "train.iters_per_epoch": Key(400, low=1),
-    "train.source_batch": Key(64, low=0),  # global batch of source images
-    "train.target_batch": Key(64, low=1),  # global batch of target images
+    "train.source_batch": Key(64, low=0, high=MAX_BATCH),  # global batch of source images
+    "train.target_batch": Key(64, low=1, high=MAX_BATCH),  # global batch of target images
     "train.pretrain_iterations": Key(0, low=0),  # supervised source-only warm-up before adaptation
     "train.amp": Key(True),  # mixed precision on CUDA only
     # convolutions in NHWC: fp32 still (sums in another order), faster on the CPU (results/channels_last.md)
@@ -101,7 +105,7 @@ KEYS: dict[str, Key] = {
     "train.grad_clip": Key(0.0, low=0.0),  # 0 = off
     "train.on_nonfinite": Key("skip", choices=("skip", "stop")),  # a NaN/Inf loss or feature
     "eval.split": Key("target", choices=("target", "source"), resume=False),  # the scored dataset
-    "eval.batch_size": Key(128, low=1, resume=False),
+    "eval.batch_size": Key(128, low=1, high=MAX_BATCH, resume=False),
     "eval.flip": Key(False, resume=False),
     "log.tensorboard": Key(True, resume=False),
 }

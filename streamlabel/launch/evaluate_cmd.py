@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamlabel.config.limits import MAX_NEIGHBOURS
 from streamlabel.launch.arg_checks import checked_device, in_range
 from streamlabel.launch.errors import InputError
 from streamlabel.launch.feature_dump import common_scale, load_feature_dump
@@ -128,8 +129,9 @@ def run(args: argparse.Namespace) -> dict:
 
     ranks = _ranks(args.ranks)
     in_range("--chunk-size", args.chunk_size, 1)
-    in_range("--k1", args.k1, 1)
-    in_range("--k2", args.k2, 1)
+    for flag, value in (("--k1", args.k1), ("--k2", args.k2)):
+        in_range(flag, value, 1)
+        in_range(flag, value, None, MAX_NEIGHBOURS)
     in_range("--lambda-value", args.lambda_value, 0.0, 1.0)
     if args.device is not None:
         checked_device(args.device)

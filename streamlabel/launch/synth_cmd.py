@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
+from streamlabel.config.limits import MAX_IMAGE_SIDE, human_bytes, memory_problem
 from streamlabel.launch.arg_checks import in_range, output_file, output_folder
 from streamlabel.launch.cli import CommandError
 
 DOMAIN_CHOICES = ("source", "target", "both")
 MIN_SIDE = 8  # pixels: below this a rendered person is a smudge
+# upper bounds of the size flags (Market-1501 has 1,501 ids, 6 cameras; MSMT17 4,101 ids, 15 cameras)
+UPPER = {"ids": 10_000, "shots": 100, "train_ids": 100_000, "test_ids": 100_000, "cams": 100,
+         "images_per_cam": 1_000}
+MAX_IMAGES = 5_000_000  # images one `synth --out` writes (Market-1501 has 32,668)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,18 +36,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no summary lines (errors still print)")
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    """The flags together: the preview grid must fit in memory, the written images on the disk (estimates,
+    refused with the numbers before anything is rendered or written)."""
+    panels = 2 if args.domain == "both" else 1
+    if args.preview:
+        height, width = args.height or 128, args.width or 64
+        pixels = panels * args.ids * args.cams * args.shots * height * width
+        # rendered in float64 RGB with a few intermediate buffers, then one 8-bit grid
+        problem = memory_problem(pixels * 3 * 8 * 4, f"--preview of {args.ids} ids x {args.cams} cameras x "
+                                                     f"{args.shots} shots at {height} x {width}")
+        if problem:
+            raise CommandError(f"{problem}; lower --ids, --shots, --cams or the image size")
+    if args.out:
+        height, width = args.height or 64, args.width or 32
+        images = panels * (args.train_ids + 2 * args.test_ids) * args.cams * args.images_per_cam
+        if images > MAX_IMAGES:
+            raise CommandError(f"--out would write about {images:,} images ((--train-ids + 2 x --test-ids) x --cams "
+                               f"x --images-per-cam per domain); at most {MAX_IMAGES:,} are written by one command")
+        probe = Path(args.out).resolve()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            free = shutil.disk_usage(probe).free
+        except OSError:
+            return
+        needed = images * height * width * 3 // 20  # a JPEG of these noisy renders: ~1/20 of the raw pixels at least
+        if needed > free:
+            raise CommandError(f"--out would write about {images:,} images of {height} x {width}, at least "
+                               f"{human_bytes(needed)}, more than the {human_bytes(free)} free at {probe}")
+
+
 def run(args: argparse.Namespace) -> dict:
     """Write the preview and/or the Market folders; returns what was written."""
     from streamlabel.data.synthetic import preview_grid, write_synthetic_market
 
     if not args.preview and not args.out:
         raise CommandError("give --preview PNG and/or --out DIR")
-    for flag in ("ids", "shots", "train_ids", "cams", "images_per_cam"):
-        in_range(f"--{flag.replace('_', '-')}", getattr(args, flag), 1)
-    in_range("--test-ids", args.test_ids, 0)
+    for flag in ("ids", "shots", "train_ids", "cams", "images_per_cam", "test_ids"):
+        in_range(f"--{flag.replace('_', '-')}", getattr(args, flag), 0 if flag == "test_ids" else 1)
+        in_range(f"--{flag.replace('_', '-')}", getattr(args, flag), None, UPPER[flag])
     for flag in ("height", "width"):
         if getattr(args, flag) is not None:
             in_range(f"--{flag}", getattr(args, flag), MIN_SIDE)
+            in_range(f"--{flag}", getattr(args, flag), None, MAX_IMAGE_SIDE)
+    _check_sizes(args)
     preview = output_file(Path(args.preview), ".png", "--preview") if args.preview else None
     if args.out:
         output_folder(Path(args.out))

@@ -9,12 +9,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from streamlabel.config.limits import MAX_NEIGHBOURS
+
 # parameters that count neighbours of a sample among the N samples of the bank
 NEIGHBOUR_COUNTS = ("k", "link_k", "k1", "k2")
 
 
+# other size parameters of the built-in policies: (largest value, what each unit costs)
+SIZE_LIMITS: dict[str, tuple[int, str]] = {
+    "knn_slack": (MAX_NEIGHBOURS, "extra k-NN candidates per sample: N x (k + knn_slack) entries"),
+    "max_anchors": (MAX_NEIGHBOURS, "anchors per cluster"),
+    "num_levels": (64, "one label level and k-NN graph per level"),
+    "num_parts": (64, "one feature bank of N rows per part"),
+    "knn_projection": (65536, "a projected copy of the bank, N x knn_projection"),
+}
+
+
+def neighbour_bound_error(name: str, key: str, value: object) -> str | None:
+    """Why a neighbour count or another size parameter is too large whatever N is (None when it is not): the
+    k-NN graph holds N x k entries, so k = 10**6 on a million rows is terabytes; the papers use 20-30."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if key in NEIGHBOUR_COUNTS and value > MAX_NEIGHBOURS:
+        return (f"parameter '{key}' of policy {name!r} is {value:,}; neighbour counts above {MAX_NEIGHBOURS:,} are "
+                f"refused (the k-NN graph holds N x {key} entries; typical values are 10-30)")
+    if key in SIZE_LIMITS and value > SIZE_LIMITS[key][0]:
+        limit, cost = SIZE_LIMITS[key]
+        return f"parameter '{key}' of policy {name!r} is {value:,}; values above {limit:,} are refused ({cost})"
+    return None
+
+
 def parameter_type_error(name: str, key: str, value: object, default: object) -> str | None:
     """Why ``value`` cannot stand for a parameter whose default is ``default`` (None when it can)."""
+    too_big = neighbour_bound_error(name, key, value)
+    if too_big:
+        return too_big
     if default is None or isinstance(default, (list, tuple, dict)):
         return None  # free-form: the policy checks it
     if isinstance(default, bool):
@@ -43,6 +72,10 @@ def check_parameter_types(name: str, params: Mapping[str, object], defaults: Map
 
 def check_fits_samples(name: str, params: Mapping[str, object], num_samples: int) -> None:
     """Raise ValueError when a neighbour count is not below the number of samples N."""
+    for key, value in params.items():
+        too_big = neighbour_bound_error(name, key, value)
+        if too_big:
+            raise ValueError(too_big)
     for key in NEIGHBOUR_COUNTS:
         value = params.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value >= num_samples:
