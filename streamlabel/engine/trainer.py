@@ -46,7 +46,7 @@ from streamlabel.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from streamlabel.engine.evaluator import evaluate_model
+from streamlabel.engine.evaluator import check_evaluable, evaluate_model
 from streamlabel.engine.global_bn import convert_global_batchnorm
 from streamlabel.engine.hooks import Hook, default_hooks
 from streamlabel.engine.phases import ADAPT, PHASES, PRETRAIN, Phase, phase_named
@@ -123,6 +123,7 @@ class Trainer:
         with self.acc.main_process_first():  # the synthetic dataset writes its images on first use
             self.source = build_domain(cfg["data"]["source"], cfg["data"]["on_bad_image"])
             self.target = build_domain(cfg["data"]["target"], cfg["data"]["on_bad_image"])
+        check_evaluable(self.target if cfg["eval"]["split"] == "target" else self.source, cfg["eval"]["split"])
         self.target_pids = torch.tensor([s.pid for s in self.target.train])
         self.target_cams = torch.tensor([s.camid for s in self.target.train])
         if cfg["train"]["sync_bn"]:  # a no-op with one process, the global batch with several

@@ -21,10 +21,17 @@ from streamlabel.evaluation.reranking import (
     rerank,
     sparse_jaccard,
 )
-from streamlabel.evaluation.retrieval import evaluate_from_distances, evaluate_retrieval, pairwise_distance
+from streamlabel.evaluation.retrieval import (
+    NothingToScoreError,
+    evaluate_from_distances,
+    evaluate_retrieval,
+    pairwise_distance,
+    unscorable_reason,
+)
 
 __all__ = [
     "CSRRows",
+    "NothingToScoreError",
     "SparseJaccard",
     "ari",
     "bcubed",
@@ -44,4 +51,5 @@ __all__ = [
     "reciprocal_encoding",
     "rerank",
     "sparse_jaccard",
+    "unscorable_reason",
 ]

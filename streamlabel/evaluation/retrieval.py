@@ -16,7 +16,50 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["evaluate_from_distances", "evaluate_retrieval", "pairwise_distance"]
+__all__ = ["NothingToScoreError", "evaluate_from_distances", "evaluate_retrieval", "pairwise_distance",
+           "unscorable_reason"]
+
+
+class NothingToScoreError(ValueError):
+    """No query has a valid match in the gallery: an mAP would be 0/0."""
+
+
+def unscorable_reason(
+    query_pids: ArrayLike, query_camids: ArrayLike, gallery_pids: ArrayLike, gallery_camids: ArrayLike
+) -> str | None:
+    """Why no query can be scored under the protocol, from the ids alone (no feature needed); None when at
+    least one query has a gallery entry of its identity (pid >= 0) from another camera."""
+    qp, qc = np.asarray(query_pids).reshape(-1), np.asarray(query_camids).reshape(-1)
+    gp, gc = np.asarray(gallery_pids).reshape(-1), np.asarray(gallery_camids).reshape(-1)
+    if qp.size == 0:
+        return "no query: the query set is empty"
+    if gp.size == 0:
+        return "no query has a match: the gallery is empty"
+    labelled = gp >= 0
+    gallery_ids = set(gp[labelled].tolist())
+    pairs = set(zip(gp[labelled].tolist(), gc[labelled].tolist(), strict=True))
+    cams_of: dict[int, int] = {}
+    for pid, _cam in pairs:
+        cams_of[pid] = cams_of.get(pid, 0) + 1
+    junk = absent = same_camera = 0
+    for pid, cam in zip(qp.tolist(), qc.tolist(), strict=True):
+        if pid < 0:
+            junk += 1
+        elif pid not in gallery_ids:
+            absent += 1
+        elif cams_of[pid] - ((pid, cam) in pairs) == 0:
+            same_camera += 1
+        else:
+            return None
+    total = qp.size
+    if junk == total:
+        return f"every one of the {total} query pids is -1 (junk / unlabelled), so no query has an identity to find"
+    if not labelled.any():
+        return f"every gallery pid is -1 (junk / unlabelled), so no query of the {total} can have a true match"
+    parts = [f"{n} {'has' if n == 1 else 'have'} {what}"
+             for n, what in ((junk, "pid -1 (junk)"), (absent, "an identity absent from the gallery"),
+                             (same_camera, "matches only from their own camera, which the protocol excludes")) if n]
+    return f"no query has a valid match in the gallery (of the {total} queries, {'; '.join(parts)})"
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence
 METRICS = ("cosine", "euclidean")
@@ -102,7 +145,8 @@ class _Accumulator:
     def result(self, ranks: Sequence[int]) -> dict:
         aps = torch.cat(self.aps) if self.aps else torch.zeros(0, dtype=torch.float64)
         if aps.numel() == 0:
-            raise ValueError("no query has a valid match in the gallery (check pids / camids)")
+            raise NothingToScoreError("nothing could be scored: no query has a valid match in the gallery (check "
+                                      "pids / camids)")
         first = torch.cat(self.firsts)
         hist = torch.bincount(first.clamp_max(self.max_rank + 1).long(), minlength=self.max_rank + 2)
         cmc = (torch.cumsum(hist[1 : self.max_rank + 1], 0).double() / aps.numel()).tolist()
@@ -195,6 +239,9 @@ def evaluate_from_distances(
     gp = _ids(gallery_pids, "gallery_pids", len(gallery_pids), dev)
     gc = _ids(gallery_camids, "gallery_camids", gp.shape[0], dev)
     nq = qp.shape[0]
+    reason = unscorable_reason(qp.cpu().numpy(), qc.cpu().numpy(), gp.cpu().numpy(), gc.cpu().numpy())
+    if reason:  # found before any distance is computed: an mAP of 0/0 is not reported as 0 or NaN
+        raise NothingToScoreError(f"nothing could be scored: {reason}")
     if is_matrix:
         mat = _tensor(dist, dev)
         if mat.shape != (nq, gp.shape[0]):

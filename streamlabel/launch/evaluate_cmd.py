@@ -55,6 +55,7 @@ def _checkpoint_inputs(
     """Query and gallery features of the dataset a checkpoint's config evaluates on, with its model."""
 
     from streamlabel.engine.checkpoint import CheckpointError, load_checkpoint
+    from streamlabel.engine.evaluator import check_evaluable
     from streamlabel.engine.setup import build_domain, build_network, eval_loader
     from streamlabel.evaluation import extract_features
     from streamlabel.models.weights import WeightsError, load_model_state
@@ -78,6 +79,10 @@ def _checkpoint_inputs(
         raise InputError(f"{path}: its dataset root {root} does not exist here; relative roots resolve against "
                          f"the folder `streamlabel train` ran in ({Path.cwd()} now): run from that folder")
     dataset = build_domain(domain, cfg["data"]["on_bad_image"])
+    try:  # before any image is embedded
+        check_evaluable(dataset, cfg["eval"]["split"])
+    except ValueError as err:
+        raise InputError(f"{path}: {err}") from err
     dev = checked_device(device)
     out = []
     for split, samples in (("query", dataset.query), ("gallery", dataset.gallery)):
@@ -125,7 +130,7 @@ def _ranks(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from streamlabel.evaluation import evaluate_from_distances, evaluate_retrieval, iter_rerank
+    from streamlabel.evaluation import evaluate_from_distances, evaluate_retrieval, iter_rerank, unscorable_reason
 
     ranks = _ranks(args.ranks)
     in_range("--chunk-size", args.chunk_size, 1)
@@ -136,6 +141,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.device is not None:
         checked_device(args.device)
     query, gallery, source = _inputs(args)
+    reason = unscorable_reason(query["pids"], query["camids"], gallery["pids"], gallery["camids"])
+    if reason:  # an mAP of 0/0: said, not printed as 0 or NaN
+        raise InputError(f"{source}: nothing could be scored: {reason}")
     start = time.perf_counter()
     query["feats"], gallery["feats"] = common_scale(query["feats"], gallery["feats"])
     ids = (query["pids"], query["camids"], gallery["pids"], gallery["camids"])
