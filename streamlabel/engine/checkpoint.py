@@ -330,7 +330,8 @@ def save_checkpoint(
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "progress": list(progress) if progress is not None else None,
     }
-    payload = {"header": header, "state": state}
+    # a plain dict: a loaded CheckpointState saved again must still load with weights_only=True
+    payload = {"header": header, "state": dict(state) if type(state) is not dict else state}
 
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from streamlabel import __version__
 from streamlabel.launch.arg_checks import DefaultsHelpFormatter, no_repeated_keys
-from streamlabel.launch.errors import CommandError
+from streamlabel.launch.errors import CommandError, error_message
 
 # sub-command name -> (module path, one-line help)
 __all__ = ["COMMANDS", "CommandError", "main"]
@@ -86,8 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             no_repeated_keys(getattr(args, typed, []))
         result = module.run(args)
     except (CommandError, FileNotFoundError, ValueError, KeyError, *_extra_errors(module)) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"streamlabel {name}: error: {message}", file=sys.stderr)
+        print(f"streamlabel {name}: error: {error_message(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a path the system refused (too long, permission, read-only): what and where
         print(f"streamlabel {name}: error: {os_error_message(err)}", file=sys.stderr)

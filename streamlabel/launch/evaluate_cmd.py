@@ -49,6 +49,27 @@ def _select(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarr
     return {k: v[mask] for k, v in data.items()}
 
 
+# what --checkpoint reads from the config a checkpoint carries
+_CHECKPOINT_CONFIG_KEYS = ("model.name", "model.kwargs", "eval.split", "eval.flip", "eval.batch_size",
+                           "data.on_bad_image", "data.num_workers", "data.height", "data.width",
+                           "train.channels_last")
+
+
+def _config_gap(cfg: dict) -> str | None:
+    """The first dotted key ``--checkpoint`` needs that ``cfg`` lacks (None when all are there)."""
+    for dotted in _CHECKPOINT_CONFIG_KEYS:
+        node: object = cfg
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return dotted
+            node = node[part]
+    split = cfg["eval"]["split"]
+    domain = cfg.get("data", {}).get(split) if isinstance(split, str) else None
+    if not isinstance(domain, dict):
+        return f"data.{split}"
+    return next((f"data.{split}.{k}" for k in ("name", "root") if k not in domain), None)
+
+
 def _checkpoint_inputs(
     path: Path, device: str | None, progress: bool = True
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
@@ -67,6 +88,10 @@ def _checkpoint_inputs(
     cfg = state.get("config")
     if not isinstance(cfg, dict) or "model" not in state:
         raise InputError(f"{path}: checkpoint holds no config/model (not written by streamlabel train)")
+    gap = _config_gap(cfg)
+    if gap:
+        raise InputError(f"{path}: the config inside the checkpoint has no {gap!r} (written by another version of "
+                         "streamlabel, or edited); it cannot say which model and dataset to evaluate")
     cfg["model"]["pretrained"] = None  # the checkpoint's weights replace any initial weights
     model = build_network(cfg)
     try:

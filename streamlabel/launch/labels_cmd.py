@@ -22,7 +22,7 @@ from streamlabel.engine.checkpoint import atomic_write
 from streamlabel.engine.label_health import degenerate_message
 from streamlabel.evaluation import label_quality_report
 from streamlabel.launch.arg_checks import checked_device, in_range, output_file
-from streamlabel.launch.errors import CommandError
+from streamlabel.launch.errors import CommandError, error_message
 from streamlabel.launch.feature_dump import feature_rank, load_feature_dump, unit_rows
 from streamlabel.methods import available_policies, build_policy
 from streamlabel.methods.param_check import check_fits_samples
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
     except ValueError as err:
         raise CommandError(f"{args.features}: {err}") from err
     except (KeyError, TypeError) as err:
-        raise CommandError(str(err.args[0] if err.args else err)) from err
+        raise CommandError(error_message(err)) from err
     levels = int(getattr(policy, "num_levels", 1))
     in_range(f"--level (policy {args.policy!r} has {levels} level(s))", args.level, -levels, levels - 1)
     start = time.perf_counter()

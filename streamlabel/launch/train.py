@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamlabel.launch.arg_checks import DefaultsHelpFormatter, no_repeated_keys, output_folder
-from streamlabel.launch.errors import CommandError, Interrupted
+from streamlabel.launch.errors import CommandError, Interrupted, error_message
 from streamlabel.launch.packages import require_for_training
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         no_repeated_keys(args.overrides)
         results = run(args)
     except user_errors() as err:
-        print(f"streamlabel train: error: {err}", file=sys.stderr)
+        print(f"streamlabel train: error: {error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         print(f"streamlabel train: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
