@@ -1016,28 +1016,15 @@ def all_cases() -> list[Case]:
 # ----------------------------------------------------------------------------- the bugs that still break cases
 # bug class -> the cases it breaks (marked xfail, strict: once a bug is fixed its cases XPASS and fail the suite
 # until they are taken out of this table)
-BUGS_BY_CLASS: dict[str, tuple[str, ...]] = {  # as of fc633e5
+BUGS_BY_CLASS: dict[str, tuple[str, ...]] = {  # as of 3934b9b
     'hang: blocks forever opening a FIFO': (
         'resume_latest_txt_fifo',
-    ),
-    "an existing FIFO / device / folder is reported as 'not found'": (
-        'labels_features_fifo', 'labels_features_dev_null', 'evaluate_query_fifo', 'evaluate_query_dev_null',
-        'evaluate_split_fifo', 'evaluate_split_dev_null',
     ),
     'traceback: load_state_dict shape mismatch (RuntimeError escapes)': (
         'resume_checkpoint_weights_of_wrong_shape',
     ),
-    'traceback: MemoryError from an .npy header claiming 4 EiB': (
-        'labels_huge_npy_header', 'evaluate_huge_npy_header',
-    ),
     'no upper bound: an absurd size is accepted and used': (
-        'train_override_height_absurd', 'compare_override_height_absurd', 'train_override_width_absurd',
-        'compare_override_width_absurd', 'train_override_target_batch_absurd', 'compare_override_target_batch_absurd',
-        'train_override_num_workers_absurd', 'compare_override_num_workers_absurd',
-        'train_override_cpu_threads_absurd', 'compare_override_cpu_threads_absurd',
-        'resume_override_cpu_threads_absurd', 'train_override_num_ids_absurd', 'compare_override_num_ids_absurd',
-        'resume_override_num_ids_absurd', 'synth_train_ids_absurd', 'synth_height_absurd', 'synth_cams_absurd',
-        'synth_preview_ids_absurd', 'synth_preview_width_absurd',
+        'train_override_num_ids_absurd', 'compare_override_num_ids_absurd', 'resume_override_num_ids_absurd',
     ),
     'compare: an output is not checked before the training runs': (
         'compare_out_empty_path', 'compare_override_output_dir_empty', 'compare_out_parent_is_a_dangling_link',
@@ -1056,6 +1043,9 @@ BUGS_BY_CLASS: dict[str, tuple[str, ...]] = {  # as of fc633e5
     ),
     "misleading cause: unreadable weights reported as 'it looks like a text file'": (
         'train_pretrained_unreadable',
+    ),
+    "misleading cause: a path under /proc is refused as a full disk ('0 B free at /proc')": (
+        'synth_out_under_proc',
     ),
 }
 KNOWN_BUGS: dict[str, str] = {name: bug for bug, names in BUGS_BY_CLASS.items() for name in names}
