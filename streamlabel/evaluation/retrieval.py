@@ -58,7 +58,7 @@ def unscorable_reason(
         return f"every gallery pid is -1 (junk / unlabelled), so no query of the {total} can have a true match"
     parts = [f"{n} {'has' if n == 1 else 'have'} {what}"
              for n, what in ((junk, "pid -1 (junk)"), (absent, "an identity absent from the gallery"),
-                             (same_camera, "matches only from their own camera, which the protocol excludes")) if n]
+                             (same_camera, "only same-camera matches, which the protocol excludes")) if n]
     return f"no query has a valid match in the gallery (of the {total} queries, {'; '.join(parts)})"
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence

@@ -41,8 +41,8 @@ CASES = {
                              r"true match"),
     "identities absent or same camera": (([1, 2, -1], [0, 1, 0]), ([1, 5, 6], [0, 1, 1]),
                                          r"no query has a valid match in the gallery \(of the 3 queries, 1 has pid "
-                                         r"-1 \(junk\); 1 has an identity absent from the gallery; 1 has matches "
-                                         r"only from their own camera, which the protocol excludes\)"),
+                                         r"-1 \(junk\); 1 has an identity absent from the gallery; 1 has only "
+                                         r"same-camera matches, which the protocol excludes\)"),
 }
 
 
@@ -113,7 +113,7 @@ TRAIN = ["train", "--config", str(DEMO), "--cpu", "--quiet", "output_dir=run", "
 
 @pytest.mark.parametrize(("gallery", "pattern"), [
     (["0002_c3s1_000301_01.jpg", "0007_c5s1_001426_03.jpg"],
-     r"1 has matches only from their own camera, which the protocol excludes"),
+     r"1 has only same-camera matches, which the protocol excludes"),
     (["0009_c4s1_000301_01.jpg", "-1_c5s1_001426_03.jpg"], r"1 has an identity absent from the gallery"),
 ])
 def test_training_refuses_an_unscorable_eval_split_before_training(
