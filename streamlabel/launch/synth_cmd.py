@@ -58,9 +58,12 @@ def _check_sizes(args: argparse.Namespace) -> None:
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         try:
-            free = shutil.disk_usage(probe).free
+            usage = shutil.disk_usage(probe)
         except OSError:
             return
+        if usage.total == 0:  # /proc, /sys: no disk at all; the output check says why nothing can be written
+            return
+        free = usage.free
         needed = images * height * width * 3 // 20  # a JPEG of these noisy renders: ~1/20 of the raw pixels at least
         if needed > free:
             raise CommandError(f"--out would write about {images:,} images of {height} x {width}, at least "
