@@ -14,6 +14,7 @@ working folder. The mutant each test kills is named in its docstring.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -194,16 +195,52 @@ OUT, PNG = ["--out", "a_file/d"], ["--preview", "a_file/g.png"]
     ([*OUT, "--height", "100000"], rf"--height must be <= {MAX_IMAGE_SIDE}, got 100000"),
     ([*PNG, "--width", "100000"], rf"--width must be <= {MAX_IMAGE_SIDE}, got 100000"),
     ([*PNG, "--ids", "1000000"], r"--ids must be <= 10000, got 1000000"),
-    ([*OUT, "--train-ids", "100000", "--test-ids", "100000", "--cams", "100", "--images-per-cam", "100"],
-     r"--out would write about 6,000,000,000 images .*; at most 5,000,000 are written by one command"),
-    ([*PNG, "--ids", "10000", "--shots", "100", "--cams", "100"],
-     r"--preview of 10000 ids x 100 cameras x 100 shots at 128 x 64 needs about [\d.]+ TiB, more than the "),
 ])
 def test_synth_sizes_are_bounded(work: Path, capsys: pytest.CaptureFixture, flags: list[str], pattern: str) -> None:
-    """Mutants: the ``UPPER`` bounds or ``_check_sizes`` removed from synth_cmd (without the outputs' trap the
-    command would render or write for hours, or run out of memory)."""
+    """Mutant: the ``UPPER`` bounds removed from synth_cmd (without the outputs' trap the command would render or
+    write for hours, or run out of memory)."""
     (work / "a_file").write_text("not a folder\n", encoding="utf-8")
     refused(["synth", *flags], capsys, pattern, work)
+
+
+def _limited(limit: int):
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize(("flags", "pattern"), [
+    (["--out", "d", "--train-ids", "100000", "--test-ids", "100000", "--cams", "100", "--images-per-cam", "100"],
+     r"--out would write about 6,000,000,000 images .*; at most 5,000,000 are written by one command"),
+    (["--preview", "g.png", "--ids", "10000", "--shots", "100", "--cams", "100"],
+     r"--preview of 10000 ids x 100 cameras x 100 shots at 128 x 64 needs about [\d.]+ TiB, more than the "),
+])
+def test_synth_size_estimates_refuse_before_any_work(tmp_path: Path, flags: list[str], pattern: str) -> None:
+    """Each flag within its bound, together too much: refused before anything is rendered or written. Run in a
+    subprocess limited to 4 GiB of data and 120 s, so that a regression fails the test instead of exhausting
+    the machine. Mutant: no ``_check_sizes`` in synth_cmd."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.reliability.fs_snapshot import tree_digest
+    from tests.reliability.reliability_inputs import REPO
+
+    before = tree_digest(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    try:
+        done = subprocess.run([sys.executable, "-m", "streamlabel", "synth", *flags], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120, preexec_fn=_limited(4 << 30))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"streamlabel synth {' '.join(flags)} started the work")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(r"streamlabel synth: error: " + pattern, lines[0]), done.stderr[-2000:]
+    assert tree_digest(tmp_path) == before
 
 
 def test_synth_writes_within_free_disk(work: Path, capsys: pytest.CaptureFixture,
@@ -216,8 +253,9 @@ def test_synth_writes_within_free_disk(work: Path, capsys: pytest.CaptureFixture
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(2048, 1024, 1024))
     (work / "a_file").write_text("not a folder\n", encoding="utf-8")
-    refused(["synth", *OUT], capsys, r"--out would write about [\d,]+ images of 64 x 32, at least [\d.]+ \w+, "
-                                      r"more than the 1.0 KiB free at ", work)
+    small = ["--train-ids", "2", "--test-ids", "1", "--cams", "2", "--images-per-cam", "1"]  # a regression: 16 images
+    refused(["synth", "--out", "d", *small], capsys, r"--out would write about 16 images of 64 x 32, at least "
+                                                     r"[\d.]+ \w+, more than the 1.0 KiB free at ", work)
     # a file system of no size (/proc, /sys) is not "full": the output check names the real cause
     monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(0, 0, 0))
     line = refused(["synth", *OUT], capsys, r"--out a_file/d: a_file is a file", work)
