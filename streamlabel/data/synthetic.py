@@ -29,6 +29,33 @@ META_FILE = "synthetic.json"
 META_FORMAT = "streamlabel-synthetic-v2"  # v2: lists every file written with its SHA-256
 
 
+# bounds of the sizes (Market-1501 has 1,501 ids and 6 cameras, MSMT17 4,101 ids and 15 cameras)
+SIZE_BOUNDS = {"num_train_ids": (1, 100_000), "num_test_ids": (0, 100_000), "num_cams": (2, 100),
+               "images_per_cam": (1, 1_000), "height": (8, 4096), "width": (8, 4096)}
+MAX_IMAGES = 5_000_000  # images of one synthetic domain (Market-1501 has 32,668)
+
+
+def check_synthetic_sizes(**sizes: float) -> None:
+    """Refuse (ValueError, naming the key and its bounds) sizes no synthetic domain is built with: an
+    unknown key, a non-integer count, a count outside :data:`SIZE_BOUNDS`, a domain over
+    :data:`MAX_IMAGES` images; checked before anything is rendered or written."""
+    for key, value in sizes.items():
+        if key == "cam_coverage":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ValueError(f"synthetic size cam_coverage must be a number in (0, 1], got {value!r}")
+            continue
+        if key not in SIZE_BOUNDS:
+            raise ValueError(f"unknown synthetic size {key!r} (sizes: {', '.join([*SIZE_BOUNDS, 'cam_coverage'])})")
+        low, high = SIZE_BOUNDS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"synthetic size {key} must be in [{low:,}, {high:,}] (an integer), got {value!r}")
+    ids = sizes.get("num_train_ids", 100) + 2 * sizes.get("num_test_ids", 50)
+    images = ids * sizes.get("num_cams", 4) * sizes.get("images_per_cam", 4)
+    if images > MAX_IMAGES:
+        raise ValueError(f"synthetic sizes would make about {images:,} images ((num_train_ids + 2 x num_test_ids) x "
+                         f"num_cams x images_per_cam); at most {MAX_IMAGES:,}")
+
+
 @dataclass(frozen=True)
 class SyntheticSplit:
     """One split: ``images`` uint8 [N,3,H,W], raw ``pids`` (1-based) and 0-based ``camids``, both [N]."""
@@ -122,6 +149,8 @@ class SyntheticReid:
         width: int = 32,
         cam_coverage: float = 0.8,
     ) -> None:
+        check_synthetic_sizes(num_train_ids=num_train_ids, num_test_ids=num_test_ids, num_cams=num_cams,
+                              images_per_cam=images_per_cam, height=height, width=width, cam_coverage=cam_coverage)
         self.domain, self.seed, self.num_cams = domain, seed, num_cams
         plan = _plan(seed, domain, num_train_ids, num_test_ids, num_cams, images_per_cam, cam_coverage)
         pixels = _render(
@@ -184,15 +213,10 @@ def write_synthetic_market(
     """
     root = Path(root)
     folders = {split: root / name for split, name in MARKET_FOLDERS.items()}
+    check_synthetic_root(root, overwrite)
     manifest = _manifest_or_refuse(root, list(folders.values()))
     data = SyntheticReid(domain=domain, seed=seed, **sizes)  # bad sizes fail here, before any file changes
-    if manifest.files:
-        if not overwrite:
-            raise ForeignFilesError(
-                f"{root} already holds a synthetic dataset made with other arguments; pass overwrite=True "
-                f"(--overwrite) to replace it, or choose another folder"
-            )
-        manifest.remove_written(list(folders.values()))
+    manifest.remove_written(list(folders.values()))
     pixels = data.images.permute(0, 2, 3, 1).numpy()
     manifest.make_folder(root)
     for split, folder in folders.items():
@@ -231,12 +255,15 @@ def read_meta(root: Path) -> tuple[dict, Manifest | None]:
     return meta, Manifest.from_json(root, meta.get("written"))
 
 
-def check_synthetic_root(root: str | Path) -> None:
+def check_synthetic_root(root: str | Path, overwrite: bool = True) -> None:
     """Refuse, before any work, a root the synthetic dataset could not be written into without touching
-    files streamlabel did not write (:class:`ForeignFilesError`); a new, empty or streamlabel-written root
-    passes."""
+    files streamlabel did not write (:class:`ForeignFilesError`), or, without ``overwrite``, one holding a
+    synthetic dataset already; a new, empty or streamlabel-written root passes."""
     root = Path(root).expanduser()
-    _manifest_or_refuse(root, [root / name for name in MARKET_FOLDERS.values()])
+    manifest = _manifest_or_refuse(root, [root / name for name in MARKET_FOLDERS.values()])
+    if manifest.files and not overwrite:
+        raise ForeignFilesError(f"{root} already holds a synthetic dataset; pass overwrite=True (--overwrite) to "
+                                f"replace it, or choose another folder")
 
 
 def _manifest_or_refuse(root: Path, folders: list[Path]) -> Manifest:

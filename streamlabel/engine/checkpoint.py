@@ -193,8 +193,12 @@ def _remove_stale_temps(directory: Path) -> None:
 
 def _read_pointer(directory: Path) -> list[str]:
     """Checkpoint file names listed in ``latest.txt``, newest first (empty when there is no pointer)."""
+    pointer = directory / LATEST_NAME
+    if pointer.exists() and not pointer.is_file():  # a FIFO would block the read, a folder cannot be one
+        raise CheckpointError(f"checkpoint pointer {pointer} is not a regular file; move it away (the checkpoints "
+                              f"beside it are found by their headers then)")
     try:
-        text = (directory / LATEST_NAME).read_text(encoding="utf-8")
+        text = pointer.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as exc:

@@ -1,56 +1,75 @@
-"""The fixed-name files a run writes into its ``output_dir`` (``config.yaml``, ``results.json``) and the proof
-that the ones already there are a run's own: ``.streamlabel-run.json`` lists each with its SHA-256.
+"""Fixed-name files a command writes into a folder (a run's ``config.yaml`` and ``results.json``; compare's
+table and plot), and the proof that those already there are its own: a manifest beside them lists each with
+its SHA-256.
 
-A file of one of those names that the list does not prove ours (the user's own ``config.yaml`` in a folder
-given as ``output_dir``, or one edited since) is never written over: the run stops before any work.
+A file of one of those names that the manifest does not prove ours (the user's own ``config.yaml`` in a
+folder given as ``output_dir``, a table edited since) is never written over: the command stops before any
+work.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from streamlabel.data.owned_files import Manifest, describe_foreign, digest
 from streamlabel.engine.checkpoint import atomic_write
 
-__all__ = ["RUN_FILES", "RUN_MANIFEST", "foreign_run_files", "refuse_foreign_run_files", "write_run_file"]
-
-RUN_MANIFEST = ".streamlabel-run.json"
-RUN_FILES = ("config.yaml", "results.json")
-_FORMAT = "streamlabel-run-v1"
+__all__ = ["COMPARE_OUTPUTS", "RUN_OUTPUTS", "OwnedOutputs", "refuse_foreign_run_files", "write_run_file"]
 
 
-def _manifest(out: Path) -> Manifest:
-    try:
-        meta = json.loads((out / RUN_MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = {}
-    found = Manifest.from_json(out, meta.get("written")) if isinstance(meta, dict) and \
-        meta.get("format") == _FORMAT else None
-    return found or Manifest(out)
+@dataclass(frozen=True)
+class OwnedOutputs:
+    """The fixed file ``names`` a command writes into a folder, proven by the manifest ``manifest_name``."""
+
+    names: tuple[str, ...]
+    manifest_name: str
+    flag: str  # how the folder is named in messages
+
+    def _manifest(self, folder: Path) -> Manifest:
+        try:
+            meta = json.loads((folder / self.manifest_name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        ours = isinstance(meta, dict) and meta.get("format") == self.manifest_name
+        return (Manifest.from_json(folder, meta.get("written")) if ours else None) or Manifest(folder)
+
+    def foreign(self, folder: Path) -> list[Path]:
+        """The files of :attr:`names` present in ``folder`` that the manifest does not prove ours."""
+        return self._manifest(folder).foreign_files([folder / name for name in self.names])
+
+    def refuse_foreign(self, folder: Path) -> None:
+        """Stop (FileExistsError) when writing would replace a file in ``folder`` not proven ours."""
+        foreign = self.foreign(folder)
+        if foreign:
+            raise FileExistsError(
+                f"{self.flag} {folder} holds {describe_foreign(foreign)}, which streamlabel did not write (or which "
+                f"changed since) and would overwrite: choose another {self.flag}")
+
+    def write(self, folder: Path, name: str, data: bytes) -> Path:
+        """Atomically write ``folder/name`` (one of :attr:`names`) and record its digest."""
+        if name not in self.names:
+            raise ValueError(f"{name!r} is not one of {', '.join(self.names)}")
+        manifest = self._manifest(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / name, lambda handle: handle.write(data))
+        manifest.files[name] = digest(data)
+        text = json.dumps({"format": self.manifest_name, "written": manifest.to_json()}, indent=1).encode()
+        atomic_write(folder / self.manifest_name, lambda handle: handle.write(text))
+        return folder / name
 
 
-def foreign_run_files(out: Path) -> list[Path]:
-    """The files of :data:`RUN_FILES` present in ``out`` that no run of streamlabel wrote (or that changed)."""
-    return _manifest(out).foreign_files([out / name for name in RUN_FILES])
+RUN_OUTPUTS = OwnedOutputs(("config.yaml", "results.json"), ".streamlabel-run.json", "output_dir")
+COMPARE_OUTPUTS = OwnedOutputs(("table.md", "rows.json", "provenance.json", "compare.png"),
+                               ".streamlabel-compare.json", "--out")
 
 
 def refuse_foreign_run_files(out: Path) -> None:
     """Stop (FileExistsError) when a run would write over a file in ``out`` it cannot prove its own."""
-    foreign = foreign_run_files(out)
-    if foreign:
-        raise FileExistsError(
-            f"output_dir {out} holds {describe_foreign(foreign)}, which streamlabel did not write (or which changed "
-            f"since); a run would write over it: choose another output_dir")
+    RUN_OUTPUTS.refuse_foreign(out)
 
 
 def write_run_file(out: Path, name: str, data: bytes) -> Path:
-    """Atomically write ``out/name`` (one of :data:`RUN_FILES`) and record its digest in the run manifest."""
-    if name not in RUN_FILES:
-        raise ValueError(f"{name!r} is not a run file ({', '.join(RUN_FILES)})")
-    manifest = _manifest(out)
-    atomic_write(out / name, lambda handle: handle.write(data))
-    manifest.files[name] = digest(data)
-    text = json.dumps({"format": _FORMAT, "written": manifest.to_json()}, indent=1).encode()
-    atomic_write(out / RUN_MANIFEST, lambda handle: handle.write(text))
-    return out / name
+    """Atomically write the run file ``out/name`` and record its digest."""
+    return RUN_OUTPUTS.write(out, name, data)

@@ -63,6 +63,7 @@ from streamlabel.engine.setup import (
 from streamlabel.engine.shard_checkpoint import load_policy_shard, save_policy_shard
 from streamlabel.evaluation import extract_features
 from streamlabel.losses import LossBatch, LossTerms
+from streamlabel.models.weights import WeightsError, load_model_state
 
 
 class NonFiniteError(RuntimeError):
@@ -256,7 +257,10 @@ class Trainer:
         self._check_extension(state, latest)
         if phase is ADAPT:  # adaptation starts with a fresh optimiser (``_start_adaptation``)
             self._new_optimizer()
-        self.net.load_state_dict(state["model"])
+        try:
+            load_model_state(self.net, state["model"], f"the model of checkpoint {latest}")
+        except WeightsError as err:
+            raise CheckpointError(str(err)) from err
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.memory.load_state_dict(state["memory"])
@@ -309,10 +313,10 @@ class Trainer:
         """Set up, resume (with ``resume``), pretrain, adapt, evaluate; returns the results."""
         self._started = time.perf_counter()
         self.setup()
-        if self.acc.is_main_process:  # once data and model are known good: a refused run leaves no folder
+        restored = self._restore()  # a checkpoint of another config is refused before config.yaml is written
+        if self.acc.is_main_process:  # once data, model and checkpoint are known good
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_run_file(self.out_dir, "config.yaml", config_text(self.cfg).encode("utf-8"))
-        restored = self._restore()
         phase, first_epoch = restored if restored else (PRETRAIN, 0)
         self._call_hooks("before_train")
         if phase is PRETRAIN:

@@ -69,6 +69,13 @@ def output_folder(path: Path, flag: str = "--out", inputs: Sequence[Path | None]
     return path
 
 
+def path_argument(text: str) -> Path:
+    """An argparse ``type`` for paths: an empty string is refused (``Path('')`` would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path")
+    return Path(text)
+
+
 def same_path(a: Path, b: Path) -> bool:
     """Whether ``a`` and ``b`` name the same file or folder (through links, ``..`` and relative paths)."""
     try:
@@ -105,6 +112,9 @@ def _probe_writable(path: Path, flag: str, shown: Path) -> None:
             exists = candidate.exists()
         except OSError as err:
             raise InputError(f"{flag} {shown}: {err.strerror or err}") from None
+        if not exists and candidate.is_symlink():
+            raise InputError(f"{flag} {shown}: {candidate} is a broken symbolic link (to {os.readlink(candidate)}, "
+                             f"which does not exist); create its target or give another path")
         if not exists:
             continue
         if not candidate.is_dir():

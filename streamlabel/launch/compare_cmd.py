@@ -10,12 +10,13 @@ rank-1, pseudo-label BCubed F and wall time of every run go into a markdown tabl
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shlex
 import sys
 from pathlib import Path
 
-from streamlabel.launch.arg_checks import output_folder
+from streamlabel.launch.arg_checks import output_folder, path_argument
 from streamlabel.launch.errors import CommandError, InputError
 from streamlabel.launch.packages import require, require_for_training
 from streamlabel.launch.provenance import provenance
@@ -26,14 +27,15 @@ ROW_KEYS = ("refresh_every", "adapted_mAP", "adapted_rank1", "bcubed_f", "cluste
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/demo.yaml)")
+    parser.add_argument("--config", type=path_argument, default=None, help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("--refresh-every", default="0,1,2,3", metavar="N,N,...",
                         help="comma-separated refresh intervals in epochs (0 = online, every batch)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides applied to every run, e.g. train.iterations=100")
     parser.add_argument("--baseline", default=None, metavar="POLICY",
                         help="also train this policy once at its own defaults (e.g. spcl), as a reference row")
-    parser.add_argument("--out", type=Path, default=None, help="table and plot folder (default: <output_dir>/compare)")
+    parser.add_argument("--out", type=path_argument, default=None,
+                        help="table and plot folder (default: <output_dir>/compare)")
     parser.add_argument("--resume", action="store_true", help="continue each run from its latest checkpoint")
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -61,6 +63,7 @@ def parse_intervals(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> dict:
     from streamlabel.engine.checkpoint import CheckpointError
+    from streamlabel.engine.run_files import COMPARE_OUTPUTS
     from streamlabel.launch import train
     from streamlabel.launch.run_config import load_run_config
 
@@ -72,8 +75,15 @@ def run(args: argparse.Namespace) -> dict:
     per_run = [item for item in args.overrides if _key(item) != "output_dir"]  # output_dir is the base folder
     require("matplotlib", "the plot of streamlabel compare")  # before the runs, not after them
     require_for_training(cfg)
+    if not str(cfg["output_dir"]).strip():
+        raise CommandError("output_dir is empty; name the folder the runs go into (an empty value would write "
+                           "them into the current directory)")
     base_dir = Path(cfg["output_dir"])
     out_dir = output_folder(args.out or base_dir / "compare", "--out", train.data_roots(cfg))
+    try:
+        COMPARE_OUTPUTS.refuse_foreign(out_dir)
+    except FileExistsError as err:
+        raise CommandError(str(err)) from err
     runs = [(cfg["policy"]["name"], n, [f"policy.refresh_every={n}"]) for n in intervals]
     if args.baseline:
         # an unknown name fails now
@@ -102,11 +112,12 @@ def run(args: argparse.Namespace) -> dict:
         rows.append({"policy": policy, "refresh_every": n, **row, "epochs": epochs, "output_dir": str(run_dir)})
     command = _command_line(args, config)
     table = markdown_table(rows, policy=cfg["policy"]["name"], command=command)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "table.md").write_text(table)
-    (out_dir / "rows.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
-    (out_dir / "provenance.json").write_text(json.dumps(provenance(command), indent=2) + "\n")
-    plot = plot_rows(rows, out_dir / "compare.png", title=f"{cfg['policy']['name']}: {Path(config).name}")
+    COMPARE_OUTPUTS.write(out_dir, "table.md", table.encode())
+    COMPARE_OUTPUTS.write(out_dir, "rows.json", (json.dumps(rows, indent=2, default=float) + "\n").encode())
+    COMPARE_OUTPUTS.write(out_dir, "provenance.json", (json.dumps(provenance(command), indent=2) + "\n").encode())
+    image = io.BytesIO()
+    plot_rows(rows, image, title=f"{cfg['policy']['name']}: {Path(config).name}")
+    plot = COMPARE_OUTPUTS.write(out_dir, "compare.png", image.getvalue())
     print(table)
     return {"policy": cfg["policy"]["name"], "rows": rows, "table": str(out_dir / "table.md"), "plot": str(plot),
             "command": command}
@@ -138,7 +149,7 @@ def markdown_table(rows: list[dict], *, policy: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_rows(rows: list[dict], path: Path, *, title: str) -> Path:
+def plot_rows(rows: list[dict], path: Path | io.BytesIO, *, title: str) -> Path | io.BytesIO:
     """mAP / rank-1, BCubed F and wall time against the refresh interval, as one PNG."""
     import matplotlib
 
@@ -176,8 +187,9 @@ def plot_rows(rows: list[dict], path: Path, *, title: str) -> Path:
     grid[1][2].axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path
 

@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from streamlabel.config.limits import MAX_NEIGHBOURS
-from streamlabel.launch.arg_checks import checked_device, in_range
+from streamlabel.launch.arg_checks import checked_device, in_range, path_argument
 from streamlabel.launch.errors import InputError
 from streamlabel.launch.feature_dump import common_scale, load_feature_dump
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("input (either --query and --gallery, or --split-by-camera)")
-    src.add_argument("--query", type=Path, help="query features .npz (feats, pids, camids)")
-    src.add_argument("--gallery", type=Path, help="gallery features .npz (feats, pids, camids)")
-    src.add_argument("--split-by-camera", type=Path, metavar="FILE", help="one .npz split by camera")
+    src.add_argument("--query", type=path_argument, help="query features .npz (feats, pids, camids)")
+    src.add_argument("--gallery", type=path_argument, help="gallery features .npz (feats, pids, camids)")
+    src.add_argument("--split-by-camera", type=path_argument, metavar="FILE", help="one .npz split by camera")
     src.add_argument("--query-cam", type=int, default=0, help="query camera id for --split-by-camera")
-    src.add_argument("--checkpoint", type=Path, metavar="CKPT",
+    src.add_argument("--checkpoint", type=path_argument, metavar="CKPT",
                      help="a training checkpoint (file or checkpoints/ folder): embed its eval dataset's "
                           "query/gallery with its model")
     parser.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from streamlabel.config.loading import parse_override_items
 from streamlabel.engine.checkpoint import atomic_write
 from streamlabel.engine.label_health import degenerate_message
 from streamlabel.evaluation import label_quality_report
-from streamlabel.launch.arg_checks import checked_device, in_range, output_file
+from streamlabel.launch.arg_checks import checked_device, in_range, output_file, path_argument
 from streamlabel.launch.errors import CommandError, error_message
 from streamlabel.launch.feature_dump import feature_rank, load_feature_dump, unit_rows
 from streamlabel.methods import available_policies, build_policy
@@ -29,10 +28,11 @@ from streamlabel.methods.param_check import check_fits_samples
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--features", type=Path, required=True, help=".npz with feats [N,D], optional camids, pids")
+    parser.add_argument("--features", type=path_argument, required=True,
+                        help=".npz with feats [N,D], optional camids, pids")
     parser.add_argument("--policy", default="hcd", help=f"bank update policy ({', '.join(available_policies())})")
     parser.add_argument("params", nargs="*", metavar="key=value", help="policy parameters, e.g. k=30 sigma=0.25")
-    parser.add_argument("--out", type=Path, help="write the labels (int64, -1 = outlier) to this .npy file")
+    parser.add_argument("--out", type=path_argument, help="write the labels (int64, -1 = outlier) to this .npy file")
     parser.add_argument("--passes", type=int, default=0, help="streaming passes through step() after initialize")
     parser.add_argument("--batch-size", type=int, default=64, help="rows per step() in the streaming passes")
     parser.add_argument("--level", type=int, default=-1, help="label level to output (-1 = top)")

@@ -72,7 +72,7 @@ def _check_sizes(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Write the preview and/or the Market folders; returns what was written."""
-    from streamlabel.data.synthetic import preview_grid, write_synthetic_market
+    from streamlabel.data.synthetic import check_synthetic_root, preview_grid, write_synthetic_market
 
     if not args.preview and not args.out:
         raise CommandError("give --preview PNG and/or --out DIR")
@@ -83,10 +83,18 @@ def run(args: argparse.Namespace) -> dict:
         if getattr(args, flag) is not None:
             in_range(f"--{flag}", getattr(args, flag), MIN_SIDE)
             in_range(f"--{flag}", getattr(args, flag), None, MAX_IMAGE_SIDE)
-    _check_sizes(args)
     preview = output_file(Path(args.preview), ".png", "--preview") if args.preview else None
+    domains = ("source", "target") if args.domain == "both" else (args.domain,)
+    roots = {name: Path(args.out) / name if args.domain == "both" else Path(args.out)
+             for name in domains} if args.out else {}
     if args.out:
         output_folder(Path(args.out))
+        for root in roots.values():  # every domain's folder before the first is written
+            try:
+                check_synthetic_root(root, args.overwrite)
+            except FileExistsError as err:
+                raise CommandError(str(err)) from err
+    _check_sizes(args)
     result: dict = {"seed": args.seed, "domain": args.domain}
     say = (lambda _line: None) if args.quiet else print
     if args.preview:
@@ -98,7 +106,6 @@ def run(args: argparse.Namespace) -> dict:
         result["preview"] = {"path": str(path), "width": image.width, "height": image.height}
         say(f"synth: preview of {args.ids} identities x {args.cams} cameras ({args.domain}) -> {path}")
     if args.out:
-        domains = ("source", "target") if args.domain == "both" else (args.domain,)
         sizes = {
             "num_train_ids": args.train_ids,
             "num_test_ids": args.test_ids,
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
         }
         result["datasets"] = {}
         for name in domains:
-            root = Path(args.out) / name if args.domain == "both" else Path(args.out)
+            root = roots[name]
             try:
                 summary = write_synthetic_market(root, args.seed, name, args.overwrite, **sizes)
             except FileExistsError as err:

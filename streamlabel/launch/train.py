@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamlabel.launch.arg_checks import DefaultsHelpFormatter, no_repeated_keys, output_folder
+from streamlabel.launch.arg_checks import DefaultsHelpFormatter, no_repeated_keys, output_folder, path_argument
 from streamlabel.launch.errors import CommandError, Interrupted, error_message
 from streamlabel.launch.packages import require_for_training
 
@@ -30,7 +30,7 @@ def default_config() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: configs/demo.yaml)")
+    parser.add_argument("--config", type=path_argument, default=None, help="YAML config (default: configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.iterations=100")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of output_dir")
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
@@ -96,11 +96,16 @@ def interrupted_message(out: Path) -> str:
 def check_generated_datasets(cfg: dict) -> None:
     """A dataset the run writes itself (``synthetic``) must not land on files streamlabel did not write:
     checked here, before any work, not when the dataset is built."""
-    from streamlabel.data.synthetic import check_synthetic_root
+    from streamlabel.data.synthetic import check_synthetic_root, check_synthetic_sizes
 
     for side in ("source", "target"):
         spec = cfg["data"][side]
         if spec is not None and spec["name"] == "synthetic":
+            sizes = {k: v for k, v in (spec.get("kwargs") or {}).items() if k not in ("domain", "seed", "name")}
+            try:
+                check_synthetic_sizes(**sizes)
+            except ValueError as err:
+                raise CommandError(f"data.{side}.kwargs: {err}") from err
             try:
                 check_synthetic_root(spec["root"])
             except FileExistsError as err:

@@ -187,6 +187,11 @@ def read_weight_file(path: Path, what: str = "weight file", *, map_location: obj
     if info.st_size == 0:
         raise WeightsError(f"{what} {path} is empty (0 bytes); expected {_EXPECTED}")
     try:
+        with path.open("rb"):
+            pass
+    except OSError as err:  # permission denied: the file's kind cannot be told, its access can
+        raise WeightsError(f"{what} {path} cannot be read: {err.strerror or err}") from None
+    try:
         with warnings.catch_warnings():  # the refusal below says it better than torch's protocol warning
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True)

@@ -1016,38 +1016,7 @@ def all_cases() -> list[Case]:
 # ----------------------------------------------------------------------------- the bugs that still break cases
 # bug class -> the cases it breaks (marked xfail, strict: once a bug is fixed its cases XPASS and fail the suite
 # until they are taken out of this table)
-BUGS_BY_CLASS: dict[str, tuple[str, ...]] = {  # as of 3934b9b
-    'hang: blocks forever opening a FIFO': (
-        'resume_latest_txt_fifo',
-    ),
-    'traceback: load_state_dict shape mismatch (RuntimeError escapes)': (
-        'resume_checkpoint_weights_of_wrong_shape',
-    ),
-    'no upper bound: an absurd size is accepted and used': (
-        'train_override_num_ids_absurd', 'compare_override_num_ids_absurd', 'resume_override_num_ids_absurd',
-    ),
-    'compare: an output is not checked before the training runs': (
-        'compare_out_empty_path', 'compare_override_output_dir_empty', 'compare_out_parent_is_a_dangling_link',
-        'compare_out_would_overwrite_the_users_table',
-    ),
-    'synth --out writes source/ before refusing the foreign target/': (
-        'synth_out_both_domains_into_a_users_folder',
-    ),
-    'a refused --resume writes run/config.yaml before checking the checkpoint': (
-        'resume_foreign_checkpoint_named_by_pointer', 'resume_checkpoint_of_another_config',
-        'resume_another_config_without_pointer',
-    ),
-    "misleading cause: a dangling link as parent folder gives 'File exists: gone'": (
-        'labels_out_parent_is_a_dangling_link', 'synth_out_parent_is_a_dangling_link',
-        'synth_preview_parent_is_a_dangling_link', 'train_output_dir_parent_is_a_dangling_link',
-    ),
-    "misleading cause: unreadable weights reported as 'it looks like a text file'": (
-        'train_pretrained_unreadable',
-    ),
-    "misleading cause: a path under /proc is refused as a full disk ('0 B free at /proc')": (
-        'synth_out_under_proc',
-    ),
-}
+BUGS_BY_CLASS: dict[str, tuple[str, ...]] = {}  # every bug class the suite found is fixed
 KNOWN_BUGS: dict[str, str] = {name: bug for bug, names in BUGS_BY_CLASS.items() for name in names}
 
 
