@@ -25,19 +25,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "labels": ("streamlabel.launch.labels_cmd", "pseudo labels for a feature dump (.npz) with a bank policy"),
     "synth": ("streamlabel.launch.synth_cmd", "preview or write the synthetic source/target re-ID domains"),
     "evaluate": ("streamlabel.launch.evaluate_cmd", "retrieval mAP / CMC of query and gallery feature dumps"),
+    "extract": ("streamlabel.launch.extract_cmd", "embed a dataset split with a config's or checkpoint's model (.npz)"),
     "compare": ("streamlabel.launch.compare_cmd", "one training run per label refresh interval: online vs offline"),
 }
 
 
 DESCRIPTION = """Pseudo labels for unsupervised and domain-adaptive re-identification: train a re-ID model on
 unlabelled target images with labels that follow the features (streamlabel train), label a feature dump
-with any method (streamlabel labels), score retrieval (streamlabel evaluate), compare online against
-offline label refresh (streamlabel compare). `streamlabel COMMAND --help` shows a command's options."""
+with any method (streamlabel labels), embed a dataset split (streamlabel extract), score retrieval
+(streamlabel evaluate), compare online against offline label refresh (streamlabel compare). `streamlabel COMMAND --help` shows a command's options."""
 
 EXAMPLES = """examples:
   streamlabel train                                     # the synthetic demo on the CPU
   streamlabel train --config configs/cpu_cuhk03.yaml    # MSMT17 OSNet adapted to CUHK03 (../shared)
   streamlabel labels --features feats.npz --policy hcd --out labels.npy
+  streamlabel extract --config configs/cpu_cuhk03.yaml --split train --out train.npz
   streamlabel evaluate --query q.npz --gallery g.npz --rerank
   streamlabel compare --config configs/demo.yaml --refresh-every 0,1,2"""
 
