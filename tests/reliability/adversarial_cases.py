@@ -32,7 +32,7 @@ from tests.reliability.reliability_inputs import image_bytes, market_tree
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo.yaml"
-COMMANDS = ("train", "labels", "evaluate", "compare", "synth", "resume")
+COMMANDS = ("train", "labels", "evaluate", "compare", "synth", "resume", "extract")
 
 Setup = Callable[[Path], object]
 
@@ -638,6 +638,8 @@ SMALL_PREVIEW = ("--ids", "1", "--shots", "1", "--cams", "2", "--height", "8", "
 OUTPUT_SLOTS = (
     OutputSlot("labels", "out", lambda p: _argv("labels", "--features", "f.npz", "--out", p, "--quiet"), ".npy",
                base=(at("f.npz", dump),)),
+    OutputSlot("extract", "out", lambda p: _argv("extract", "--config", "tiny.yaml", "--split", "query", "--out", p,
+                                                 "--quiet"), ".npz", base=(copy_data,), others=("data",)),
     OutputSlot("synth", "out", lambda p: _argv("synth", "--out", p, SMALL_SYNTH), ""),
     OutputSlot("synth", "preview", lambda p: _argv("synth", "--preview", p, SMALL_PREVIEW), ".png"),
     OutputSlot("compare", "out",
@@ -692,6 +694,15 @@ def _user_config(work: Path) -> None:
     write(work / "mine" / "config.yaml", tiny_yaml(output_dir="run"))
 
 
+def tiny_config_at_npz(work: Path) -> None:
+    """The tiny config under an .npz name (YAML reads it): an output spelled like an input."""
+    write(work / "tiny.npz", tiny_yaml())
+
+
+def _checkpoint_named(work: Path, name: str) -> None:
+    write(work / "run" / "checkpoints" / name, checkpoint_bytes())
+
+
 def same_input_output_cases() -> list[Case]:
     """An output that is one of the inputs (directly, through another spelling, or through a link)."""
     return [
@@ -703,6 +714,16 @@ def same_input_output_cases() -> list[Case]:
         Case("labels_out_is_a_link_to_the_features_file", "labels",
              _argv("labels", "--features", "f.npz", "--out", "link.npy"), 2, names("link.npy", SAME_AS_INPUT),
              (at("f.npz", dump), lambda w: os.symlink("f.npz", w / "link.npy"))),
+        Case("extract_out_is_the_config_file", "extract",
+             _argv("extract", "--config", "tiny.npz", "--out", "tiny.npz"), 2, names("tiny.npz", SAME_AS_INPUT),
+             (tiny_config_at_npz,)),
+        Case("extract_out_is_a_link_to_the_checkpoint", "extract",
+             _argv("extract", "--checkpoint", "run/checkpoints/" + "ckpt.npz", "--out", "link.npz"), 2,
+             names("link.npz", SAME_AS_INPUT), (copy_data, lambda w: _checkpoint_named(w, "ckpt.npz"),
+                                                 lambda w: os.symlink("run/checkpoints/ckpt.npz", w / "link.npz"))),
+        Case("extract_synthetic_root_is_a_real_market_folder", "extract",
+             _argv("extract", "--config", "tiny.yaml", "data.target.root=market", "--out", "x.npz"), 2,
+             names("market", r"(not empty|foreign|did not write|never clears)"), (tiny_config, market)),
         Case("train_output_dir_is_the_target_data_root", "train",
              _argv("train", "--config", "tiny.yaml", "output_dir=data/target", TRAIN), 2,
              names("data/target", SAME_AS_INPUT + r"|dataset|data root"), (copy_data,)),
