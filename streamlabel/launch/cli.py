@@ -33,7 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 DESCRIPTION = """Pseudo labels for unsupervised and domain-adaptive re-identification: train a re-ID model on
 unlabelled target images with labels that follow the features (streamlabel train), label a feature dump
 with any method (streamlabel labels), embed a dataset split (streamlabel extract), score retrieval
-(streamlabel evaluate), compare online against offline label refresh (streamlabel compare). `streamlabel COMMAND --help` shows a command's options."""
+(streamlabel evaluate), compare online against offline label refresh (streamlabel compare).
+`streamlabel COMMAND --help` shows a command's options."""
 
 EXAMPLES = """examples:
   streamlabel train                                     # the synthetic demo on the CPU

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from streamlabel.config.limits import MAX_NEIGHBOURS
+from streamlabel.config.value_types import expected_like
 
 # parameters that count neighbours of a sample among the N samples of the bank
 NEIGHBOUR_COUNTS = ("k", "link_k", "k1", "k2")
@@ -46,17 +47,8 @@ def parameter_type_error(name: str, key: str, value: object, default: object) ->
         return too_big
     if default is None or isinstance(default, (list, tuple, dict)):
         return None  # free-form: the policy checks it
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif isinstance(default, str):
-        ok, expected = isinstance(value, str), "a string"
-    else:
-        return None
-    if ok:
+    expected = expected_like(value, default)
+    if expected is None:
         return None
     return f"parameter '{key}' of policy {name!r} must be {expected}, got {type(value).__name__} {value!r}"
 

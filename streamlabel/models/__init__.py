@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from streamlabel.config.limits import human_bytes, memory_problem
+from streamlabel.config.value_types import expected_like
 from streamlabel.registry import Registry
 
 from .batchnorm import calibrate_batchnorm, unfold_batchnorm
@@ -85,20 +86,11 @@ def _type_problem(key: str, value: object, default: object) -> str | None:
     if default is inspect.Parameter.empty:
         return None
     if default is None:  # the built-in models' None defaults are paths (pretrained)
-        ok, expected = value is None or isinstance(value, str), "a string (a path) or null"
-    elif isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif isinstance(default, str):
-        ok, expected = isinstance(value, str), "a string"
-    elif isinstance(default, (list, tuple)):
-        ok, expected = isinstance(value, (list, tuple)), "a list"
+        expected = None if value is None or isinstance(value, str) else "a string (a path) or null"
     else:
-        return None
-    return None if ok else f"must be {expected} (like its default {default!r}), got {type(value).__name__} {value!r}"
+        expected = expected_like(value, default)
+    return None if expected is None else (f"must be {expected} (like its default {default!r}), got "
+                                          f"{type(value).__name__} {value!r}")
 
 
 def model_error(name: str, kwargs: dict[str, object]) -> tuple[str | None, str] | None:

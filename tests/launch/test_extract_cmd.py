@@ -27,8 +27,9 @@ def test_checkpoint_dumps_score_as_evaluate_checkpoint(tmp_path: Path, capsys: p
     capsys.readouterr()
     ckpt = run / "checkpoints"
     for split in ("query", "gallery", "train"):
-        code = cli.main(["extract", "--checkpoint", str(ckpt), "--split", split, "--out", str(tmp_path / f"{split}.npz"),
-                         "--quiet", "--json"])
+        out = tmp_path / f"{split}.npz"
+        code = cli.main(["extract", "--checkpoint", str(ckpt), "--split", split, "--out", str(out), "--quiet",
+                         "--json"])
         assert code == 0
         summary = _last_json(capsys)
         dump = np.load(tmp_path / f"{split}.npz")
