@@ -36,6 +36,19 @@ def build_domain(spec: dict | None, on_bad_image: str) -> ReidDataset | None:
     return dataset
 
 
+def check_world_size(cfg: dict, world: int) -> None:
+    """Refuse, before any work, a number of processes the batches cannot be split over: each process takes
+    an equal share of a batch's identities (``train.*_batch`` / ``data.num_instances`` of them)."""
+    per_id = cfg["data"]["num_instances"]
+    for key in ("source_batch", "target_batch"):
+        batch = cfg["train"][key]
+        ids = batch // per_id
+        if batch and ids % world:
+            raise ConfigError(f"{world} processes cannot share train.{key}={batch} ({ids} identities x {per_id} "
+                              f"images): each process takes an equal share of a batch's identities; launch a "
+                              f"number of processes that divides {ids}, or change the batch")
+
+
 def build_target_policy(cfg: dict, num_samples: int, feat_dim: int, device: torch.device) -> BankUpdatePolicy:
     """The bank update policy of ``cfg["policy"]`` for the target set; bad parameters are ConfigErrors."""
     params = dict(cfg["policy"])

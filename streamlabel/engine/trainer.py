@@ -57,6 +57,7 @@ from streamlabel.engine.setup import (
     build_network,
     build_optimizer,
     build_target_policy,
+    check_world_size,
     eval_loader,
     identity_batches,
 )
@@ -120,6 +121,7 @@ class Trainer:
 
     def setup(self) -> None:
         cfg = self.cfg
+        check_world_size(cfg, self.world)
         model = build_network(cfg)  # first: a bad model.kwargs or weight file is refused before any data is read
         with self.acc.main_process_first():  # the synthetic dataset writes its images on first use
             self.source = build_domain(cfg["data"]["source"], cfg["data"]["on_bad_image"])

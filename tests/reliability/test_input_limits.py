@@ -260,3 +260,19 @@ def test_synth_writes_within_free_disk(work: Path, capsys: pytest.CaptureFixture
     monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(0, 0, 0))
     line = refused(["synth", *OUT], capsys, r"--out a_file/d: a_file is a file", work)
     assert "free" not in line
+
+
+def test_a_number_of_processes_the_batches_cannot_be_split_over_is_refused() -> None:
+    """Each process takes an equal share of a batch's identities: 3 processes and 8 identities cannot work.
+    Mutant killed: check_world_size a no-op (the sampler's error came at the first epoch, after pretraining)."""
+    from streamlabel.config.errors import ConfigError
+    from streamlabel.engine.setup import check_world_size
+
+    cfg = {"data": {"num_instances": 4}, "train": {"source_batch": 0, "target_batch": 32}}
+    check_world_size(cfg, 1)
+    check_world_size(cfg, 8)
+    with pytest.raises(ConfigError, match=r"3 processes cannot share train.target_batch=32 \(8 identities x 4 "
+                                          r"images\).*divides 8"):
+        check_world_size(cfg, 3)
+    with pytest.raises(ConfigError, match="1000 processes"):
+        check_world_size(cfg, 1000)
