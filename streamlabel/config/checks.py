@@ -313,6 +313,7 @@ def _plain(value: object) -> bool:
 
 def cross_checks(cfg: dict, checker: Checker) -> None:
     train, data = cfg["train"], cfg["data"]
+    _no_empty_paths(cfg, checker)
     if data["source"] is None:
         train["source_batch"] = 0  # forced: there is no source to sample
         if train["pretrain_iterations"] > 0:
@@ -340,6 +341,19 @@ def cross_checks(cfg: dict, checker: Checker) -> None:
             "loss.terms is empty: nothing would train the model; add a term or turn the memory on"
         )
 
+
+
+def _no_empty_paths(cfg: dict, checker: Checker) -> None:
+    """A path set to an empty string would mean the current folder (a data root, the run folder) or be
+    skipped as if unset (weights): refused, naming the key and the way to say "none"."""
+    paths = {"output_dir": cfg.get("output_dir"), "model.pretrained": cfg["model"].get("pretrained")}
+    for side in ("source", "target"):
+        if cfg["data"][side] is not None:
+            paths[f"data.{side}.root"] = cfg["data"][side].get("root")
+    for key, value in paths.items():
+        if isinstance(value, str) and not value.strip():
+            none = " (null for none)" if key == "model.pretrained" else ""
+            raise ConfigError(f"'{key}' (from {checker.where(key)}) is an empty path; give a path{none}")
 
 
 def _memory_checks(cfg: dict, checker: Checker) -> None:

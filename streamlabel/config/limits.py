@@ -15,7 +15,9 @@ __all__ = [
     "MAX_BATCH",
     "MAX_CPU_THREADS",
     "MAX_IMAGE_SIDE",
+    "MAX_ITERATIONS",
     "MAX_NEIGHBOURS",
+    "MAX_PASSES",
     "MAX_WORKERS",
     "available_memory",
     "human_bytes",
@@ -27,6 +29,8 @@ MAX_BATCH = 4096  # images in one batch (training or evaluation)
 MAX_NEIGHBOURS = 10_000  # k, link_k, k1, k2: the k-NN graph holds N x k entries (papers use 20-30)
 MAX_CPU_THREADS = 1024  # torch intra-op threads
 MAX_WORKERS = 256  # data loader worker processes
+MAX_ITERATIONS = 100_000_000  # training iterations (the papers train 40,000-80,000; at 1 ms each: 28 hours)
+MAX_PASSES = 100_000  # streaming passes of `labels` over a feature dump
 
 
 def human_bytes(size: float) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from streamlabel.config.limits import MAX_BATCH, MAX_CPU_THREADS, MAX_IMAGE_SIDE, MAX_WORKERS
+from streamlabel.config.limits import MAX_BATCH, MAX_CPU_THREADS, MAX_IMAGE_SIDE, MAX_ITERATIONS, MAX_WORKERS
 
 __all__ = ["CHOICES", "DEFAULTS", "FINGERPRINT_EXCLUDE", "FREE_MAPS", "KEYS", "RANGES", "Key"]
 
@@ -84,11 +84,11 @@ KEYS: dict[str, Key] = {
     "optim.milestones": Key([8000, 16000], low=0),
     "optim.gamma": Key(0.1, above=0.0, high=1.0),
     # a resume may extend a run; the trainer checks the checkpoint is not beyond the end
-    "train.iterations": Key(24000, low=1, resume=False),
-    "train.iters_per_epoch": Key(400, low=1),
+    "train.iterations": Key(24000, low=1, high=MAX_ITERATIONS, resume=False),
+    "train.iters_per_epoch": Key(400, low=1, high=MAX_ITERATIONS),
     "train.source_batch": Key(64, low=0, high=MAX_BATCH),  # global batch of source images
     "train.target_batch": Key(64, low=1, high=MAX_BATCH),  # global batch of target images
-    "train.pretrain_iterations": Key(0, low=0),  # supervised source-only warm-up before adaptation
+    "train.pretrain_iterations": Key(0, low=0, high=MAX_ITERATIONS),  # supervised source-only warm-up before adaptation
     "train.amp": Key(True),  # mixed precision on CUDA only
     # convolutions in NHWC: fp32 still (sums in another order), faster on the CPU (results/channels_last.md)
     "train.channels_last": Key(True, resume=False),

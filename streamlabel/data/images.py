@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +37,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def not_a_regular_file(path: str) -> str | None:
+    """Why ``path`` is no file to read an image from (a FIFO would block the read, a device never ends), or
+    None for a regular file (links followed)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None if stat.S_ISREG(mode) else "not a regular file (a folder, FIFO, device or socket); not read"
+
+
 def load_image(path: str) -> Image.Image:
     """Open ``path`` and return it decoded as RGB (grayscale, CMYK, palette, RGBA, 16-bit are converted)."""
+    problem = not_a_regular_file(path)
+    if problem:
+        raise UnreadableImageError(str(path), problem)
     try:
         with Image.open(path) as img:
             img.load()
@@ -47,6 +62,9 @@ def load_image(path: str) -> Image.Image:
 
 def check_image(path: str, full_decode: bool = True) -> str | None:
     """None if ``path`` is a readable image, else the reason; ``verify()`` + header, then a real decode."""
+    problem = not_a_regular_file(path)
+    if problem:
+        return problem
     try:
         with open(path, "rb") as fh:
             data = fh.read()

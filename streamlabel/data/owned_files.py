@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,10 @@ def digest(data: bytes) -> str:
 
 
 def _file_digest(path: Path) -> str | None:
+    """SHA-256 of a regular file's content; None for anything else (a FIFO is never opened: it would block)."""
     try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
         return digest(path.read_bytes())
     except OSError:
         return None
@@ -81,7 +85,7 @@ class Manifest:
             if not folder.exists() and not folder.is_symlink():
                 continue
             if folder.is_file() and not folder.is_symlink():
-                if self.files.get(self._relative(folder)) != _file_digest(folder):
+                if not self._proven(folder):
                     foreign.append(folder)
                 continue
             if not folder.is_dir() or folder.is_symlink():
@@ -92,7 +96,7 @@ class Manifest:
                 if path.is_dir() and not path.is_symlink():
                     if rel not in known_dirs:
                         foreign.append(path)
-                elif path.is_symlink() or self.files.get(rel) != _file_digest(path):
+                elif not self._proven(path):
                     foreign.append(path)
         return foreign
 
@@ -100,10 +104,10 @@ class Manifest:
         """Delete the files under ``folders`` whose content is still what we wrote, then the folders we made
         if they are empty. Call :meth:`foreign_files` first: anything not proven ours stays."""
         folders = list(folders)
-        for rel, sha in list(self.files.items()):
+        for rel in list(self.files):
             path = self.root / rel
             inside = any(folder in path.parents for folder in folders)
-            if inside and not path.is_symlink() and _file_digest(path) == sha:
+            if inside and self._proven(path):
                 path.unlink()
                 del self.files[rel]
         for rel in reversed(list(self.folders)):
@@ -112,6 +116,11 @@ class Manifest:
             if inside and path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
                 path.rmdir()
                 self.folders.remove(rel)
+
+    def _proven(self, path: Path) -> bool:
+        """Whether the manifest lists ``path`` with its current content (a link or a FIFO never is)."""
+        listed = self.files.get(self._relative(path))
+        return listed is not None and not path.is_symlink() and listed == _file_digest(path)
 
     def _relative(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.root)).as_posix()

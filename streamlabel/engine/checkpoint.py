@@ -17,8 +17,10 @@ Guarantees
   first).  It is written atomically the same way, *after* the checkpoint is in place, so it
   never names a file that is not complete.  :func:`find_latest` reads it.
 * **Rotation after safety.**  Only the ``keep`` newest checkpoints listed in the pointer are
-  kept; older ones are deleted only once the new checkpoint and the pointer are durable.
-  Files the pointer never listed are never deleted.
+  kept; older ones are deleted only once the new checkpoint and the pointer are durable, and
+  only when ``.streamlabel-checkpoints.json`` proves this code wrote that very file (device,
+  inode, size and mtime recorded when it was written). Files the pointer never listed, or that
+  were replaced since, are never deleted.
 * **Failures are loud and harmless.**  Any error while writing (disk full, permission, an
   unpicklable object) removes the temporary file, leaves the previous checkpoint and pointer
   untouched and raises :class:`CheckpointError` with the path and the free space.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import json
 import os
 import pickle
 import shutil
@@ -64,6 +67,7 @@ __all__ = [
 FORMAT = "streamlabel-checkpoint"
 VERSION = 1
 LATEST_NAME = "latest.txt"
+WRITTEN_NAME = ".streamlabel-checkpoints.json"  # the identity of every checkpoint written: rotation's proof
 _TMP_SUFFIX = ".streamlabel-tmp"
 _MAX_DIFF_KEYS = 10
 
@@ -181,6 +185,8 @@ def _remove_stale_temps(directory: Path) -> None:
     concurrent writer in another live process is never disturbed.
     """
     for p in directory.glob(f".*{_TMP_SUFFIX}"):
+        if p.is_symlink() or not p.is_file():  # a temp file is a regular file we made; nothing else is touched
+            continue
         parts = p.name[: -len(_TMP_SUFFIX)].rsplit(".", 2)
         if len(parts) != 3 or not parts[1].isdigit():
             continue
@@ -189,6 +195,30 @@ def _remove_stale_temps(directory: Path) -> None:
             continue
         with contextlib.suppress(OSError):
             p.unlink()
+
+
+def _identity(path: Path) -> list[int] | None:
+    """What identifies the very file at ``path`` (device, inode, size, mtime), links not followed; None when
+    there is no regular file."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns]
+
+
+def _read_written(directory: Path) -> dict[str, list[int]]:
+    """The checkpoints this code wrote in ``directory`` and their identities (``WRITTEN_NAME``)."""
+    try:
+        meta = json.loads((directory / WRITTEN_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = meta.get("files") if isinstance(meta, dict) and meta.get("format") == WRITTEN_NAME else None
+    if not isinstance(files, dict):
+        return {}
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, list)}
 
 
 def _read_pointer(directory: Path) -> list[str]:
@@ -369,15 +399,28 @@ def save_checkpoint(
             f"{_free_space(directory)}; the previous pointer is untouched"
         ) from exc
 
+    written = _read_written(directory)
+    written[final.name] = _identity(final)
     removed = False
     for name in drop:
+        path = directory / name
+        if written.get(name) != _identity(path):  # listed, but not provably the file this code wrote there
+            if path.exists() or path.is_symlink():
+                warnings.warn(f"not removing {path}: {LATEST_NAME} lists it, but streamlabel cannot prove it wrote "
+                              f"that file (it was replaced or written by something else)", RuntimeWarning, stacklevel=2)
+            written.pop(name, None)
+            continue
         try:
-            (directory / name).unlink()
+            path.unlink()
             removed = True
+            del written[name]
         except FileNotFoundError:
-            pass
+            del written[name]
         except OSError as exc:  # rotation failing must not fail a save that succeeded
-            warnings.warn(f"could not remove old checkpoint {directory / name}: {exc}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"could not remove old checkpoint {path}: {exc}", RuntimeWarning, stacklevel=2)
+    with contextlib.suppress(OSError):  # without the record, old checkpoints are only kept, never lost
+        text = json.dumps({"format": WRITTEN_NAME, "files": written}, indent=1).encode()
+        atomic_write(directory / WRITTEN_NAME, lambda fh: fh.write(text))
     if removed:
         with contextlib.suppress(OSError):
             _fsync_dir(directory)

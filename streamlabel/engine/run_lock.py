@@ -79,7 +79,11 @@ class RunLock:
             self._acquire_exclusive(me)
             return
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+                raise RunLockError(f"{self.path} is not a regular file (a link, a folder or a FIFO): it is not a "
+                                   f"lock streamlabel wrote, so it is not touched; remove it if no run uses "
+                                   f"{self.folder}")
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

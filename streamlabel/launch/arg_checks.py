@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,8 +51,13 @@ def output_file(path: Path | None, suffix: str, flag: str = "--out", inputs: Seq
         if given is not None and same_path(path, given):
             raise InputError(f"{flag} {path} is also an input of this command ({given}); it would be overwritten, "
                              f"give another file name")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"{flag} {path} exists and is read-only; give another file name")
+    if path.exists() or path.is_symlink():
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO, device or link is the user's: never replaced
+            kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+            raise InputError(f"{flag} {path} exists and is {kind}; it would be replaced, give another file name")
+        if not info.st_mode & 0o222 or not os.access(path, os.W_OK):  # modes say read-only even to root
+            raise InputError(f"{flag} {path} exists and is read-only; give another file name")
     _probe_writable(path.parent, flag, path)
     return path
 

@@ -144,13 +144,16 @@ def _inputs(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict[str, 
     return query, gallery, f"{args.query} vs {args.gallery}"
 
 
+MAX_RANK = 1_000_000  # CMC ranks: the largest gallery of the field (MSMT17) holds 82,161 images
+
+
 def _ranks(text: str) -> tuple[int, ...]:
     try:
         ranks = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError as err:
         raise InputError(f"--ranks must be comma-separated integers, got {text!r}") from err
-    if not ranks or min(ranks) < 1:
-        raise InputError(f"--ranks must be positive integers, got {text!r}")
+    if not ranks or min(ranks) < 1 or max(ranks) > MAX_RANK:
+        raise InputError(f"--ranks must be integers in [1, {MAX_RANK:,}], got {text!r}")
     return ranks
 
 

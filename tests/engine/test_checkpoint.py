@@ -19,6 +19,7 @@ import torch
 from streamlabel.engine import checkpoint as ckpt_mod
 from streamlabel.engine.checkpoint import (
     LATEST_NAME,
+    WRITTEN_NAME,
     CheckpointError,
     config_diff,
     find_latest,
@@ -258,7 +259,7 @@ def test_keep_rotation_and_find_latest(tmp_path):
         save_checkpoint(tmp_path / f"ckpt-{i}.pt", {"i": i}, fingerprint="fp", keep=2)
         assert find_latest(tmp_path) == tmp_path / f"ckpt-{i}.pt"
         assert load_checkpoint(tmp_path, fingerprint="fp")["i"] == i
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-3.pt", "ckpt-4.pt", LATEST_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [WRITTEN_NAME, "ckpt-3.pt", "ckpt-4.pt", LATEST_NAME]
     assert (tmp_path / LATEST_NAME).read_text().splitlines() == ["ckpt-4.pt", "ckpt-3.pt"]
     # keep=3 from now on keeps three; overwriting a name already kept does not duplicate it
     save_checkpoint(tmp_path / "ckpt-5.pt", {"i": 5}, fingerprint="fp", keep=3)
@@ -272,7 +273,24 @@ def test_rotation_never_deletes_files_the_pointer_did_not_list(tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
     for i in range(3):
         save_checkpoint(tmp_path / f"ckpt-{i}.pt", {"i": i}, fingerprint="fp", keep=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-2.pt", LATEST_NAME, "notes.txt", "pretrained.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [WRITTEN_NAME, "ckpt-2.pt", LATEST_NAME, "notes.txt",
+                                                          "pretrained.pt"]
+
+
+def test_rotation_deletes_only_files_it_can_prove_it_wrote(tmp_path):
+    """latest.txt lists the user's file, and a kept checkpoint was replaced by another file since: rotation
+    removes neither and says why. Mutant killed: rotation trusting the pointer's names (the old rule)."""
+    save_checkpoint(tmp_path / "ckpt-0.pt", {"i": 0}, fingerprint="fp", keep=3)
+    (tmp_path / "user.pt").write_bytes(b"the user's own file")
+    (tmp_path / LATEST_NAME).write_text("ckpt-0.pt\nuser.pt\n")
+    save_checkpoint(tmp_path / "ckpt-1.pt", {"i": 1}, fingerprint="fp", keep=3)
+    (tmp_path / "ckpt-0.pt").unlink()
+    (tmp_path / "ckpt-0.pt").write_bytes(b"replaced by the user")
+    with pytest.warns(RuntimeWarning, match="cannot prove it wrote"):
+        save_checkpoint(tmp_path / "ckpt-2.pt", {"i": 2}, fingerprint="fp", keep=1)
+    assert (tmp_path / "user.pt").read_bytes() == b"the user's own file"
+    assert (tmp_path / "ckpt-0.pt").read_bytes() == b"replaced by the user"
+    assert not (tmp_path / "ckpt-1.pt").exists()  # its own file, unchanged: rotated out
 
 
 def test_find_latest_falls_back_and_ignores_unsafe_pointer_lines(tmp_path):
@@ -366,7 +384,7 @@ def test_pointer_write_failure_leaves_directory_as_before(tmp_path, monkeypatch)
     with pytest.raises(CheckpointError, match="pointer"):
         save_checkpoint(tmp_path / "ckpt-1.pt", {"i": 1}, fingerprint="fp", keep=1)
     monkeypatch.setattr(ckpt_mod.os, "replace", real_replace)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-0.pt", LATEST_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [WRITTEN_NAME, "ckpt-0.pt", LATEST_NAME]
     assert load_checkpoint(tmp_path, fingerprint="fp") == {"i": 0}
 
 
@@ -450,7 +468,7 @@ def test_kill_9_during_checkpoint_write_keeps_the_previous_one(tmp_path):
 
     # The next save (a resumed run) cleans up the dead writer's temp file and rotates normally.
     save_checkpoint(out / "ckpt-2.pt", {"step": 2}, fingerprint="fp", keep=1)
-    assert sorted(p.name for p in out.iterdir()) == ["ckpt-2.pt", LATEST_NAME]
+    assert sorted(p.name for p in out.iterdir()) == [WRITTEN_NAME, "ckpt-2.pt", LATEST_NAME]
 
 
 class _RunsCode:

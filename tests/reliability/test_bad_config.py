@@ -46,7 +46,7 @@ BAD_FILES = [
      r"\[0, 1\)"),
     ("unknown choice", "data:\n  on_bad_image: ignore\n", r"'data.on_bad_image' in FILE must be one of skip, raise; "
      r"got 'ignore'"),
-    ("zero iterations", "train:\n  iterations: 0\n", r"'train.iterations' in FILE must be >= 1; got 0"),
+    ("zero iterations", "train:\n  iterations: 0\n", r"'train.iterations' in FILE must be in \[1, 100000000\]; got 0"),
     ("batch not P x K", "train:\n  target_batch: 30\n", r"'train.target_batch' \(30, from FILE\) must be a multiple "
      r"of data.num_instances \(4\)"),
     ("mapping expected", "train: 5\n", r"'train' in FILE must be a mapping, got int 5"),

@@ -60,7 +60,8 @@ def test_disk_full_during_a_training_checkpoint(tmp_path: Path, monkeypatch: pyt
                           "space left on device"), err
     assert "free; the previous checkpoint pretrain_epoch0000.pt is untouched" in err and "Traceback" not in err
     assert find_latest(ckpt) == ckpt / "pretrain_epoch0000.pt"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.txt", "pretrain_epoch0000.pt"]  # no temp file left
+    assert sorted(p.name for p in ckpt.iterdir()) == [".streamlabel-checkpoints.json", "latest.txt",
+                                                      "pretrain_epoch0000.pt"]  # no temp file left
     assert load_checkpoint(ckpt, fingerprint=None)["phase"] == "pretrain"
 
     full["now"] = False

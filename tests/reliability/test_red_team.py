@@ -1,0 +1,113 @@
+"""Cases a second adversarial round found (issue 28): links and FIFOs where streamlabel writes or reads,
+read-only files to root, empty paths, unbounded counts. Each asserts the exit code, a message naming the cause,
+no traceback, and that nothing outside the named outputs changed; each names the mutant it kills."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamlabel.engine.run_lock import LOCK_NAME
+from tests.reliability.fs_snapshot import tree_digest
+from tests.reliability.reliability_inputs import tiny_train_overrides
+from tests.reliability.test_no_data_loss import refused, run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dump(path: Path, rows: int = 20) -> Path:
+    with path.open("wb") as handle:
+        np.savez(handle, feats=np.random.default_rng(0).normal(size=(rows, 8)).astype(np.float32),
+                 pids=np.arange(rows) % 4, camids=np.arange(rows) % 2)
+    return path
+
+
+def test_a_lock_file_that_is_a_link_to_a_user_file_is_not_written_through(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Mutant killed: the lock opened without O_NOFOLLOW and the link check (the user's file truncated)."""
+    precious = tmp_path / "mine" / "precious.txt"
+    precious.parent.mkdir()
+    precious.write_text("months of notes\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_NAME).symlink_to(precious)
+    before = tree_digest(tmp_path)
+    code, stdout, err = run(["train", *tiny_train_overrides(out, tmp_path / "data")], capsys)
+    refused(code, stdout, err, r"\.streamlabel\.lock is not a regular file \(a link, a folder or a FIFO\)")
+    assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "read_only", "link"])
+def test_labels_out_never_replaces_a_fifo_a_read_only_file_or_a_link(
+        kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Even as root (modes do not bind it), a 0444 file is the user's statement. Mutant killed: output_file
+    checking only os.access (root may write anything; the FIFO and the link were replaced by a file)."""
+    _dump(tmp_path / "f.npz")
+    out = tmp_path / "o.npy"
+    if kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "read_only":
+        out.write_bytes(b"the user's labels")
+        out.chmod(0o444)
+    else:
+        (tmp_path / "target.npy").write_bytes(b"elsewhere")
+        out.symlink_to(tmp_path / "target.npy")
+    before = tree_digest(tmp_path)
+    code, stdout, err = run(["labels", "--features", str(tmp_path / "f.npz"), "--out", str(out), "--quiet"], capsys)
+    cause = {"fifo": "not a regular file", "read_only": "read-only", "link": "a symbolic link"}[kind]
+    refused(code, stdout, err, rf"--out .*o\.npy exists and is {cause}")
+    assert tree_digest(tmp_path) == before
+
+
+def test_a_fifo_in_a_synthetic_root_does_not_hang_the_check(tmp_path: Path) -> None:
+    """A FIFO inside a synthetic dataset that is about to be rewritten (other sizes). Mutant killed: the
+    manifest check hashing it (the read blocks forever)."""
+    from streamlabel.data.synthetic import write_synthetic_market
+
+    target = tmp_path / "data" / "target"
+    write_synthetic_market(target, seed=5, domain="target", num_train_ids=3, num_test_ids=2, num_cams=2,
+                           images_per_cam=1, height=16, width=8)
+    os.mkfifo(target / "query" / "0007_c1s1_000451_01.jpg")
+    before = tree_digest(tmp_path)
+    argv = ["train", *tiny_train_overrides(tmp_path / "run", tmp_path / "data")]
+    done = subprocess.run([sys.executable, "-m", "streamlabel.launch.cli", *argv], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    refused(done.returncode, done.stdout, done.stderr, r"data\.target\.root: .*holds files streamlabel did not write"
+                                                       r".*0007_c1s1_000451_01\.jpg")
+    assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize(("override", "pattern"), [
+    ("model.pretrained=", r"'model\.pretrained' \(from command line\) is an empty path; give a path \(null for none\)"),
+    ("data.target.root=", r"'data\.target\.root' \(from command line\) is an empty path"),
+    ("train.iterations=99999999999999999999999", r"'train\.iterations' in command line must be in \[1, 100000000\]"),
+])
+def test_empty_paths_and_unbounded_counts_in_a_config(override: str, pattern: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Mutants killed: an empty model.pretrained read as "no weights" (it trained on), an empty root read as
+    the current folder, train.iterations without an upper bound (it trained for ever)."""
+    key = override.partition("=")[0]
+    argv = ["train", *[a for a in tiny_train_overrides(tmp_path / "run", tmp_path / "data")
+                       if not a.startswith(key + "=")], override]
+    code, stdout, err = run(argv, capsys)
+    refused(code, stdout, err, pattern)
+    assert tree_digest(tmp_path) == {}
+
+
+def test_absurd_counts_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Mutants killed: --ranks and --passes without an upper bound (a traceback from an int overflow; a
+    labelling that never ends)."""
+    _dump(tmp_path / "q.npz")
+    _dump(tmp_path / "g.npz")
+    before = tree_digest(tmp_path)
+    code, stdout, err = run(["evaluate", "--query", str(tmp_path / "q.npz"), "--gallery", str(tmp_path / "g.npz"),
+                             "--ranks", "1000000000000"], capsys)
+    refused(code, stdout, err, r"--ranks must be integers in \[1, 1,000,000\]")
+    code, stdout, err = run(["labels", "--features", str(tmp_path / "q.npz"), "--passes", "1000000000"], capsys)
+    refused(code, stdout, err, r"--passes must be in \[0, 100000\]")
+    assert tree_digest(tmp_path) == before
