@@ -7,13 +7,14 @@ replaced or edited is not provably ours, so its folder is never cleared and the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ForeignFilesError", "Manifest", "digest"]
+__all__ = ["ForeignFilesError", "Manifest", "digest", "read_json_meta"]
 
 MAX_SHOWN = 3  # foreign paths named in an error
 
@@ -34,6 +35,21 @@ def _file_digest(path: Path) -> str | None:
             return None
         return digest(path.read_bytes())
     except OSError:
+        return None
+
+
+MAX_META_BYTES = 64 << 20  # a manifest of millions of files stays below this
+
+
+def read_json_meta(path: Path) -> object:
+    """The JSON in one of streamlabel's own small metadata files, or None when there is none to trust: missing,
+    not a regular file (a FIFO is never opened: it would block), too large, or not JSON."""
+    try:
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_META_BYTES:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
 
 
@@ -85,7 +101,7 @@ class Manifest:
             if not folder.exists() and not folder.is_symlink():
                 continue
             if folder.is_file() and not folder.is_symlink():
-                if not self._proven(folder):
+                if not self.proves(folder):
                     foreign.append(folder)
                 continue
             if not folder.is_dir() or folder.is_symlink():
@@ -96,7 +112,7 @@ class Manifest:
                 if path.is_dir() and not path.is_symlink():
                     if rel not in known_dirs:
                         foreign.append(path)
-                elif not self._proven(path):
+                elif not self.proves(path):
                     foreign.append(path)
         return foreign
 
@@ -107,7 +123,7 @@ class Manifest:
         for rel in list(self.files):
             path = self.root / rel
             inside = any(folder in path.parents for folder in folders)
-            if inside and self._proven(path):
+            if inside and self.proves(path):
                 path.unlink()
                 del self.files[rel]
         for rel in reversed(list(self.folders)):
@@ -117,7 +133,7 @@ class Manifest:
                 path.rmdir()
                 self.folders.remove(rel)
 
-    def _proven(self, path: Path) -> bool:
+    def proves(self, path: Path) -> bool:
         """Whether the manifest lists ``path`` with its current content (a link or a FIFO never is)."""
         listed = self.files.get(self._relative(path))
         return listed is not None and not path.is_symlink() and listed == _file_digest(path)

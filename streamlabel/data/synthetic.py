@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .owned_files import ForeignFilesError, Manifest, describe_foreign
+from .owned_files import ForeignFilesError, Manifest, describe_foreign, read_json_meta
 from .registry import register_dataset
 from .samples import ReidDataset
 from .synthetic_params import domain_style, gather, sample_cameras, sample_identities, sample_shots
@@ -246,10 +246,7 @@ def write_synthetic_market(
 
 def read_meta(root: Path) -> tuple[dict, Manifest | None]:
     """``synthetic.json`` of ``root`` and its file manifest; ({}, None) when there is none or it is not ours."""
-    try:
-        meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}, None
+    meta = read_json_meta(root / META_FILE)
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         return {}, None
     return meta, Manifest.from_json(root, meta.get("written"))

@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from streamlabel.data.owned_files import read_json_meta
 from streamlabel.models.weights import unpickler_detail, weights_only_refusal
 
 __all__ = [
@@ -211,10 +212,7 @@ def _identity(path: Path) -> list[int] | None:
 
 def _read_written(directory: Path) -> dict[str, list[int]]:
     """The checkpoints this code wrote in ``directory`` and their identities (``WRITTEN_NAME``)."""
-    try:
-        meta = json.loads((directory / WRITTEN_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    meta = read_json_meta(directory / WRITTEN_NAME)
     files = meta.get("files") if isinstance(meta, dict) and meta.get("format") == WRITTEN_NAME else None
     if not isinstance(files, dict):
         return {}

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamlabel.data.owned_files import Manifest, describe_foreign, digest
+from streamlabel.data.owned_files import Manifest, describe_foreign, digest, read_json_meta
 from streamlabel.engine.checkpoint import atomic_write
 
 __all__ = ["COMPARE_OUTPUTS", "RUN_OUTPUTS", "OwnedOutputs", "refuse_foreign_run_files", "write_run_file"]
@@ -28,16 +28,21 @@ class OwnedOutputs:
     flag: str  # how the folder is named in messages
 
     def _manifest(self, folder: Path) -> Manifest:
-        try:
-            meta = json.loads((folder / self.manifest_name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
+        meta = read_json_meta(folder / self.manifest_name)
         ours = isinstance(meta, dict) and meta.get("format") == self.manifest_name
         return (Manifest.from_json(folder, meta.get("written")) if ours else None) or Manifest(folder)
 
     def foreign(self, folder: Path) -> list[Path]:
-        """The files of :attr:`names` present in ``folder`` that the manifest does not prove ours."""
-        return self._manifest(folder).foreign_files([folder / name for name in self.names])
+        """What stands at one of :attr:`names` in ``folder`` (or at the manifest's own name) that the manifest
+        does not prove ours: a file of other content, a folder, a link, a FIFO."""
+        manifest = self._manifest(folder)
+        meta = folder / self.manifest_name
+        found = [meta] if (meta.exists() or meta.is_symlink()) and not meta.is_file() or meta.is_symlink() else []
+        for name in self.names:
+            path = folder / name
+            if (path.exists() or path.is_symlink()) and not manifest.proves(path):
+                found.append(path)
+        return found
 
     def refuse_foreign(self, folder: Path) -> None:
         """Stop (FileExistsError) when writing would replace a file in ``folder`` not proven ours."""

@@ -67,6 +67,12 @@ def output_folder(path: Path, flag: str = "--out", inputs: Sequence[Path | None]
     made (no file in the way, at the path itself or at a parent), not one of the input folders ``inputs``
     nor inside one, and writable by this process (probed with a temporary file it removes)."""
     _name_lengths(path, flag)
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as err:  # a loop of symbolic links
+        raise InputError(f"{flag} {path} cannot be resolved: {err}") from None
+    if resolved == Path(resolved.anchor):
+        raise InputError(f"{flag} {path} is the root of the file system; name a folder of its own for the outputs")
     for given in inputs:
         if given is not None and (same_path(path, given) or _inside(path, given)):
             raise InputError(f"{flag} {path} is {'' if same_path(path, given) else 'inside '}the input folder "
@@ -88,14 +94,14 @@ def same_path(a: Path, b: Path) -> bool:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
         return a.resolve() == b.resolve()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop
         return False
 
 
 def _inside(path: Path, folder: Path) -> bool:
     try:
         return folder.resolve() in path.resolve().parents
-    except OSError:
+    except (OSError, RuntimeError):
         return False
 
 

@@ -16,6 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from streamlabel.config.limits import MAX_ITERATIONS
 from streamlabel.launch.arg_checks import output_folder, path_argument
 from streamlabel.launch.errors import CommandError, InputError
 from streamlabel.launch.packages import require, require_for_training
@@ -53,8 +54,8 @@ def parse_intervals(text: str) -> list[int]:
             value = int(item)
         except ValueError:
             raise InputError(f"--refresh-every: {item!r} is not an integer; {example}") from None
-        if value < 0:
-            raise InputError(f"--refresh-every: {value} is negative; intervals must be >= 0, {example}")
+        if value < 0 or value > MAX_ITERATIONS:
+            raise InputError(f"--refresh-every: {value} is outside [0, {MAX_ITERATIONS}]; {example}")
         if value in values:
             raise InputError(f"--refresh-every: {value} is listed twice")
         values.append(value)
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> dict:
     from streamlabel.launch.run_config import load_run_config
 
     intervals = parse_intervals(args.refresh_every)
+    if args.baseline is not None and not args.baseline.strip():
+        raise InputError("--baseline is empty; name a policy (e.g. spcl) or leave the flag out")
     config = args.config or train.default_config()
     cfg = load_run_config(config, args.overrides)  # bad overrides fail here, before any run starts
     if any(_key(item) == "policy.refresh_every" for item in args.overrides):

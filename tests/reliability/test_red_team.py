@@ -111,3 +111,49 @@ def test_absurd_counts_on_the_command_line(tmp_path: Path, capsys: pytest.Captur
     code, stdout, err = run(["labels", "--features", str(tmp_path / "q.npz"), "--passes", "1000000000"], capsys)
     refused(code, stdout, err, r"--passes must be in \[0, 100000\]")
     assert tree_digest(tmp_path) == before
+
+
+def test_a_fifo_in_place_of_streamlabels_own_metadata_does_not_hang(tmp_path: Path) -> None:
+    """synthetic.json and .streamlabel-run.json as FIFOs. Mutant killed: metadata read with read_text (blocks)."""
+    data = tmp_path / "data" / "target"
+    data.mkdir(parents=True)
+    os.mkfifo(data / "synthetic.json")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.mkfifo(run_dir / ".streamlabel-run.json")
+    before = tree_digest(tmp_path)
+    argv = ["train", *tiny_train_overrides(run_dir, tmp_path / "data")]
+    done = subprocess.run([sys.executable, "-m", "streamlabel.launch.cli", *argv], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    refused(done.returncode, done.stdout, done.stderr, r"\.streamlabel-run\.json, which streamlabel did not write")
+    os.unlink(run_dir / ".streamlabel-run.json")
+    done = subprocess.run([sys.executable, "-m", "streamlabel.launch.cli", *argv], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    refused(done.returncode, done.stdout, done.stderr, r"data/target is not empty and holds no synthetic dataset")
+    before.pop("run/.streamlabel-run.json")  # the FIFO the test itself removed
+    assert tree_digest(tmp_path) == before
+
+
+def test_outputs_refused_before_any_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """compare.png a folder in --out, --baseline empty, output_dir the file-system root or a link loop: refused
+    before training. Mutants killed: the compare outputs checked as folders' contents only (found after
+    training), no empty-baseline check, no root check, resolve()'s RuntimeError escaping (a traceback)."""
+    monkeypatch.chdir(tmp_path)
+    tiny = tiny_train_overrides(tmp_path / "run", tmp_path / "data")
+    (tmp_path / "o" / "compare.png").mkdir(parents=True)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    before = tree_digest(tmp_path)
+    cases = [
+        (["compare", "--refresh-every", "0", "--out", str(tmp_path / "o"), *tiny],
+         r"--out .*/o holds .*compare\.png, which streamlabel did not write"),
+        (["compare", "--refresh-every", "0", "--baseline", "", *tiny], r"--baseline is empty"),
+        (["train", *[a for a in tiny if not a.startswith("output_dir=")], "output_dir=/"],
+         r"output_dir / is the root of the file system"),
+        (["train", *[a for a in tiny if not a.startswith("output_dir=")], f"output_dir={tmp_path / 'loop' / 'run'}"],
+         r"output_dir .*loop/run cannot be resolved"),
+    ]
+    for argv, pattern in cases:
+        code, stdout, err = run(argv, capsys)
+        refused(code, stdout, err, pattern)
+        assert tree_digest(tmp_path) == before, argv
