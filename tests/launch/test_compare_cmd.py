@@ -48,7 +48,7 @@ def test_two_intervals_table_plot_and_json(tmp_path: Path, capsys: pytest.Captur
     assert origin["commit"] == "unknown" or len(origin["commit"].split("+")[0]) == 40
 
 
-@pytest.mark.parametrize(("text", "message"), [("0,x", "'x' is not an integer"), ("1,-2", r"-2 is outside \[0, 100000000\]"),
+@pytest.mark.parametrize(("text", "message"), [("0,x", "'x' is not an integer"), ("1,-2", "-2 is outside"),
                                                ("", "empty"), ("1,1", "listed twice")])
 def test_bad_interval_list(text: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match=message):
