@@ -152,7 +152,7 @@ _Loader.add_implicit_resolver(
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a loop of symbolic links
         return str(path)
 
 
@@ -225,8 +225,11 @@ def _read_yaml(path: Path, label: str) -> dict:
 def _layers(path: Path, stack: tuple[Path, ...]) -> list[tuple[str, dict]]:
     """(label, dict) of ``path`` and its bases, in merge order (bases first)."""
     path = path.expanduser()
-    resolved = path.resolve()
     label = _display(path)
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as err:
+        raise ConfigError(f"config file {label} cannot be resolved (a loop of symbolic links?): {err}") from None
     if resolved in stack:
         chain = " -> ".join(_display(p) for p in (*stack, resolved))
         raise ConfigError(f"_base_ cycle: {chain}")
@@ -327,7 +330,10 @@ def import_plugins(entries: object, where: str) -> None:
     for entry in entries:
         try:
             if entry.endswith(".py"):
-                path = Path(entry).expanduser().resolve()
+                try:
+                    path = Path(entry).expanduser().resolve()
+                except RuntimeError as err:  # a loop of symbolic links
+                    raise FileNotFoundError(f"{entry} cannot be resolved: {err}") from None
                 name = "streamlabel_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
                 if name in sys.modules:
                     continue
@@ -345,6 +351,9 @@ def import_plugins(entries: object, where: str) -> None:
                     raise
             else:
                 importlib.import_module(entry)
+        except SystemExit as err:  # a plugin that exits would end the command with its status, silently
+            raise ConfigError(f"'imports' in {where}: cannot import {entry!r}: it called sys.exit({err.code!r})"
+                              ) from None
         except Exception as err:  # noqa: BLE001
             # any failure of user code is reported as a config error
             raise ConfigError(

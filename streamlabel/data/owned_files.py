@@ -6,10 +6,12 @@ replaced or edited is not provably ours, so its folder is never cleared and the 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import stat
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +147,21 @@ class Manifest:
 def _escapes(rel: str) -> bool:
     """A manifest path that points outside its root (absolute, or through '..'): never trusted."""
     return rel.startswith("/") or ".." in Path(rel).parts or rel in ("", ".")
+
+
+def probe_writable(folders: Iterable[Path]) -> None:
+    """Refuse (PermissionError naming the folder) when any existing folder of ``folders`` cannot take a new
+    file: checked with a temporary file created and removed, before anything is deleted or written."""
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        try:
+            handle, probe = tempfile.mkstemp(dir=folder, prefix=".streamlabel-probe-")
+        except OSError as err:
+            raise PermissionError(errno.EACCES, f"cannot write in {folder} ({err.strerror or err}); nothing was "
+                                                f"deleted or written") from None
+        os.close(handle)
+        os.unlink(probe)
 
 
 def describe_foreign(paths: list[Path]) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .owned_files import ForeignFilesError, Manifest, describe_foreign, read_json_meta
+from .owned_files import ForeignFilesError, Manifest, describe_foreign, probe_writable, read_json_meta
 from .registry import register_dataset
 from .samples import ReidDataset
 from .synthetic_params import domain_style, gather, sample_cameras, sample_identities, sample_shots
@@ -30,7 +30,7 @@ META_FORMAT = "streamlabel-synthetic-v2"  # v2: lists every file written with it
 
 
 # bounds of the sizes (Market-1501 has 1,501 ids and 6 cameras, MSMT17 4,101 ids and 15 cameras)
-SIZE_BOUNDS = {"num_train_ids": (1, 100_000), "num_test_ids": (0, 100_000), "num_cams": (2, 100),
+SIZE_BOUNDS = {"num_train_ids": (1, 100_000), "num_test_ids": (1, 100_000), "num_cams": (2, 100),
                "images_per_cam": (1, 1_000), "height": (8, 4096), "width": (8, 4096)}
 MAX_IMAGES = 5_000_000  # images of one synthetic domain (Market-1501 has 32,668)
 
@@ -257,7 +257,9 @@ def check_synthetic_root(root: str | Path, overwrite: bool = True) -> None:
     files streamlabel did not write (:class:`ForeignFilesError`), or, without ``overwrite``, one holding a
     synthetic dataset already; a new, empty or streamlabel-written root passes."""
     root = Path(root).expanduser()
-    manifest = _manifest_or_refuse(root, [root / name for name in MARKET_FOLDERS.values()])
+    folders = [root / name for name in MARKET_FOLDERS.values()]
+    manifest = _manifest_or_refuse(root, folders)
+    probe_writable([root, *folders])
     if manifest.files and not overwrite:
         raise ForeignFilesError(f"{root} already holds a synthetic dataset; pass overwrite=True (--overwrite) to "
                                 f"replace it, or choose another folder")

@@ -452,6 +452,10 @@ def load_checkpoint_with_header(
         latest = find_latest(target)
         if latest is None:
             raise CheckpointError(f"no checkpoint in {target} (no {LATEST_NAME} naming an existing checkpoint file)")
+        listed = _read_pointer(target)
+        if listed and latest.name != listed[0]:
+            warnings.warn(f"{target / LATEST_NAME} names {listed[0]} first, which is missing or not a regular file; "
+                          f"loading the older {latest.name}", RuntimeWarning, stacklevel=2)
         target = latest
     elif not target.exists():
         raise CheckpointError(f"checkpoint {target} does not exist")

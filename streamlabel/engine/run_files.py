@@ -46,6 +46,11 @@ class OwnedOutputs:
 
     def refuse_foreign(self, folder: Path) -> None:
         """Stop (FileExistsError) when writing would replace a file in ``folder`` not proven ours."""
+        for name in self.names:  # read-only by its modes: the user's statement, even to root
+            path = folder / name
+            if path.is_file() and not path.is_symlink() and not path.stat().st_mode & 0o222:
+                raise FileExistsError(f"{self.flag} {folder}: {path} exists and is read-only; it would be "
+                                      f"replaced: make it writable or choose another {self.flag}")
         foreign = self.foreign(folder)
         if foreign:
             raise FileExistsError(

@@ -85,7 +85,7 @@ def path_argument(text: str) -> Path:
     """An argparse ``type`` for paths: an empty string is refused (``Path('')`` would be the current folder)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty; give a path")
-    return Path(text)
+    return Path(text).expanduser()  # as for config paths: '~/x' is the home folder's x, never a folder named ~
 
 
 def same_path(a: Path, b: Path) -> bool:

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 
 from streamlabel import __version__
@@ -61,6 +62,12 @@ def _extra_errors(module: object) -> tuple[type[BaseException], ...]:
     return tuple(errors()) if callable(errors) else ()
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                     file: object = None, line: str | None = None) -> None:
+    """A warning as the user reads it: one ``[streamlabel] warning:`` line, not the module and source line."""
+    print(f"[streamlabel] warning: {message}", file=sys.stderr)
+
+
 def os_error_message(err: OSError) -> str:
     """'<reason>: <path>' for an OSError (the system's words, the file it was about)."""
     where = f": {err.filename}" if err.filename else ""
@@ -84,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     module.add_arguments(parser)
     args = parser.parse_intermixed_args(rest)  # key=value overrides may come before or after flags
+    shown = warnings.showwarning
+    warnings.showwarning = one_line_warning
     try:
         for typed in ("overrides", "params"):  # what a user typed twice; programs may layer overrides
             no_repeated_keys(getattr(args, typed, []))
@@ -97,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"streamlabel {name}: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
     if args.json:
         view = getattr(module, "json_view", None)  # a command may keep diagnostics off the line
         print(json.dumps(view(result) if callable(view) else result, default=float))

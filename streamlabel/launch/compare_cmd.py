@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> dict:
     if not str(cfg["output_dir"]).strip():
         raise CommandError("output_dir is empty; name the folder the runs go into (an empty value would write "
                            "them into the current directory)")
-    base_dir = Path(cfg["output_dir"])
+    base_dir = Path(cfg["output_dir"]).expanduser()
     out_dir = output_folder(args.out or base_dir / "compare", "--out", train.data_roots(cfg))
     try:
         COMPARE_OUTPUTS.refuse_foreign(out_dir)

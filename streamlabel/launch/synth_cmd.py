@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> dict:
     if not args.preview and not args.out:
         raise CommandError("give --preview PNG and/or --out DIR")
     for flag in ("ids", "shots", "train_ids", "cams", "images_per_cam", "test_ids"):
-        in_range(f"--{flag.replace('_', '-')}", getattr(args, flag), 0 if flag == "test_ids" else 1)
+        in_range(f"--{flag.replace('_', '-')}", getattr(args, flag), 1)  # a domain without test ids has no query
         in_range(f"--{flag.replace('_', '-')}", getattr(args, flag), None, UPPER[flag])
     for flag in ("height", "width"):
         if getattr(args, flag) is not None:
@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> dict:
                 check_synthetic_root(root, args.overwrite)
             except FileExistsError as err:
                 raise CommandError(str(err)) from err
+            except PermissionError as err:
+                raise CommandError(f"--out: {err.strerror}") from err
     _check_sizes(args)
     result: dict = {"seed": args.seed, "domain": args.domain}
     say = (lambda _line: None) if args.quiet else print

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> dict:
     from streamlabel.launch.run_config import load_run_config
 
     cfg = load_run_config(args.config or default_config(), args.overrides)
+    cfg["output_dir"] = os.path.expanduser(cfg["output_dir"])  # as the data roots: '~' is the home folder
     require_for_training(cfg)
     out = check_run_folder(cfg["output_dir"], args.resume, inputs=data_roots(cfg))
     check_generated_datasets(cfg)
@@ -97,7 +98,14 @@ def check_generated_datasets(cfg: dict) -> None:
     """A dataset the run writes itself (``synthetic``) must not land on files streamlabel did not write:
     checked here, before any work, not when the dataset is built."""
     from streamlabel.data.synthetic import check_synthetic_root, check_synthetic_sizes
+    from streamlabel.launch.arg_checks import same_path
 
+    source, target = cfg["data"]["source"], cfg["data"]["target"]
+    generated = "synthetic" in (source or {}).get("name", ""), "synthetic" in (target or {}).get("name", "")
+    if source and target and any(generated) and same_path(Path(source["root"]).expanduser(),
+                                                         Path(target["root"]).expanduser()):
+        raise CommandError(f"data.source.root and data.target.root are the same folder ({target['root']}); a "
+                           f"generated dataset needs a folder of its own")
     for side in ("source", "target"):
         spec = cfg["data"][side]
         if spec is not None and spec["name"] == "synthetic":
@@ -110,6 +118,8 @@ def check_generated_datasets(cfg: dict) -> None:
                 check_synthetic_root(spec["root"])
             except FileExistsError as err:
                 raise CommandError(f"data.{side}.root: {err}") from err
+            except PermissionError as err:
+                raise CommandError(f"data.{side}.root: {err.strerror}") from err
 
 
 def data_roots(cfg: dict) -> list[Path]:

@@ -157,3 +157,75 @@ def test_outputs_refused_before_any_run(tmp_path: Path, monkeypatch: pytest.Monk
         code, stdout, err = run(argv, capsys)
         refused(code, stdout, err, pattern)
         assert tree_digest(tmp_path) == before, argv
+
+
+def test_read_only_run_files_are_not_replaced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 0444 results.json of the user's run (modes bind even root here). Mutant killed: OwnedOutputs without
+    the read-only check (both files replaced, exit 0)."""
+    out = tmp_path / "run"
+    tiny = tiny_train_overrides(out, tmp_path / "data", iterations=2)
+    assert run(["train", "--quiet", *tiny], capsys)[0] == 0
+    (out / "results.json").chmod(0o444)
+    before = tree_digest(tmp_path)
+    longer = [a for a in tiny if not a.startswith("train.iterations=")] + ["train.iterations=4"]
+    code, stdout, err = run(["train", "--quiet", "--resume", *longer], capsys)
+    refused(code, stdout, err, r"output_dir .*run: .*results\.json exists and is read-only")
+    assert tree_digest(tmp_path) == before
+
+
+def test_a_synthetic_rewrite_probes_every_folder_before_deleting(tmp_path: Path) -> None:
+    """A split folder the user cannot write: nothing is deleted. Mutant killed: check_synthetic_root without
+    probe_writable (the other splits' images were deleted, then the write failed)."""
+    import tempfile
+
+    from tests.reliability.test_no_data_loss import _unprivileged_prefix
+
+    prefix = _unprivileged_prefix()
+    work = Path(tempfile.mkdtemp(prefix="streamlabel-probe-"))
+    try:
+        work.chmod(0o777)
+        small = ["--domain", "target", "--train-ids", "2", "--test-ids", "1", "--cams", "2", "--images-per-cam", "1",
+                 "--height", "8", "--width", "8", "--quiet"]
+        cli = [sys.executable, "-m", "streamlabel.launch.cli", "synth", "--out", str(work / "d")]
+        subprocess.run([*prefix, *cli, *small], check=True, cwd=REPO, timeout=120)
+        (work / "d" / "query").chmod(0o555)
+        before = tree_digest(work)
+        bigger = [*small[:2], "--train-ids", "3", *small[4:], "--overwrite"]
+        done = subprocess.run([*prefix, *cli, *bigger], capture_output=True, text=True, cwd=REPO, timeout=120)
+        refused(done.returncode, done.stdout, done.stderr, r"--out: cannot write in .*d/query \(Permission denied\); "
+                                                           r"nothing was deleted or written")
+        assert tree_digest(work) == before
+    finally:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+def test_paths_config_links_plugins_and_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """'~' is the home folder in every path; a config that is a link loop, a plugin that calls sys.exit, zero
+    test identities and one root for both generated domains are refused. Mutants killed: path_argument without
+    expanduser (a folder named '~'), resolve()'s RuntimeError escaping, SystemExit passing through imports (exit
+    0, nothing trained), num_test_ids allowed at 0, no same-root check."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    _dump(tmp_path / "f.npz")
+    assert run(["labels", "--features", "f.npz", "--out", "~/l.npy", "--quiet"], capsys)[0] == 0
+    assert (tmp_path / "home" / "l.npy").is_file() and not (tmp_path / "~").exists()
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    tiny = tiny_train_overrides(tmp_path / "run", tmp_path / "data")
+    before = tree_digest(tmp_path)
+    cases = [
+        (["train", "--config", "loop.yaml"], r"config file loop\.yaml cannot be resolved"),
+        (["train", *tiny, f"imports=[{tmp_path / 'exits.py'}]"],
+         r"cannot import .*exits\.py.*: it called sys\.exit\(0\)"),
+        (["train", *tiny, "data.target.kwargs.num_test_ids=0"], r"num_test_ids must be in \[1, 100,000\]"),
+        (["synth", "--out", "d", "--test-ids", "0"], r"--test-ids must be"),
+        (["train", *[a for a in tiny if not a.startswith("data.source=")],
+          f"data.source={{name: synthetic, root: {tmp_path / 'data' / 'target'}, kwargs: {{domain: source}}}}"],
+         r"data\.source\.root and data\.target\.root are the same folder"),
+    ]
+    for argv, pattern in cases:
+        code, stdout, err = run(argv, capsys)
+        refused(code, stdout, err, pattern)
+        assert tree_digest(tmp_path) == before, argv
