@@ -18,6 +18,7 @@ __all__ = [
     "MAX_ITERATIONS",
     "MAX_NEIGHBOURS",
     "MAX_PASSES",
+    "MAX_SEED",
     "MAX_WORKERS",
     "available_memory",
     "human_bytes",
@@ -31,6 +32,7 @@ MAX_CPU_THREADS = 1024  # torch intra-op threads
 MAX_WORKERS = 256  # data loader worker processes
 MAX_ITERATIONS = 100_000_000  # training iterations (the papers train 40,000-80,000; at 1 ms each: 28 hours)
 MAX_PASSES = 100_000  # streaming passes of `labels` over a feature dump
+MAX_SEED = 2**32 - 1  # seeds of numpy's and torch's generators (numpy refuses negative and larger ones)
 
 
 def human_bytes(size: float) -> str:

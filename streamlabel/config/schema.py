@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from streamlabel.config.limits import MAX_BATCH, MAX_CPU_THREADS, MAX_IMAGE_SIDE, MAX_ITERATIONS, MAX_WORKERS
+from streamlabel.config.limits import MAX_BATCH, MAX_CPU_THREADS, MAX_IMAGE_SIDE, MAX_ITERATIONS, MAX_SEED, MAX_WORKERS
 
 __all__ = ["CHOICES", "DEFAULTS", "FINGERPRINT_EXCLUDE", "FREE_MAPS", "KEYS", "RANGES", "Key"]
 
@@ -42,7 +42,7 @@ class Key:
 
 # the order here is the order of a dumped config
 KEYS: dict[str, Key] = {
-    "seed": Key(0, low=0),
+    "seed": Key(0, low=0, high=MAX_SEED),
     "output_dir": Key("runs/demo", resume=False),
     "device": Key("auto", choices=("auto", "cpu", "cuda")),  # auto: accelerate decides
     # torch intra-op threads on the CPU (-1 = all cores but one, 0 = torch's default)

@@ -143,8 +143,8 @@ def _probe_writable(path: Path, flag: str, shown: Path) -> None:
 
 
 def in_range(flag: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    """Refuse ``value`` outside [low, high] (either bound may be open: None)."""
-    if (low is not None and value < low) or (high is not None and value > high):
+    """Refuse ``value`` outside [low, high] (either bound may be open: None), and NaN, which no bound holds."""
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
         bounds = f">= {low}" if high is None else (f"<= {high}" if low is None else f"in [{low}, {high}]")
         raise InputError(f"{flag} must be {bounds}, got {value}")
 

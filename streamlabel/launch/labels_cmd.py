@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from streamlabel.config.limits import MAX_PASSES
+from streamlabel.config.limits import MAX_PASSES, MAX_SEED
 from streamlabel.config.loading import parse_override_items
 from streamlabel.engine.checkpoint import atomic_write
 from streamlabel.engine.label_health import degenerate_message
@@ -52,6 +52,7 @@ def _quality(labels: torch.Tensor, pids: np.ndarray | None) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict:
     in_range("--passes", args.passes, 0, MAX_PASSES)
+    in_range("--seed", args.seed, 0, MAX_SEED)
     in_range("--batch-size", args.batch_size, 1)
     out = output_file(args.out, ".npy", inputs=[args.features])
     device = checked_device(args.device)

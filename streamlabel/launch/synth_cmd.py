@@ -6,7 +6,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from streamlabel.config.limits import MAX_IMAGE_SIDE, human_bytes, memory_problem
+from streamlabel.config.limits import MAX_IMAGE_SIDE, MAX_SEED, human_bytes, memory_problem
 from streamlabel.launch.arg_checks import in_range, output_file, output_folder
 from streamlabel.launch.cli import CommandError
 
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     for flag in ("ids", "shots", "train_ids", "cams", "images_per_cam", "test_ids"):
         in_range(f"--{flag.replace('_', '-')}", getattr(args, flag), 1)  # a domain without test ids has no query
         in_range(f"--{flag.replace('_', '-')}", getattr(args, flag), None, UPPER[flag])
+    in_range("--seed", args.seed, 0, MAX_SEED)
     for flag in ("height", "width"):
         if getattr(args, flag) is not None:
             in_range(f"--{flag}", getattr(args, flag), MIN_SIDE)

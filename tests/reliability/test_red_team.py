@@ -229,3 +229,23 @@ def test_paths_config_links_plugins_and_sizes(tmp_path: Path, monkeypatch: pytes
         code, stdout, err = run(argv, capsys)
         refused(code, stdout, err, pattern)
         assert tree_digest(tmp_path) == before, argv
+
+
+def test_seeds_and_nan_ranges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Mutants killed: no seed bounds (an overflow message that names no flag), in_range letting NaN through
+    (a NaN distance matrix reported later)."""
+    _dump(tmp_path / "f.npz")
+    before = tree_digest(tmp_path)
+    cases = [
+        (["labels", "--features", str(tmp_path / "f.npz"), "--seed", str(10**23), "--passes", "1"],
+         r"--seed must be in \[0, 4294967295\]"),
+        (["synth", "--out", str(tmp_path / "d"), "--seed", "-1"], r"--seed must be in \[0, 4294967295\]"),
+        (["evaluate", "--query", str(tmp_path / "f.npz"), "--gallery", str(tmp_path / "f.npz"), "--rerank",
+          "--lambda-value", "nan"], r"--lambda-value must be in \[0\.0, 1\.0\], got nan"),
+        (["train", f"output_dir={tmp_path / 'run'}", "seed=100000000000000000000"],
+         r"'seed' in command line must be in"),
+    ]
+    for argv, pattern in cases:
+        code, stdout, err = run(argv, capsys)
+        refused(code, stdout, err, pattern)
+        assert tree_digest(tmp_path) == before, argv
