@@ -383,7 +383,7 @@ def test_int_accepted_for_float_and_path_for_none(tmp_path):
         ("data.height=4", r"must be in \[8, 4096\]"),
         ("data.flip_p=1.5", r"in \[0.0, 1.0\]"),
         ("optim.milestones=[-1]", "'optim.milestones' .* must be >= 0"),
-        ("seed=-1", "'seed' .* must be >= 0"),
+        ("seed=-1", r"'seed' .* must be in \[0, 4294967295\]"),
         ("train.log_every=0", "'train.log_every' .* must be >= 1"),
         ("device=gpu", "'device' in command line must be one of auto, cpu, cuda; got 'gpu'"),
         ("train.on_nonfinite=ignore", "one of skip, stop"),
@@ -535,7 +535,7 @@ def test_schema_tables_derive_from_keys():
         "train.channels_last"}
     assert RANGES["loss.temperature"] == (0.0, None, False)
     assert RANGES["data.flip_p"] == (0.0, 1.0, True)
-    assert RANGES["seed"] == (0, None, True)
+    assert RANGES["seed"] == (0, 2**32 - 1, True)
     assert CHOICES["device"] == ("auto", "cpu", "cuda")
     with pytest.raises(ValueError):
         Key(1, low=0, above=0)
