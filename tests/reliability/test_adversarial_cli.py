@@ -18,18 +18,9 @@ import pytest
 import torch
 
 from streamlabel.launch import cli
+from tests.reliability.adversarial_cases import clusters as _clusters
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _clusters(num_ids: int = 6, per_id: int = 5, dim: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
-    """Well separated identities: a clean feature dump every policy labels correctly."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(num_ids, dim))
-    feats = np.repeat(centres, per_id, axis=0) + 0.05 * rng.normal(size=(num_ids * per_id, dim))
-    pids = np.repeat(np.arange(num_ids), per_id)
-    camids = np.tile(np.arange(per_id) % 2, num_ids)
-    return {"feats": feats.astype(np.float32), "pids": pids, "camids": camids}
 
 
 def _write(path: Path, **arrays: np.ndarray) -> Path:
