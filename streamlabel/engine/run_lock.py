@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -51,7 +52,7 @@ class RunLock:
     """``with RunLock(folder):`` holds ``folder``'s lock for the block; creates the folder if needed and
     removes it again on exit when it is empty (a refused run leaves no folder behind)."""
 
-    def __init__(self, folder: Path, *, warn=None) -> None:
+    def __init__(self, folder: Path, *, warn: Callable[[str], None] | None = None) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self._warn = warn or (lambda line: print(f"[streamlabel] warning: {line}", file=sys.stderr))
