@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ForeignFilesError", "Manifest", "digest", "read_json_meta"]
+__all__ = ["ForeignFilesError", "Manifest", "describe_foreign", "digest", "probe_writable", "read_json_meta"]
 
 MAX_SHOWN = 3  # foreign paths named in an error
 
