@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ForeignFilesError", "Manifest", "describe_foreign", "digest", "probe_writable", "read_json_meta"]
+__all__ = ["ForeignFilesError", "Manifest", "describe_foreign", "digest", "probe_writable", "read_json_meta",
+           "write_problem"]
 
 MAX_SHOWN = 3  # foreign paths named in an error
 
@@ -149,19 +150,26 @@ def _escapes(rel: str) -> bool:
     return rel.startswith("/") or ".." in Path(rel).parts or rel in ("", ".")
 
 
+def write_problem(folder: Path) -> str | None:
+    """Why a new file cannot be created in the existing ``folder`` (the system's words), or None when it can:
+    probed with a temporary file this function creates and removes; nothing else is touched."""
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".streamlabel-probe-")
+    except OSError as err:
+        return str(err.strerror or err)
+    os.close(handle)
+    os.unlink(probe)
+    return None
+
+
 def probe_writable(folders: Iterable[Path]) -> None:
     """Refuse (PermissionError naming the folder) when any existing folder of ``folders`` cannot take a new
-    file: checked with a temporary file created and removed, before anything is deleted or written."""
+    file, before anything is deleted or written."""
     for folder in folders:
-        if not folder.is_dir():
-            continue
-        try:
-            handle, probe = tempfile.mkstemp(dir=folder, prefix=".streamlabel-probe-")
-        except OSError as err:
-            raise PermissionError(errno.EACCES, f"cannot write in {folder} ({err.strerror or err}); nothing was "
-                                                f"deleted or written") from None
-        os.close(handle)
-        os.unlink(probe)
+        problem = write_problem(folder) if folder.is_dir() else None
+        if problem:
+            raise PermissionError(errno.EACCES, f"cannot write in {folder} ({problem}); nothing was deleted or "
+                                                f"written")
 
 
 def describe_foreign(paths: list[Path]) -> str:

@@ -213,8 +213,7 @@ def write_synthetic_market(
     """
     root = Path(root)
     folders = {split: root / name for split, name in MARKET_FOLDERS.items()}
-    check_synthetic_root(root, overwrite)
-    manifest = _manifest_or_refuse(root, list(folders.values()))
+    manifest = check_synthetic_root(root, overwrite)
     data = SyntheticReid(domain=domain, seed=seed, **sizes)  # bad sizes fail here, before any file changes
     manifest.remove_written(list(folders.values()))
     pixels = data.images.permute(0, 2, 3, 1).numpy()
@@ -252,10 +251,11 @@ def read_meta(root: Path) -> tuple[dict, Manifest | None]:
     return meta, Manifest.from_json(root, meta.get("written"))
 
 
-def check_synthetic_root(root: str | Path, overwrite: bool = True) -> None:
+def check_synthetic_root(root: str | Path, overwrite: bool = True) -> Manifest:
     """Refuse, before any work, a root the synthetic dataset could not be written into without touching
-    files streamlabel did not write (:class:`ForeignFilesError`), or, without ``overwrite``, one holding a
-    synthetic dataset already; a new, empty or streamlabel-written root passes."""
+    files streamlabel did not write (:class:`ForeignFilesError`), a folder there that cannot be written in
+    (PermissionError), or, without ``overwrite``, one holding a synthetic dataset already; a new, empty or
+    streamlabel-written root passes, and its manifest is returned."""
     root = Path(root).expanduser()
     folders = [root / name for name in MARKET_FOLDERS.values()]
     manifest = _manifest_or_refuse(root, folders)
@@ -263,6 +263,7 @@ def check_synthetic_root(root: str | Path, overwrite: bool = True) -> None:
     if manifest.files and not overwrite:
         raise ForeignFilesError(f"{root} already holds a synthetic dataset; pass overwrite=True (--overwrite) to "
                                 f"replace it, or choose another folder")
+    return manifest
 
 
 def _manifest_or_refuse(root: Path, folders: list[Path]) -> Manifest:

@@ -37,7 +37,7 @@ class OwnedOutputs:
         does not prove ours: a file of other content, a folder, a link, a FIFO."""
         manifest = self._manifest(folder)
         meta = folder / self.manifest_name
-        found = [meta] if (meta.exists() or meta.is_symlink()) and not meta.is_file() or meta.is_symlink() else []
+        found = [meta] if meta.is_symlink() or (meta.exists() and not meta.is_file()) else []
         for name in self.names:
             path = folder / name
             if (path.exists() or path.is_symlink()) and not manifest.proves(path):

@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import os
 import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streamlabel.data.owned_files import write_problem
 from streamlabel.launch.errors import InputError
 
 if TYPE_CHECKING:
@@ -132,13 +132,10 @@ def _probe_writable(path: Path, flag: str, shown: Path) -> None:
         if not candidate.is_dir():
             where = "" if candidate == shown else f"{shown}: "
             raise InputError(f"{flag} {where}{candidate} is a file, not a folder")
-        try:
-            handle, probe = tempfile.mkstemp(dir=candidate, prefix=".streamlabel-probe-")
-        except OSError as err:
-            raise InputError(f"{flag} {shown}: cannot write in {candidate} ({err.strerror or err}); "
-                             f"choose a folder you can write to") from None
-        os.close(handle)
-        os.unlink(probe)
+        problem = write_problem(candidate)
+        if problem:
+            raise InputError(f"{flag} {shown}: cannot write in {candidate} ({problem}); "
+                             f"choose a folder you can write to")
         return
 
 
