@@ -78,9 +78,6 @@ def run(args: argparse.Namespace) -> dict:
     per_run = [item for item in args.overrides if _key(item) != "output_dir"]  # output_dir is the base folder
     require("matplotlib", "the plot of streamlabel compare")  # before the runs, not after them
     require_for_training(cfg)
-    if not str(cfg["output_dir"]).strip():
-        raise CommandError("output_dir is empty; name the folder the runs go into (an empty value would write "
-                           "them into the current directory)")
     base_dir = Path(cfg["output_dir"]).expanduser()
     out_dir = output_folder(args.out or base_dir / "compare", "--out", train.data_roots(cfg))
     try:

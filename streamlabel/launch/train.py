@@ -138,12 +138,9 @@ def json_view(results: dict) -> dict:
 
 
 def check_run_folder(output_dir: str | Path, resume: bool, inputs: Sequence[Path] = ()) -> Path:
-    """The run folder, refused before any work when it is empty (the current directory by accident), a
-    file, a dataset folder or inside one, not writable (it, its ``checkpoints`` or ``logs`` folder), or when
-    it holds checkpoints a fresh run would overwrite without a word."""
-    if not str(output_dir).strip():
-        raise CommandError("output_dir is empty; name a folder for the run (an empty value would write "
-                           "checkpoints and logs into the current directory)")
+    """The run folder, refused before any work when it is a file, a dataset folder or inside one, not
+    writable (it, its ``checkpoints`` or ``logs`` folder), or when it holds checkpoints a fresh run would
+    overwrite without a word. (An empty ``output_dir`` is refused when the config is loaded.)"""
     out = Path(output_dir)
     output_folder(out, "output_dir", inputs)
     for sub in ("checkpoints", "logs"):
