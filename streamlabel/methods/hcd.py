@@ -45,12 +45,17 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 DYNAMICS = ("tracking", "paper")
 # parameters only one rule set reads, with their defaults there (None in the signature = "preset default")
 PRESET_DEFAULTS: dict[str, dict[str, object]] = {
-    "tracking": {"link_k": 3, "criterion": "centroid", "split_gap": 2.0, "cross_camera_from": 2},
+    "tracking": {"link_k": 3, "merge": "edges", "edge_k": 10, "edge_share": 0.55, "camera_centring": True,
+                 "criterion": "centroid", "split_gap": 2.0, "cross_camera_from": 2},
     "paper": {"link_k": 2, "criterion": "lp", "alpha_merge": 0.99, "sigma": 0.25, "merge_norm": "row",
               "init_rounds": 5, "refresh_rounds": 5, "assign": "nearest"},
 }
 CRITERIA = {"tracking": ("centroid", "average_linkage"), "paper": ("lp", "average_linkage")}
-_ONLY = {"tracking": ("split_gap", "merge_floor", "cross_camera_from"),
+MERGES = ("edges", "centroid")
+_CENTROID_ONLY = ("criterion", "merge_floor", "cross_camera_from")  # tracking keys of merge: centroid
+_EDGES_ONLY = ("edge_k", "edge_share")
+_ONLY = {"tracking": ("split_gap", "merge_floor", "cross_camera_from", "merge", "edge_k", "edge_share",
+                      "camera_centring"),
          "paper": ("alpha_merge", "sigma", "merge_norm", "init_rounds", "refresh_rounds", "assign")}
 
 
@@ -67,7 +72,7 @@ class HCDPolicy(BankUpdatePolicy):
         refresh_every: int = 0,
         refresh_source: str = "bank",
         dynamics: str = "tracking",
-        num_levels: int = 3,
+        num_levels: int = 5,
         k: int = 30,
         link_k: int | None = None,
         alpha_split: float = 0.99,
@@ -76,6 +81,10 @@ class HCDPolicy(BankUpdatePolicy):
         criterion: str | None = None,
         merge_only: bool = False,
         split_gap: float | None = None,
+        merge: str | None = None,
+        edge_k: int | None = None,
+        edge_share: float | None = None,
+        camera_centring: bool | None = None,
         merge_floor: float | None = None,
         cross_camera_from: int | None = None,
         alpha_merge: float | None = None,
@@ -102,7 +111,8 @@ class HCDPolicy(BankUpdatePolicy):
                 f"pass first; online: at every epoch end), got {refresh_source!r}"
             )
         self.refresh_source = refresh_source
-        given = {"link_k": link_k, "criterion": criterion, "split_gap": split_gap, "merge_floor": merge_floor,
+        given = {"link_k": link_k, "criterion": criterion, "split_gap": split_gap, "merge": merge, "edge_k": edge_k,
+                 "edge_share": edge_share, "camera_centring": camera_centring, "merge_floor": merge_floor,
                  "cross_camera_from": cross_camera_from, "alpha_merge": alpha_merge, "sigma": sigma,
                  "merge_norm": merge_norm, "init_rounds": init_rounds, "refresh_rounds": refresh_rounds,
                  "assign": assign}
@@ -173,8 +183,11 @@ class HCDPolicy(BankUpdatePolicy):
             anchor_method,
         )
         self.merge_only = bool(merge_only)
-        self.link_k, self.criterion = int(preset["link_k"]), str(preset["criterion"])
+        self.link_k, self.criterion = int(preset["link_k"]), preset.get("criterion")
         self.split_gap = preset.get("split_gap")
+        self.merge = preset.get("merge")
+        self.edge_k, self.edge_share = preset.get("edge_k"), preset.get("edge_share")
+        self.camera_centring = bool(preset.get("camera_centring"))
         self.merge_floor = preset.get("merge_floor")
         self.cross_camera_from = preset.get("cross_camera_from")
         self.alpha_merge, self.sigma = preset.get("alpha_merge"), preset.get("sigma")
@@ -352,6 +365,15 @@ def _resolve_preset(dynamics: str, given: dict[str, object]) -> dict[str, object
     preset = dict(PRESET_DEFAULTS[dynamics])
     if dynamics == "tracking":
         preset["merge_floor"] = None
+        merge = given.get("merge") or preset["merge"]
+        unused = _CENTROID_ONLY if merge == "edges" else _EDGES_ONLY
+        wrong = [key for key in unused if given.get(key) is not None]
+        if wrong:
+            other = "centroid" if merge == "edges" else "edges"
+            raise ValueError(f"{', '.join(wrong)} belong(s) to merge: {other}; this policy uses merge: {merge} "
+                             f"(set merge: {other} to use them)")
+        for key in unused:
+            preset.pop(key, None)
     preset.update({key: value for key, value in given.items() if value is not None})
     return preset
 
@@ -373,16 +395,26 @@ def _check_common(*, k: int, num_levels: int, max_anchors: int, alpha_split: flo
 
 def _check_preset(dynamics: str, preset: dict[str, object]) -> None:
     """Refuse out-of-range values of the preset's own parameters."""
-    if preset["criterion"] not in CRITERIA[dynamics]:
+    if "criterion" in preset and preset["criterion"] not in CRITERIA[dynamics]:
         raise ValueError(f"criterion must be one of {CRITERIA[dynamics]} for dynamics: {dynamics}, "
                          f"got {preset['criterion']!r}")
     if dynamics == "tracking":
+        if preset["merge"] not in MERGES:
+            raise ValueError(f"merge must be one of {MERGES}, got {preset['merge']!r}")
+        if not isinstance(preset["camera_centring"], bool):
+            raise ValueError(f"camera_centring must be true or false, got {preset['camera_centring']!r}")
+        if preset["merge"] == "edges":
+            _check_range("edge_k", int(preset["edge_k"]), 1, None)
+            if not 0.0 < float(preset["edge_share"]) <= 2.0:
+                raise ValueError(f"edge_share must be in (0, 2] (edges per edge of the smaller unit, both "
+                                 f"directions), got {preset['edge_share']}")
         if not float(preset["split_gap"]) > 0.0:
             raise ValueError(f"split_gap must be > 0, got {preset['split_gap']}")
-        floor = preset["merge_floor"]
+        floor = preset.get("merge_floor")
         if floor is not None and not -1.0 <= float(floor) <= 1.0:
             raise ValueError(f"merge_floor must be a cosine in [-1, 1] (or null = calibrated), got {floor}")
-        _check_range("cross_camera_from", int(preset["cross_camera_from"]), 1, None)
+        if preset["merge"] == "centroid":
+            _check_range("cross_camera_from", int(preset["cross_camera_from"]), 1, None)
         return
     if not 0.0 <= float(preset["alpha_merge"]) < 1.0:
         raise ValueError(f"alpha_merge must be in [0, 1), got {preset['alpha_merge']}")

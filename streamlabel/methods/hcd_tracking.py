@@ -28,6 +28,7 @@ import torch
 from streamlabel.banks.indexing import rows_of
 from streamlabel.banks.knn_graph import KnnGraph
 from streamlabel.methods.cluster_dynamics import connected_components
+from streamlabel.methods.edge_merge import camera_centred, camera_means, edge_share_parents
 from streamlabel.methods.linking import (
     camera_bits,
     components_within,
@@ -51,13 +52,18 @@ class TrackingDynamics:
         self.camera_counts: list[torch.Tensor] = []  # per level below the top: [N, cameras] int32 per cluster id
         self.floor = 0.0  # merge floor in use (fixed or calibrated)
         self.min_gap = 0.0  # split gap in use (calibrated)
+        self.means: torch.Tensor | None = None  # [C, D] camera means of the bank (camera_centring)
+        self.view: torch.Tensor | None = None  # [N, D] camera-centred unit rows the graphs see (or None: the bank)
 
     def build_graphs(self, slack: int, backend: str) -> list[KnnGraph]:
-        """Samples: ``link_k`` + slack wide, tracking each sample's k-th similarity for the merge floor; the
-        centres of each level below the top: 1 + slack wide (only the nearest eligible unit is read; where the
-        camera rule holds, units that share a camera never enter each other's lists)."""
+        """Samples: ``link_k`` + slack wide, tracking each sample's k-th similarity for the merge floor. Then
+        ``merge: edges``: one more sample graph, ``edge_k`` + slack wide, of the neighbours in other cameras;
+        ``merge: centroid``: the centres of each level below the top, 1 + slack wide (only the nearest eligible
+        unit is read; where the camera rule holds, units that share a camera never enter each other's lists)."""
         p = self.policy
         graphs = [KnnGraph(p.num_samples, p.link_k, slack=slack, device=p.device, backend=backend, kth=p.k)]
+        if p.merge == "edges":
+            return [*graphs, KnnGraph(p.num_samples, p.edge_k, slack=slack, device=p.device, backend=backend)]
         graphs += [KnnGraph(p.num_samples, 1, slack=slack, device=p.device, backend=backend)
                    for _ in range(1, p.num_levels)]
         return graphs
@@ -66,18 +72,24 @@ class TrackingDynamics:
     def initialize(self, cameras: torch.Tensor | None) -> None:
         """Labels from scratch for the bank as it is; every k-NN list is rebuilt exactly."""
         p = self.policy
-        if p.cross_camera_from >= p.num_levels:  # no level applies the camera rule
+        if p.merge == "centroid" and p.cross_camera_from >= p.num_levels:  # no level applies the camera rule
             cameras = None
+        # dense camera ids 0..C-1, whatever numbers the dataset uses
         self.cameras = None if cameras is None else torch.unique(cameras.to(p.device).long(), return_inverse=True)[1]
         self.camera_counts = []
-        if self.cameras is not None:  # dense camera ids 0..C-1, whatever numbers the dataset uses
-            num_cameras = int(self.cameras.max()) + 1
-            if num_cameras > 62:
-                raise ValueError(f"camera-aware merging supports at most 62 cameras, the data has {num_cameras}; "
-                                 "pass no camera ids (or raise cross_camera_from above num_levels - 1)")
+        num_cameras = 0 if self.cameras is None else int(self.cameras.max()) + 1
+        if num_cameras > 62:  # camera sets are int64 bit masks
+            way_out = " (or raise cross_camera_from above num_levels - 1)" if p.merge == "centroid" else ""
+            raise ValueError(f"camera-aware merging supports at most 62 cameras, the data has {num_cameras}; "
+                             f"pass no camera ids{way_out}")
+        self._centre_cameras()
+        if num_cameras and p.merge == "centroid":
             self.camera_counts = [torch.zeros(p.num_samples, num_cameras, dtype=torch.int32, device=p.device)
                                   for _ in range(p.num_levels - 1)]
-        p.graphs[0].rebuild(p.bank.features, self._all())
+        p.graphs[0].rebuild(self._features(), self._all())
+        if p.merge == "edges":
+            p.graphs[1].tags = None if self.cameras is None else torch.ones_like(self.cameras) << self.cameras
+            p.graphs[1].rebuild(self._features(), self._all())
         self._calibrate()
         everything = torch.arange(p.num_samples, device=p.device)
         self._update(everything, everything, rebuild=True)
@@ -94,7 +106,11 @@ class TrackingDynamics:
         p = self.policy
         graph = p.graphs[0]
         before = graph.idx[:, : p.link_k].clone()
-        graph.refresh(rows, p.bank.features, self._all())
+        if self.view is not None:
+            self.view[rows] = camera_centred(p.bank.features[rows], self.cameras[rows], self.means)
+        graph.refresh(rows, self._features(), self._all())
+        if p.merge == "edges":
+            p.graphs[1].refresh(rows, self._features(), self._all())
         self._calibrate()
         after = graph.idx[:, : p.link_k]
         listed = (before != after).any(dim=1).nonzero().flatten()
@@ -125,6 +141,9 @@ class TrackingDynamics:
         lb.relabel_level(0, mapping, touched, rows_of(p.bank.features, samples).float(), torch.ones_like(samples), ids)
         self._count_cameras(0, touched, samples, ids)
         for level in range(1, p.num_levels):
+            if p.merge == "edges":  # every level from the sample lists: no centre graphs to keep
+                touched = self._relabel_from_units(level, rows, fresh=fresh)
+                continue
             graph = p.graphs[level]
             graph.tags = self._tags(level)
             centres, divisor = self._centre_rows(level - 1)
@@ -146,7 +165,7 @@ class TrackingDynamics:
         if p.merge_only:
             return roots
         return split_components(
-            region, roots, p.bank.features, lists, p.link_k, alpha=p.alpha_split, max_anchors=p.max_anchors,
+            region, roots, self._features(), lists, p.link_k, alpha=p.alpha_split, max_anchors=p.max_anchors,
             anchor_method=p.anchor_method, min_gap=self.min_gap, generator=p.generator,
         )
 
@@ -155,11 +174,16 @@ class TrackingDynamics:
         and its mutual nearest eligible unit. ``merge_only`` also keeps the units of an old cluster together."""
         p = self.policy
         lb = p.label_bank
-        units = lb.alive[level - 1].nonzero().flatten()
-        graph = p.graphs[level]
-        nearest = rows_of(graph.idx[:, 0], units)  # lists hold eligible units only, nearest first
-        partner = torch.where(rows_of(graph.sims[:, 0], units) > self.floor, nearest, torch.full_like(nearest, -1))
-        parent = mutual_parents(units, partner, p.num_samples)
+        if p.merge == "edges":
+            lists = p.graphs[1].idx[:, : p.edge_k]
+            parent = edge_share_parents(lb.labels[level - 1], lb.sizes[level - 1], lists, share=p.edge_share)
+        else:
+            units = lb.alive[level - 1].nonzero().flatten()
+            graph = p.graphs[level]
+            nearest = rows_of(graph.idx[:, 0], units)  # lists hold eligible units only, nearest first
+            partner = torch.where(rows_of(graph.sims[:, 0], units) > self.floor, nearest,
+                                  torch.full_like(nearest, -1))
+            parent = mutual_parents(units, partner, p.num_samples)
         if not p.merge_only or fresh:
             return parent
         below, above = lb.labels[level - 1], lb.labels[level]  # a sample's unit and its old cluster's id
@@ -211,16 +235,31 @@ class TrackingDynamics:
         nearest = (1.0 - nearest[torch.isfinite(nearest)]).clamp_min(0.0)
         self.min_gap = p.split_gap * float(nearest.median()) if nearest.numel() else 2.0
 
+    def _centre_cameras(self) -> None:
+        """With ``camera_centring`` and camera ids: the camera means of the bank as it is now, and the
+        centred rows every graph and split reads (kept row by row in ``step``; the means change only at
+        ``initialize`` / ``refresh``, so the lists stay valid between them)."""
+        p = self.policy
+        if not p.camera_centring or self.cameras is None:
+            self.means = self.view = None
+            return
+        self.means = camera_means(p.bank.features, self.cameras)
+        self.view = camera_centred(p.bank.features, self.cameras, self.means)
+
+    def _features(self) -> torch.Tensor:
+        """The rows the sample graphs and the level-0 split read: camera-centred, or the bank's."""
+        return self.policy.bank.features if self.view is None else self.view
+
     def _tags(self, level: int) -> torch.Tensor | None:
         """Camera bit masks of the units of ``level`` (clusters of level-1) where the camera rule holds."""
-        if self.cameras is None or level < self.policy.cross_camera_from:
+        if self.cameras is None or self.policy.merge != "centroid" or level < self.policy.cross_camera_from:
             return None
         return camera_bits(self.camera_counts[level - 1])
 
     def _count_cameras(self, level: int, touched: torch.Tensor, members: torch.Tensor, ids: torch.Tensor) -> None:
         """Camera counts of the clusters ``touched`` of ``level`` (below the top), rebuilt from their members
         (samples at level 0, units of level-1 above) and the members' new cluster ``ids``."""
-        if self.cameras is None or level >= self.policy.num_levels - 1:
+        if not self.camera_counts or level >= self.policy.num_levels - 1:
             return
         counts = self.camera_counts[level]
         counts[touched] = 0
@@ -236,14 +275,21 @@ class TrackingDynamics:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         cameras = None if self.cameras is None else self.cameras.clone()
-        return {"components": self.components.clone(), "cameras": cameras,
+        means = None if self.means is None else self.means.clone()
+        return {"components": self.components.clone(), "cameras": cameras, "camera_means": means,
                 "camera_counts": [counts.clone() for counts in self.camera_counts]}
 
     def load_state_dict(self, state: dict) -> None:
         self.components.copy_(state["components"])
         self.cameras = None if state["cameras"] is None else state["cameras"].to(self.policy.device)
         self.camera_counts = [counts.to(self.policy.device).clone() for counts in state["camera_counts"]]
-        for level in range(1, self.policy.num_levels):
+        means = state.get("camera_means")
+        self.means = None if means is None else means.to(self.policy.device)
+        self.view = None if self.means is None else camera_centred(self.policy.bank.features, self.cameras,
+                                                                   self.means)
+        if self.policy.merge == "edges":
+            self.policy.graphs[1].tags = None if self.cameras is None else torch.ones_like(self.cameras) << self.cameras
+        for level in range(1, self.policy.num_levels if self.policy.merge == "centroid" else 1):
             self.policy.graphs[level].tags = self._tags(level)
         self._calibrate()
 
