@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="rows per step() in the streaming passes")
     parser.add_argument("--level", type=int, default=-1, help="label level to output (-1 = top)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the streaming order")
+    parser.add_argument("--no-cameras", action="store_true",
+                        help="withhold the dump's camera ids (the policy's rules without camera terms)")
     parser.add_argument("--device", default="cpu", help="torch device for the banks")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> dict:
         print(f"[streamlabel] warning: degenerate features: the {unit.shape[0]} rows span only {rank} "
               f"direction(s) of {unit.shape[1]}; labels cannot tell identities apart", file=sys.stderr)
     feats = torch.from_numpy(unit).to(device)
-    cams = torch.from_numpy(dump["camids"]).long().to(device) if "camids" in dump else None
+    with_cameras = "camids" in dump and not args.no_cameras
+    cams = torch.from_numpy(dump["camids"]).long().to(device) if with_cameras else None
     pids = dump.get("pids")
     num, dim = feats.shape
     try:

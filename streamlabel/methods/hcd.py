@@ -50,6 +50,7 @@ PRESET_DEFAULTS: dict[str, dict[str, object]] = {
     "paper": {"link_k": 2, "criterion": "lp", "alpha_merge": 0.99, "sigma": 0.25, "merge_norm": "row",
               "init_rounds": 5, "refresh_rounds": 5, "assign": "nearest"},
 }
+NUM_LEVELS = {"tracking": 5, "paper": 3}  # default num_levels of each rule set
 CRITERIA = {"tracking": ("centroid", "average_linkage"), "paper": ("lp", "average_linkage")}
 MERGES = ("edges", "centroid")
 _CENTROID_ONLY = ("criterion", "merge_floor", "cross_camera_from")  # tracking keys of merge: centroid
@@ -72,7 +73,7 @@ class HCDPolicy(BankUpdatePolicy):
         refresh_every: int = 0,
         refresh_source: str = "bank",
         dynamics: str = "tracking",
-        num_levels: int = 5,
+        num_levels: int | None = None,
         k: int = 30,
         link_k: int | None = None,
         alpha_split: float = 0.99,
@@ -104,6 +105,8 @@ class HCDPolicy(BankUpdatePolicy):
         seed: int = 0,
     ) -> None:
         super().__init__(num_samples, feat_dim, device=device, refresh_every=refresh_every)
+        if num_levels is None:  # tracking merges up to 4 times (its rounds settle by then); the paper's 3 levels
+            num_levels = NUM_LEVELS.get(dynamics, 3)
         if refresh_source not in ("bank", "extract"):
             raise ValueError(
                 "refresh_source must be 'bank' (refresh from the momentum bank) or 'extract' "

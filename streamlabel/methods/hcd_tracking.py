@@ -95,8 +95,14 @@ class TrackingDynamics:
         self._update(everything, everything, rebuild=True)
 
     def rederive(self) -> None:
-        """Every level again from the maintained k-NN lists, with thresholds calibrated on the current bank."""
+        """Every level again from the maintained k-NN lists, with thresholds calibrated on the current bank.
+        With camera centring the camera means are taken afresh and the sample lists rebuilt on the new
+        centred rows (one exact k-NN pass), so the labels are those of a fresh ``initialize``."""
         p = self.policy
+        if self.view is not None:
+            self._centre_cameras()
+            for graph in p.graphs[: 2 if p.merge == "edges" else 1]:
+                graph.rebuild(self._features(), self._all())
         self._calibrate()
         nothing = torch.empty(0, dtype=torch.long, device=p.device)
         self._update(torch.arange(p.num_samples, device=p.device), nothing, rebuild=False)
@@ -108,9 +114,9 @@ class TrackingDynamics:
         before = graph.idx[:, : p.link_k].clone()
         if self.view is not None:
             self.view[rows] = camera_centred(p.bank.features[rows], self.cameras[rows], self.means)
-        graph.refresh(rows, self._features(), self._all())
+        self._refresh_lists(graph, rows, p.link_k)
         if p.merge == "edges":
-            p.graphs[1].refresh(rows, self._features(), self._all())
+            self._refresh_lists(p.graphs[1], rows, p.edge_k)
         self._calibrate()
         after = graph.idx[:, : p.link_k]
         listed = (before != after).any(dim=1).nonzero().flatten()
@@ -119,6 +125,21 @@ class TrackingDynamics:
         marked[rows_of(self.components, dirty)] = True
         region = rows_of(marked, self.components).nonzero().flatten()  # whole components: links stay inside
         self._update(region, rows, rebuild=False)
+
+    def _refresh_lists(self, graph: KnnGraph, rows: torch.Tensor, k: int) -> None:
+        """Refresh ``graph`` after ``rows`` moved, then search afresh every list whose first ``k`` entries
+        hold a moved row that fell below the list's old weakest entry: units the list never held may now
+        rank above it (a list keeps ``slack`` spares, not the whole ranking), so only a new search is exact."""
+        weakest = graph.sims[:, -1].clone()  # -inf where the list held every unit
+        graph.refresh(rows, self._features(), self._all())
+        moved = torch.zeros(graph.capacity, dtype=torch.bool, device=rows.device)
+        moved[rows] = True
+        head = graph.idx[:, :k]
+        doubtful = ((head >= 0) & moved[head.clamp_min(0)] & (graph.sims[:, :k] < weakest.unsqueeze(1))).any(dim=1)
+        doubtful[rows] = False  # their lists are fresh
+        again = doubtful.nonzero().flatten()
+        if again.numel():
+            graph.refresh(again, self._features(), self._all())
 
     # ------------------------------------------------------------------ levels
     def _update(self, region: torch.Tensor, rows: torch.Tensor, *, rebuild: bool) -> None:
@@ -174,11 +195,11 @@ class TrackingDynamics:
         and its mutual nearest eligible unit. ``merge_only`` also keeps the units of an old cluster together."""
         p = self.policy
         lb = p.label_bank
+        units = lb.alive[level - 1].nonzero().flatten()
         if p.merge == "edges":
             lists = p.graphs[1].idx[:, : p.edge_k]
             parent = edge_share_parents(lb.labels[level - 1], lb.sizes[level - 1], lists, share=p.edge_share)
         else:
-            units = lb.alive[level - 1].nonzero().flatten()
             graph = p.graphs[level]
             nearest = rows_of(graph.idx[:, 0], units)  # lists hold eligible units only, nearest first
             partner = torch.where(rows_of(graph.sims[:, 0], units) > self.floor, nearest,

@@ -317,7 +317,7 @@ def test_hcd_fast_entries_equal_default_on_a_set_hierarchy(singletons_as_outlier
         [torch.randint(0, 30, (n,), generator=g)[:30] // 3 * 3, torch.arange(30, n)]
     )[level0]
     top = torch.where(level1 < 30, level1 // 2, level1)
-    policy = build_policy("hcd", num_samples=n, feat_dim=d, refresh_every=1,
+    policy = build_policy("hcd", num_samples=n, feat_dim=d, refresh_every=1, num_levels=3,
                           singletons_as_outliers=singletons_as_outliers)
     policy.bank.initialize(feats)
     policy.label_bank.assign(torch.stack([level0, level1, top]), policy.bank.features)
@@ -333,7 +333,8 @@ def test_hcd_fast_entries_equal_default_on_a_set_hierarchy(singletons_as_outlier
 
 
 @pytest.mark.parametrize(
-    "preset", [{"dynamics": "tracking"}, {"dynamics": "paper", "init_rounds": 1}]
+    # edge_share 2 (the most): the lone points stay outliers instead of joining their nearest blob
+    "preset", [{"dynamics": "tracking", "edge_share": 2.0}, {"dynamics": "paper", "init_rounds": 1}]
 )
 def test_hcd_fast_entries_equal_default_online(preset):
     g = torch.Generator().manual_seed(0)

@@ -512,7 +512,7 @@ def test_fingerprint_ignores_bookkeeping(override):
 # longer be resumed. Unchanged by the move of the schema to streamlabel/config (issue 16); changed
 # once since, when hcd gained the parameter refresh_source (filled in with its default, so it is
 # part of every hcd config), and when loss.centres became the plain mean (issue 14)
-DEFAULT_FINGERPRINT = "7b5b4f73a00e96518ec313a0afb694b3e1421aefa8650976436b1d48ae9a2e4b"
+DEFAULT_FINGERPRINT = "1ceac556e55961a36b289913cf9818ba6bed0ee4deb71d349f608d9415f31580"
 
 
 def test_fingerprint_of_the_defaults_is_pinned():

@@ -83,10 +83,11 @@ def check_policy_invariants(policy, rows: torch.Tensor | None = None) -> None:
         assert torch.equal(same_dense & both, same_bank & both)
     if rows is not None:
         # the sample k-NN lists of the batch rows are an exact top-k of the current bank (up to
-        # ties)
+        # ties), as the graphs see it (tracking with cameras: camera-centred rows)
         graph = policy.graphs[0]
         rows = torch.unique(rows)
-        feats = bank.features.float()
+        view = getattr(policy.rules, "view", None)
+        feats = bank.features.float() if view is None else view
         sims = feats[rows] @ feats.t()
         sims[torch.arange(rows.numel()), rows] = float("-inf")
         k = min(graph.k, n - 1)  # k larger than N - 1: the rest of the list is padding

@@ -17,6 +17,8 @@ from streamlabel.methods.label_propagation import propagate
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 WITHIN = 0.94  # cosine of two samples of one group
+# the nearest-centre merge these cases were built for (the edge-share merge: tests/methods/test_edge_merge.py)
+CENTROID = {"merge": "centroid", "num_levels": 3}
 
 
 def from_gram(gram: torch.Tensor) -> torch.Tensor:
@@ -135,7 +137,7 @@ def test_a_cluster_that_now_holds_two_groups_splits_while_streaming():
     bank.background(40, 0.8)
     a, b = bank.pair(0.99)  # at first one identity: all eight samples in one top-level cluster
     feats, groups = bank.features()
-    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1])
+    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], **CENTROID)
     policy.initialize(feats)
     assert same_cluster(policy.labels(), groups, a, b)
     # group b moves away to centre cosine 0.7 (sample cosine 0.66 across, 0.94 inside): below the
@@ -163,7 +165,7 @@ def test_one_identity_merges_two_do_not_whatever_the_neighbourhood(neighbours):
     for _ in range(neighbours):  # other clusters around, less similar to each than the pair itself
         bank.group(F.normalize(bank.direction(), dim=0), size=2)
     feats, groups = bank.features()
-    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1])
+    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], **CENTROID)
     policy.initialize(feats)
     assert policy.rules.floor == pytest.approx(0.8 * WITHIN, abs=0.02)
     top = policy.labels()
@@ -181,7 +183,7 @@ def test_clusters_sharing_a_camera_do_not_merge_above_cross_camera_from():
     feats, groups = bank.features()
     cams = torch.where(groups == g3, 1, 0)
     cams[groups < g1] = torch.arange(int((groups < g1).sum())) % 2
-    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], num_levels=2,
+    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], num_levels=2, merge="centroid",
                           cross_camera_from=1)
     policy.initialize(feats, cams)
     top = policy.labels()
@@ -192,6 +194,7 @@ def test_clusters_sharing_a_camera_do_not_merge_above_cross_camera_from():
         num_samples=feats.shape[0],
         feat_dim=feats.shape[1],
         num_levels=2,
+        merge="centroid",
         cross_camera_from=1,
     )
     without.initialize(feats)  # no cameras: the nearest pair merges
@@ -204,7 +207,7 @@ def test_a_moved_sample_relabels_in_one_step():
     bank.background(40, 0.8)
     a, b = bank.pair(0.3)
     feats, groups = bank.features()
-    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1])
+    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], **CENTROID)
     policy.initialize(feats)
     row = int((groups == a).nonzero()[0])
     target = F.normalize(feats[groups == b].sum(0), dim=0)
@@ -229,18 +232,23 @@ def _stream_steps(policy, feats, groups, seed: int, steps: int):
         )
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_online_labels_are_those_of_a_fresh_initialize_on_the_same_bank(seed):
+def _paired_bank() -> tuple[torch.Tensor, torch.Tensor]:
     bank = Bank(dim=256)
     bank.background(30, 0.8)
     for cos in (0.9, 0.85, 0.6, 0.3):
         bank.pair(cos)
-    feats, groups = bank.features()
+    return bank.features()
+
+
+@pytest.mark.parametrize("merge", ["edges", "centroid"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_online_labels_are_those_of_a_fresh_initialize_on_the_same_bank(seed, merge):
+    feats, groups = _paired_bank()
     n = feats.shape[0]
     cams = torch.arange(n) % 2
-    # complete lists (slack >= N) and a fixed floor: nothing is left to the lists' slack or a
+    # complete lists (slack >= N) and (centroid) a fixed floor: nothing is left to the lists' slack or a
     # drifting statistic
-    params = {"knn_slack": n, "merge_floor": 0.7}
+    params = {"knn_slack": n, **({"merge_floor": 0.7, **CENTROID} if merge == "centroid" else {})}
     policy = build_policy("hcd", num_samples=n, feat_dim=feats.shape[1], **params)
     policy.initialize(feats, cams)
     _stream_steps(policy, feats, groups, seed, steps=6)
@@ -251,13 +259,31 @@ def test_online_labels_are_those_of_a_fresh_initialize_on_the_same_bank(seed):
     assert torch.equal(policy.label_bank.labels, fresh.label_bank.labels)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_edge_merge_labels_after_steps_alone_are_those_of_a_fresh_initialize(seed):
+    """No epoch_end between the stream and the check: ``step`` itself re-derives every level (the camera
+    means, which only initialize and epoch_end take, are left out: camera_centring false)."""
+    feats, groups = _paired_bank()
+    n = feats.shape[0]
+    cams = torch.arange(n) % 2
+    params = {"camera_centring": False}  # default list slack: the repair of doubtful lists is exercised
+    policy = build_policy("hcd", num_samples=n, feat_dim=feats.shape[1], **params)
+    policy.initialize(feats, cams)
+    before = policy.label_bank.labels.clone()
+    _stream_steps(policy, feats, groups, seed, steps=6)
+    fresh = build_policy("hcd", num_samples=n, feat_dim=feats.shape[1], **params)
+    fresh.initialize(policy.bank.features.clone(), cams)
+    assert not torch.equal(before, fresh.label_bank.labels)  # the stream changed the partition
+    assert torch.equal(policy.label_bank.labels, fresh.label_bank.labels)
+
+
 def test_streaming_the_same_features_changes_no_label():
     bank = Bank()
     bank.background(30, 0.8)
     bank.pair(0.9)
     bank.pair(0.6)
     feats, _ = bank.features()
-    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1])
+    policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], **CENTROID)
     policy.initialize(feats)
     before = policy.label_bank.labels.clone()
     order = torch.randperm(feats.shape[0], generator=torch.Generator().manual_seed(0))

@@ -29,7 +29,7 @@ def test_hcd_is_registered_with_both_presets():
         "alpha_split": 0.99,
         "max_anchors": 8,
         "dynamics": "tracking",
-        "num_levels": 3,
+        "num_levels": None,
         "momentum": 0.2,
         "refresh_every": 0,
         "anchor_method": "density_peak",
@@ -46,13 +46,11 @@ def test_hcd_is_registered_with_both_presets():
         "lp",
     )
     tracking = build_policy("hcd", num_samples=8, feat_dim=4)
-    assert (
-        tracking.link_k,
-        tracking.split_gap,
-        tracking.cross_camera_from,
-        tracking.criterion,
-    ) == (3, 2.0, 2, "centroid")
-    assert tracking.sigma is None and tracking.merge_floor is None
+    assert (tracking.link_k, tracking.split_gap, tracking.merge, tracking.edge_k, tracking.edge_share,
+            tracking.camera_centring, tracking.num_levels) == (3, 2.0, "edges", 10, 0.55, True, 5)
+    assert tracking.sigma is None and tracking.merge_floor is None and tracking.cross_camera_from is None
+    centroid = build_policy("hcd", num_samples=8, feat_dim=4, merge="centroid")
+    assert (centroid.cross_camera_from, centroid.criterion, centroid.edge_k) == (2, "centroid", None)
 
 
 @pytest.mark.parametrize(
