@@ -1,7 +1,10 @@
 """Do the labels follow the features? The tracking probe (streamlabel/evaluation/tracking_probe.py) on real
-embeddings, for the online arm (``refresh_every = 0``) and the offline arm (``refresh_every = 1``).
+embeddings (default: the CUHK03 train and val embeddings and, when benchmarks/market_dumps.sh has made it, the
+Market-1501 train dump).
 
-Probes, each for every dump and every ``dynamics`` preset of the hcd policy:
+Arms: online (``refresh_every = 0``, ``epoch_end`` after each pass), online step only (no ``epoch_end`` at all:
+what ``step`` alone keeps), offline (``refresh_every = 1``). Probes, each for every dump and every ``dynamics``
+preset of the hcd policy:
 - ``toward t``: features moved a share t toward their identity mean (a network that learns), streamed for
   ``--passes`` passes; tracking gap = F(fresh initialize on the moved features) - F(streamed labels);
 - ``same``: the initial features streamed again for ``--stability-passes`` passes (F must not fall);
@@ -40,11 +43,18 @@ from report import (  # noqa: E402
 
 from streamlabel.evaluation.tracking_probe import toward_identity_means, track, with_noise  # noqa: E402
 
+MARKET_TRAIN = Path(__file__).resolve().parents[1] / "runs" / "dumps" / "market1501_train_osnet_x0_25_msmt17.npz"
+
+
+def default_dumps() -> list[Path]:
+    """The CUHK03 embeddings of ../shared, and the Market-1501 train dump where it has been made."""
+    return [*CUHK03_FILES, *([MARKET_TRAIN] if MARKET_TRAIN.is_file() else [])]
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", type=Path, nargs="+", default=list(CUHK03_FILES),
-                        help="dumps with feats, pids, camids (default: the CUHK03 train and val embeddings)")
+    parser.add_argument("--features", type=Path, nargs="+", default=default_dumps(),
+                        help="dumps with feats, pids, camids (default: CUHK03 train and val, Market-1501 train)")
     parser.add_argument("--shares", default="0.15,0.3,0.5", help="t values of the 'toward' probe")
     parser.add_argument("--passes", type=int, default=2, help="streaming passes of the moved features")
     parser.add_argument("--stability-passes", type=int, default=3, help="passes of the 'same' probe")
@@ -56,6 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     add_output_arguments(parser, "tracking")
     return parser.parse_args(argv)
+
+
+# (name, refresh_every, epoch_end between the passes): "online, step only" runs nothing but step between the
+# stream and the check, so its labels are what the step itself keeps
+ARMS = (("online", 0, True), ("online, step only", 0, False), ("offline", 1, True))
 
 
 def run_dump(path: Path, args: argparse.Namespace, log) -> list[dict]:
@@ -72,10 +87,11 @@ def run_dump(path: Path, args: argparse.Namespace, log) -> list[dict]:
             probes.append((f"noise {args.noise}", with_noise(feats, args.noise, args.seed), args.passes))
         for probe, moved, passes in probes:
             fresh_f = None
-            for arm, refresh_every in (("online", 0), ("offline", 1)):
+            for arm, refresh_every, epoch_end in ARMS:
                 start = time.perf_counter()
                 result = track(feats, moved, pids, cams, {"dynamics": dynamics, "refresh_every": refresh_every},
-                               passes=passes, batch_size=args.batch_size, seed=args.seed, fresh_f=fresh_f)
+                               passes=passes, batch_size=args.batch_size, seed=args.seed, fresh_f=fresh_f,
+                               epoch_end=epoch_end)
                 fresh_f = result.fresh_f
                 row = {"dump": path.name, "dynamics": dynamics, "probe": probe, "arm": arm, "passes": passes,
                        "start_f": result.start_f, "fresh_f": result.fresh_f, "streamed_f": result.streamed_f,
@@ -96,7 +112,8 @@ def to_markdown(payload: dict) -> str:
              "BCubed F (outliers as singletons). *toward t*: every feature moved a share t toward its identity "
              "mean, streamed in shuffled batches of "
              f"{payload['batch_size']} (`epoch_end` after each pass; the offline arm re-clusters there); gap = fresh "
-             "initialize on the moved features minus the streamed labels; *own bank* = the same against a fresh "
+             "initialize on the moved features minus the streamed labels (arm *online, step only*: no `epoch_end` at "
+             "all, only `step` between the stream and the check); *own bank* = the same against a fresh "
              "initialize on the streamed policy's bank (the dynamics' own error). *same*: the initial features "
              "streamed again (start F vs streamed F). *noise s*: isotropic noise of norm s added "
              f"(cameras {'withheld' if payload['no_cameras'] else 'given'}).", "",

@@ -37,9 +37,9 @@ def with_noise(feats: torch.Tensor, scale: float, seed: int = 0) -> torch.Tensor
 
 
 def stream(policy, feats: torch.Tensor, cams: torch.Tensor | None, *, passes: int, batch_size: int = 64,
-           seed: int = 0) -> list[float]:
+           seed: int = 0, epoch_end: bool = True) -> list[float]:
     """``passes`` shuffled passes of ``feats`` through ``policy.step`` (``epoch_end`` after each, as training
-    does); returns the seconds of every step."""
+    does, unless ``epoch_end`` is false: then only ``step`` runs); returns the seconds of every step."""
     gen = torch.Generator().manual_seed(seed)
     seconds = []
     for epoch in range(passes):
@@ -49,7 +49,8 @@ def stream(policy, feats: torch.Tensor, cams: torch.Tensor | None, *, passes: in
             start = time.perf_counter()
             policy.step(rows, feats[rows], None if cams is None else cams[rows])
             seconds.append(time.perf_counter() - start)
-        policy.epoch_end(epoch)
+        if epoch_end:
+            policy.epoch_end(epoch)
     return seconds
 
 
@@ -85,8 +86,10 @@ class TrackingResult:
 
 
 def track(feats: torch.Tensor, moved: torch.Tensor, pids: np.ndarray, cams: torch.Tensor | None, params: dict,
-          *, passes: int = 2, batch_size: int = 64, seed: int = 0, fresh_f: float | None = None) -> TrackingResult:
-    """Initialise on ``feats``, stream ``moved``, compare with fresh initialisations (see the module doc)."""
+          *, passes: int = 2, batch_size: int = 64, seed: int = 0, fresh_f: float | None = None,
+          epoch_end: bool = True) -> TrackingResult:
+    """Initialise on ``feats``, stream ``moved`` (``epoch_end`` false: ``step`` alone, no epoch end between the
+    stream and the check), compare with fresh initialisations (see the module doc)."""
     def make():
         kwargs = {k: v for k, v in params.items() if k != "name"}
         return build_policy(params.get("name", "hcd"), num_samples=feats.shape[0], feat_dim=feats.shape[1],
@@ -99,7 +102,7 @@ def track(feats: torch.Tensor, moved: torch.Tensor, pids: np.ndarray, cams: torc
     policy = make()
     policy.initialize(feats, cams)
     start_f, start_clusters = f_score(policy, pids), cluster_count(policy)
-    seconds = stream(policy, moved, cams, passes=passes, batch_size=batch_size, seed=seed)
+    seconds = stream(policy, moved, cams, passes=passes, batch_size=batch_size, seed=seed, epoch_end=epoch_end)
     streamed_f = f_score(policy, pids)
     own = make()
     own.initialize(policy.bank.features.float().clone(), cams)
