@@ -4,7 +4,7 @@ For each dump (default: the CUHK03 pair-1 train embeddings in ../shared and the 
 ``benchmarks/market_dumps.sh`` writes to runs/dumps/) it runs ``streamlabel labels`` (in-process,
 ``streamlabel.launch.labels_cmd.run``) once per policy with its default parameters, initialize only (the
 offline clustering / the online bootstrap on the whole dump), hcd once more without camera ids, and the
-baselines of ``streamlabel.evaluation.baselines.dbscan_jaccard`` (raw and camera-normalised, eps 0.5 and 0.6,
+baselines of ``streamlabel.methods.baselines.dbscan_jaccard`` (raw and camera-normalised, eps 0.5 and 0.6,
 min_samples 4). BCubed P/R/F (outliers as singletons), NMI, clusters, outlier share and seconds go to
 OUT/NAME.json and OUT/NAME.md (NAME: ``--name``, default labels_table; OUT: ``--out``, default
 ``runs/benchmarks/``, git-ignored). With ``--publish`` it writes the committed
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamlabel.evaluation.baselines import dbscan_jaccard
+from streamlabel.methods.baselines import dbscan_jaccard
 from streamlabel.evaluation.label_quality import label_quality_report
 from streamlabel.launch import labels_cmd
 from streamlabel.launch.feature_dump import load_feature_dump
@@ -114,7 +114,7 @@ def to_markdown(payload: dict) -> str:
         "",
         "Each policy with its default parameters, `initialize` only (the first offline clustering; for hcd the "
         "first labels of its default rules), and the DBSCAN-Jaccard baselines (k1 30, k2 6, min_samples 4; "
-        "`streamlabel.evaluation.baselines`), labels scored against the true identities (BCubed, outliers as "
+        "`streamlabel.methods.baselines`), labels scored against the true identities (BCubed, outliers as "
         "singletons). Camera ids are given unless a row says otherwise.",
         "",
         f"Command: `{payload['command']}`",

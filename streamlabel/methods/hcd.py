@@ -45,7 +45,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 DYNAMICS = ("tracking", "paper")
 # parameters only one rule set reads, with their defaults there (None in the signature = "preset default")
 PRESET_DEFAULTS: dict[str, dict[str, object]] = {
-    "tracking": {"link_k": 3, "merge": "edges", "edge_k": 10, "edge_share": 0.55, "camera_centring": True,
+    "tracking": {"link_k": 3, "merge": "edges", "edge_k": 10, "edge_share": 0.45, "camera_centring": True,
                  "criterion": "centroid", "split_gap": 2.0, "cross_camera_from": 2},
     "paper": {"link_k": 2, "criterion": "lp", "alpha_merge": 0.99, "sigma": 0.25, "merge_norm": "row",
               "init_rounds": 5, "refresh_rounds": 5, "assign": "nearest"},

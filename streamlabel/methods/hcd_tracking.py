@@ -83,7 +83,7 @@ class TrackingDynamics:
             raise ValueError(f"camera-aware merging supports at most 62 cameras, the data has {num_cameras}; "
                              f"pass no camera ids{way_out}")
         self._centre_cameras()
-        if num_cameras and p.merge == "centroid":
+        if num_cameras:
             self.camera_counts = [torch.zeros(p.num_samples, num_cameras, dtype=torch.int32, device=p.device)
                                   for _ in range(p.num_levels - 1)]
         p.graphs[0].rebuild(self._features(), self._all())
@@ -198,7 +198,9 @@ class TrackingDynamics:
         units = lb.alive[level - 1].nonzero().flatten()
         if p.merge == "edges":
             lists = p.graphs[1].idx[:, : p.edge_k]
-            parent = edge_share_parents(lb.labels[level - 1], lb.sizes[level - 1], lists, share=p.edge_share)
+            sets = camera_bits(self.camera_counts[level - 1]) if self.camera_counts else None
+            parent = edge_share_parents(lb.labels[level - 1], lb.sizes[level - 1], lists, share=p.edge_share,
+                                        camera_sets=sets)
         else:
             graph = p.graphs[level]
             nearest = rows_of(graph.idx[:, 0], units)  # lists hold eligible units only, nearest first

@@ -37,7 +37,7 @@ def test_labels_out_is_written_where_asked_or_refused(tmp_path, capsys, out, wor
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]  # nothing written
 
 
-@pytest.mark.parametrize(("args", "words"), [(["--level", "3"], "--level"), (["--level", "-4"], "--level"),
+@pytest.mark.parametrize(("args", "words"), [(["--level", "5"], "--level"), (["--level", "-6"], "--level"),
                                              (["--passes", "-1"], "--passes"), (["--batch-size", "0"], "--batch-size")])
 def test_labels_numbers_have_ranges(tmp_path, capsys, args, words) -> None:
     assert main(["labels", "--features", str(_dump(tmp_path)), "--quiet", *args]) == 2

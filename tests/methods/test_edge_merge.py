@@ -19,26 +19,35 @@ LISTS = torch.tensor([[2, 3], [2, -1], [0, 5], [5, 0], [5, 1], [3, 4], [5, -1]])
 # edges between units, both directions: u0-u2: 0->2, 1->2, 2->0 = 3; u0-u3: 0->3, 3->0, 4->1 = 3;
 # u2-u5: 2->5 = 1; u3-u5: 3->5, 4->5, 5->3, 5->4 = 4; u5-u6: 6->5 = 1.
 # share = edges / (2 slots x smaller size): u0-u2 3/2 = 1.5, u0-u3 3/4 = 0.75, u2-u5 1/2 = 0.5,
-# u3-u5 4/2 = 2.0, u5-u6 1/2 = 0.5. Best share: u0 1.5, u2 1.5, u3 2.0, u5 2.0, u6 0.5.
+# u3-u5 4/2 = 2.0, u5-u6 1/2 = 0.5. Best partner (most edges): u0 -> u2 and u3 (3, a tie), u2 -> u0 (3),
+# u3 -> u5 (4), u5 -> u3 (4), u6 -> u5 (1).
 
 
-def test_units_link_to_their_best_partner_above_the_share():
+def test_units_link_to_the_partner_with_most_edges_above_the_share():
     parent = edge_share_parents(UNIT_OF, SIZES, LISTS, share=0.55)
-    # u0-u2 and u3-u5 are best pairs; u0-u3 (0.75) is above the share but nobody's best; u6's best (0.5)
-    # is below it; free ids are -1
-    assert parent.tolist() == [0, -1, 0, 3, -1, 3, 6]
+    # u0-u2, u0-u3 (tied best of u0, shares 1.5 and 0.75) and u3-u5 link; u2-u5 is nobody's best; u6's best
+    # has share 0.5, below 0.55; free ids are -1. (Chosen by share, u0's best would be u2 alone.)
+    assert parent.tolist() == [0, -1, 0, 0, -1, 0, 6]
 
 
 def test_a_link_from_one_end_is_enough():
-    # share 0.45: u6's best partner is u5 (0.5), although u5's best is u3: u6 joins u3's component;
-    # u2-u5 (0.5) is the best of neither end and stays apart
+    # share 0.45: u6's best partner is u5 (share 0.5), although u5's best is u3: u6 joins the component;
+    # u2-u5 (0.5) is the best of neither end, but both are in it already through u0-u3-u5
     parent = edge_share_parents(UNIT_OF, SIZES, LISTS, share=0.45)
-    assert parent.tolist() == [0, -1, 0, 3, -1, 3, 3]
+    assert parent.tolist() == [0, -1, 0, 0, -1, 0, 0]
 
 
 def test_a_share_above_every_pair_links_nothing_but_the_best():
     parent = edge_share_parents(UNIT_OF, SIZES, LISTS, share=1.6)
     assert parent.tolist() == [0, -1, 2, 3, -1, 3, 6]  # only u3-u5 (2.0) is left
+
+
+def test_units_seen_by_the_same_cameras_never_link():
+    # u0 and u2 both seen by camera 0 only, u5 and u6 by camera 2 only: u0-u2 and u5-u6 are out, so u0's
+    # best is u3 alone (share 0.75, above 0.55) and u2's best, u5, has share 0.5, below it
+    sets = torch.tensor([1, 0, 1, 2, 0, 4, 4])
+    parent = edge_share_parents(UNIT_OF, SIZES, LISTS, share=0.55, camera_sets=sets)
+    assert parent.tolist() == [0, -1, 2, 0, -1, 0, 6]
 
 
 def test_camera_centring_by_hand():
@@ -52,17 +61,18 @@ def test_camera_centring_by_hand():
 
 
 def two_cameras_one_bias(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """8 identities x 2 cameras x 6 images; every camera adds its own strong offset (cosine 0.6 of the
-    images of one camera come from the offset alone), so without centring the nearest neighbours of a
-    sample are the other identities of its camera."""
+    """8 identities x 2 cameras x 6 images. Every camera adds its own strong offset (without centring the
+    nearest neighbours of a sample are the other identities of its camera), and every identity looks a
+    little different in each camera (a viewpoint term), so its images form one tight group per camera."""
     g = torch.Generator().manual_seed(seed)
     dim, ids = 64, 8
     identity = F.normalize(torch.randn(ids, dim, generator=g), dim=1)
     offset = F.normalize(torch.randn(2, dim, generator=g), dim=1)
+    view = 0.6 * F.normalize(torch.randn(ids, 2, dim, generator=g), dim=2)
     pid = torch.arange(ids).repeat_interleave(12)
     cam = torch.arange(2).repeat_interleave(6).repeat(ids)
-    noise = 0.25 * torch.randn(pid.numel(), dim, generator=g) / dim**0.5
-    feats = F.normalize(identity[pid] + 1.6 * offset[cam] + noise, dim=1)
+    noise = 0.1 * torch.randn(pid.numel(), dim, generator=g) / dim**0.5
+    feats = F.normalize(identity[pid] + 1.6 * offset[cam] + view[pid, cam] + noise, dim=1)
     return feats, cam, pid
 
 
@@ -71,6 +81,8 @@ def test_centring_and_cross_camera_edges_join_an_identity_across_cameras():
     # edge_k 5: fewer slots than an identity has images in the other camera
     policy = build_policy("hcd", num_samples=feats.shape[0], feat_dim=feats.shape[1], edge_k=5)
     policy.initialize(feats, cam)
+    level0 = policy.labels(0)  # one group per identity and camera: the merges above do the joining
+    assert all(torch.unique(cam[level0 == c]).numel() == 1 for c in torch.unique(level0[level0 >= 0]))
     top = policy.labels()
     # every identity is one cluster and no cluster holds two identities
     assert all(torch.unique(top[pid == i]).numel() == 1 for i in range(8))

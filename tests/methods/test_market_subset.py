@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from streamlabel.evaluation import extract_features
-from streamlabel.evaluation.baselines import dbscan_jaccard
+from streamlabel.methods.baselines import dbscan_jaccard
 from streamlabel.evaluation.label_quality import bcubed
 from streamlabel.methods import build_policy
 from tests.helpers.shared_data import SHARED, shared_file

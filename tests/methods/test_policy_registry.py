@@ -47,7 +47,7 @@ def test_hcd_is_registered_with_both_presets():
     )
     tracking = build_policy("hcd", num_samples=8, feat_dim=4)
     assert (tracking.link_k, tracking.split_gap, tracking.merge, tracking.edge_k, tracking.edge_share,
-            tracking.camera_centring, tracking.num_levels) == (3, 2.0, "edges", 10, 0.55, True, 5)
+            tracking.camera_centring, tracking.num_levels) == (3, 2.0, "edges", 10, 0.45, True, 5)
     assert tracking.sigma is None and tracking.merge_floor is None and tracking.cross_camera_from is None
     centroid = build_policy("hcd", num_samples=8, feat_dim=4, merge="centroid")
     assert (centroid.cross_camera_from, centroid.criterion, centroid.edge_k) == (2, "centroid", None)

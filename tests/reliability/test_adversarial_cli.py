@@ -155,7 +155,7 @@ CASES = [
     Case("labels_out_new_folder", ["labels", "--features", "f.npz", "--out", "new/dir/l.npy", "--quiet"], 0,
          setup=good_dump, created=("new/dir/l.npy",)),
     Case("labels_level_too_high", ["labels", "--features", "f.npz", "--level", "7"], 2,
-         r"--level \(policy 'hcd' has 3 level\(s\)\) must be in \[-3, 2\], got 7", setup=good_dump),
+         r"--level \(policy 'hcd' has 5 level\(s\)\) must be in \[-5, 4\], got 7", setup=good_dump),
     Case("labels_batch_size_zero", ["labels", "--features", "f.npz", "--batch-size", "0"], 2,
          r"--batch-size must be >= 1, got 0", setup=good_dump),
     Case("labels_passes_negative", ["labels", "--features", "f.npz", "--passes", "-1"], 2,
