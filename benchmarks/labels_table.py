@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamlabel.methods.baselines import dbscan_jaccard
 from streamlabel.evaluation.label_quality import label_quality_report
 from streamlabel.launch import labels_cmd
 from streamlabel.launch.feature_dump import load_feature_dump
 from streamlabel.methods import available_policies
+from streamlabel.methods.baselines import dbscan_jaccard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import DOCS, add_output_arguments, commit, output_dir, wrote  # noqa: E402

@@ -11,7 +11,6 @@ import pytest
 from streamlabel.launch.cli import main
 from tests.helpers.shared_data import shared_file
 
-
 # 4 images of an identity per camera: the edge-share merge needs edge_k below that (default 10 assumes re-ID
 # data, 5 or more images of an identity in another camera)
 SMALL = "edge_k=3"

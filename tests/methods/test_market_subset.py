@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from streamlabel.evaluation import extract_features
-from streamlabel.methods.baselines import dbscan_jaccard
 from streamlabel.evaluation.label_quality import bcubed
 from streamlabel.methods import build_policy
+from streamlabel.methods.baselines import dbscan_jaccard
 from tests.helpers.shared_data import SHARED, shared_file
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
