@@ -88,7 +88,7 @@ class TrackingDynamics:
                                   for _ in range(p.num_levels - 1)]
         p.graphs[0].rebuild(self._features(), self._all())
         if p.merge == "edges":
-            p.graphs[1].tags = None if self.cameras is None else torch.ones_like(self.cameras) << self.cameras
+            p.graphs[1].tags = self._camera_tags()
             p.graphs[1].rebuild(self._features(), self._all())
         self._calibrate()
         everything = torch.arange(p.num_samples, device=p.device)
@@ -261,13 +261,17 @@ class TrackingDynamics:
     def _centre_cameras(self) -> None:
         """With ``camera_centring`` and camera ids: the camera means of the bank as it is now, and the
         centred rows every graph and split reads (kept row by row in ``step``; the means change only at
-        ``initialize`` / ``refresh``, so the lists stay valid between them)."""
+        ``initialize`` / ``refresh`` / ``rederive``, which rebuild the lists, so the lists stay exact between)."""
         p = self.policy
         if not p.camera_centring or self.cameras is None:
             self.means = self.view = None
             return
         self.means = camera_means(p.bank.features, self.cameras)
         self.view = camera_centred(p.bank.features, self.cameras, self.means)
+
+    def _camera_tags(self) -> torch.Tensor | None:
+        """Bit 1 << camera of every sample: the cross-camera lists of ``merge: edges`` (None: no cameras)."""
+        return None if self.cameras is None else torch.ones_like(self.cameras) << self.cameras
 
     def _features(self) -> torch.Tensor:
         """The rows the sample graphs and the level-0 split read: camera-centred, or the bank's."""
@@ -311,7 +315,7 @@ class TrackingDynamics:
         self.view = None if self.means is None else camera_centred(self.policy.bank.features, self.cameras,
                                                                    self.means)
         if self.policy.merge == "edges":
-            self.policy.graphs[1].tags = None if self.cameras is None else torch.ones_like(self.cameras) << self.cameras
+            self.policy.graphs[1].tags = self._camera_tags()
         for level in range(1, self.policy.num_levels if self.policy.merge == "centroid" else 1):
             self.policy.graphs[level].tags = self._tags(level)
         self._calibrate()
