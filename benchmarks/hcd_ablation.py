@@ -6,7 +6,7 @@ online for 2 passes; gap = fresh initialize minus streamed, streamlabel/evaluati
 and how far its labels are from the preset default's (BCubed F of one labelling against the other: 1.000
 means the switch changed nothing, which would make it a defect).
 
-    OMP_NUM_THREADS=1 python benchmarks/hcd_ablation.py [--features F.npz] [--only tracking|paper]
+    OMP_NUM_THREADS=1 python benchmarks/hcd_ablation.py [--features F.npz] [--only tracking|paper] [--variants w1,w2]
         [--share 0.3] [--passes 2] [--out DIR | --publish] [--threads 1]
 
 Without ``../shared`` (the default dump) it says so and exits 0. Writes ``hcd_ablation.{json,md}`` into ``--out``
@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, default=CUHK03_FILES[0], help="dump with feats, pids, camids")
     parser.add_argument("--only", choices=("tracking", "paper"), default=None, help="one preset's variants")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated words; only the switches whose name holds one (and the defaults)")
     parser.add_argument("--share", type=float, default=0.3, help="t of the tracking probe")
     parser.add_argument("--passes", type=int, default=2, help="streaming passes of the tracking probe")
     parser.add_argument("--seed", type=int, default=0)
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"commit": commit(), "machine": machine(), "command": command_line(), "features": args.features.name,
                "share": args.share, "passes": args.passes, "rows": rows}
     for preset, switch, params, with_cameras in VARIANTS:
+        wanted = [w.strip() for w in (args.variants or "").split(",") if w.strip()]
+        if wanted and switch != "default" and not any(w in switch for w in wanted):
+            continue
         if args.only and preset != args.only:
             continue
         row = {"preset": preset, "switch": switch, "params": params, "cameras": with_cameras,
