@@ -39,6 +39,7 @@ import pytest
 import torch
 
 from streamlabel.launch import cli
+from tests.helpers.signals import default_sigint
 from tests.reliability.adversarial_cases import COMMANDS, KNOWN_BUGS, REPO, Case, cases, changes_outside
 from tests.reliability.fs_snapshot import tree_digest
 
@@ -201,17 +202,11 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def _default_sigint() -> None:
-    """In the child before exec: Ctrl-C acts, as in a terminal, even when this test process was started
-    with SIGINT ignored (a background job of a non-interactive shell), which the child would inherit."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _run_subprocess(case: Case, work: Path) -> tuple[int | None, str, str, str]:
     """Exit code (None: it hung), stdout, stderr and a note of `python -m streamlabel` in ``work``."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, "-m", "streamlabel", *case.argv], cwd=work, env=_env(), stdout=out,
-                                stderr=err, text=True, start_new_session=True, preexec_fn=_default_sigint)
+                                stderr=err, text=True, start_new_session=True, preexec_fn=default_sigint)
         note = ""
         deadline = time.monotonic() + case.timeout
         try:

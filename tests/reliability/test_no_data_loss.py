@@ -24,6 +24,7 @@ from streamlabel.data.synthetic import write_synthetic_market
 from streamlabel.engine.checkpoint import LATEST_NAME, find_resumable, save_checkpoint
 from streamlabel.engine.run_lock import LOCK_NAME, RunLock, RunLockError
 from streamlabel.launch import cli
+from tests.helpers.signals import default_sigint
 from tests.reliability.fs_snapshot import tree_digest
 from tests.reliability.reliability_inputs import market_tree, tiny_train_overrides
 
@@ -401,7 +402,8 @@ def test_ctrl_c_names_the_last_checkpoint_and_exits_130(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = ["train", "--quiet", *tiny_train_overrides(out, tmp_path / "data", iterations=400, iters_per_epoch=1)]
     proc = subprocess.Popen([sys.executable, "-m", "streamlabel.launch.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=default_sigint)
     deadline = time.time() + 240
     while not (out / "checkpoints" / LATEST_NAME).exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
