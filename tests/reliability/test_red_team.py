@@ -20,6 +20,15 @@ from tests.reliability.test_no_data_loss import refused, run
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _each_refused_changing_nothing(cases: list[tuple[list[str], str]], root: Path, before: dict,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Every (argv, pattern): refused with a message matching the pattern, and nothing under ``root`` changed."""
+    for argv, pattern in cases:
+        code, stdout, err = run(argv, capsys)
+        refused(code, stdout, err, pattern)
+        assert tree_digest(root) == before, argv
+
+
 def _dump(path: Path, rows: int = 20) -> Path:
     with path.open("wb") as handle:
         np.savez(handle, feats=np.random.default_rng(0).normal(size=(rows, 8)).astype(np.float32),
@@ -153,10 +162,7 @@ def test_outputs_refused_before_any_run(tmp_path: Path, monkeypatch: pytest.Monk
         (["train", *[a for a in tiny if not a.startswith("output_dir=")], f"output_dir={tmp_path / 'loop' / 'run'}"],
          r"output_dir .*loop/run cannot be resolved"),
     ]
-    for argv, pattern in cases:
-        code, stdout, err = run(argv, capsys)
-        refused(code, stdout, err, pattern)
-        assert tree_digest(tmp_path) == before, argv
+    _each_refused_changing_nothing(cases, tmp_path, before, capsys)
 
 
 def test_read_only_run_files_are_not_replaced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,10 +231,7 @@ def test_paths_config_links_plugins_and_sizes(tmp_path: Path, monkeypatch: pytes
           f"data.source={{name: synthetic, root: {tmp_path / 'data' / 'target'}, kwargs: {{domain: source}}}}"],
          r"data\.source\.root and data\.target\.root are the same folder"),
     ]
-    for argv, pattern in cases:
-        code, stdout, err = run(argv, capsys)
-        refused(code, stdout, err, pattern)
-        assert tree_digest(tmp_path) == before, argv
+    _each_refused_changing_nothing(cases, tmp_path, before, capsys)
 
 
 def test_seeds_and_nan_ranges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -245,7 +248,4 @@ def test_seeds_and_nan_ranges(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         (["train", f"output_dir={tmp_path / 'run'}", "seed=100000000000000000000"],
          r"'seed' in command line must be in"),
     ]
-    for argv, pattern in cases:
-        code, stdout, err = run(argv, capsys)
-        refused(code, stdout, err, pattern)
-        assert tree_digest(tmp_path) == before, argv
+    _each_refused_changing_nothing(cases, tmp_path, before, capsys)
