@@ -71,9 +71,8 @@ def choose_policies(text: str | None) -> list[str]:
 DUMP_PARAMS = {"inclr": ["global_only=true"]}
 
 
-def run_baseline(features: Path, name: str, eps: float, with_cameras: bool) -> dict:
-    """One DBSCAN-Jaccard baseline on a dump, scored like the policies."""
-    dump = load_feature_dump(features)
+def run_baseline(dump: dict, name: str, eps: float, with_cameras: bool) -> dict:
+    """One DBSCAN-Jaccard baseline on a loaded dump, scored like the policies."""
     feats = torch.from_numpy(np.ascontiguousarray(dump["feats"])).float()
     cams = torch.from_numpy(dump["camids"]).long() if with_cameras else None
     start = time.perf_counter()
@@ -177,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_policy(features, name))
         if "hcd" in names:
             rows.append(run_policy(features, "hcd", cameras=False))
+        dump = load_feature_dump(features)
         for label, eps, with_cameras in BASELINES:
             print(f"[labels_table] {features.name}: {label} ...", flush=True)
-            rows.append(run_baseline(features, label, eps, with_cameras))
+            rows.append(run_baseline(dump, label, eps, with_cameras))
         failed |= any("error" in row for row in rows)
         ok = [row for row in rows if "error" not in row]
         datasets.append({"name": dataset_name(features), "features": os.path.relpath(features, REPO),

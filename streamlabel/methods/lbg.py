@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from streamlabel.banks.knn import topk_inner_product
 from streamlabel.methods.base import register_policy
 from streamlabel.methods.dbscan import dbscan_knn
+from streamlabel.methods.edge_merge import camera_means
 from streamlabel.methods.offline import OfflineClusteringPolicy
 
 __all__ = ["LbGPolicy", "camera_normalize", "select_clusters"]
@@ -41,9 +42,8 @@ def camera_normalize(features: torch.Tensor, cameras: torch.Tensor, *, min_std: 
                          f"{tuple(cameras.shape)}")
     x = features.float()
     _, cam = torch.unique(cameras, return_inverse=True)  # any camera ids -> 0..C-1
-    num_cams = int(cam.max()) + 1
-    count = torch.bincount(cam, minlength=num_cams).to(x.dtype).unsqueeze(1)
-    mean = torch.zeros(num_cams, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, cam, x) / count
+    count = torch.bincount(cam).to(x.dtype).unsqueeze(1)
+    mean = camera_means(x, cam)
     centred = x - mean[cam]
     var = torch.zeros_like(mean).index_add_(0, cam, centred * centred) / count  # two-pass: stable
     return centred / var.sqrt().clamp_min(min_std)[cam]
