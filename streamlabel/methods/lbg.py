@@ -14,6 +14,12 @@ features (the bank) and clusters from scratch, so samples left out in one round 
 one once the model has improved. ``self.rounds`` counts the steps; ``stats`` reports each step's
 cluster counts before and after selection and the kept share.
 
+Deviation (default ``eps: null``): the paper sets eps by hand per target (0.35 DukeMTMC, 0.42 Market);
+here it is calibrated from the data as NPLP's Eq. 4 does (the cosine distance of the mean of the smallest
+``eps_alpha`` share of cross-camera pair distances of the normalised features), with alpha halved while
+one selected cluster holds more than ``max_cluster_share`` of the samples (methods/eps_tightening.py).
+A number for ``eps`` keeps it fixed (configs/lbg_paper.yaml). Measured in docs/labels_table.md.
+
 Deviation: the paper does not name its DBSCAN distance (and lists re-ranking in the clustering step as
 future work); we use cosine distance of the re-normalised standardised features, where the paper's
 eps range (0.35 for DukeMTMC, 0.42 for Market-1501) is meaningful.
@@ -30,6 +36,8 @@ from streamlabel.banks.knn import topk_inner_product
 from streamlabel.methods.base import register_policy
 from streamlabel.methods.dbscan import dbscan_knn
 from streamlabel.methods.edge_merge import camera_means
+from streamlabel.methods.eps_tightening import tightened_clustering
+from streamlabel.methods.nplp import cross_camera_eps
 from streamlabel.methods.offline import OfflineClusteringPolicy
 
 __all__ = ["LbGPolicy", "camera_normalize", "select_clusters"]
@@ -77,7 +85,9 @@ class LbGPolicy(OfflineClusteringPolicy):
         num_samples: int,
         feat_dim: int,
         *,
-        eps: float = 0.35,
+        eps: float | None = None,
+        eps_alpha: float = 0.0012,
+        max_cluster_share: float = 0.5,
         min_samples: int = 4,
         min_size: int = 4,
         min_cameras: int = 2,
@@ -86,17 +96,23 @@ class LbGPolicy(OfflineClusteringPolicy):
         **common: Any,
     ) -> None:
         super().__init__(num_samples, feat_dim, **common)  # OfflineClusteringPolicy's parameters
-        if not 0 < eps < 2:
-            raise ValueError(f"eps is a cosine distance and must be in (0, 2), got {eps}")
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 2):
+            raise ValueError(f"eps is a cosine distance and must be in (0, 2), or null (calibrated), got {eps!r}")
+        if not 0 < eps_alpha <= 1 or not 0 < max_cluster_share <= 1:
+            raise ValueError(f"eps_alpha and max_cluster_share must be in (0, 1], got {eps_alpha}, {max_cluster_share}")
         if min_samples < 1 or min_size < 1 or min_cameras < 1:
             raise ValueError(f"min_samples, min_size and min_cameras must be >= 1, got "
                              f"{min_samples}, {min_size}, {min_cameras}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        self.eps, self.min_samples, self.min_size, self.min_cameras = float(eps), min_samples, min_size, min_cameras
+        self.eps = None if eps is None else float(eps)
+        self.eps_alpha, self.max_cluster_share = float(eps_alpha), float(max_cluster_share)
+        self.min_samples, self.min_size, self.min_cameras = min_samples, min_size, min_cameras
         self.k, self.camera_norm = k, camera_norm
         self._round_stats: dict[str, float] = {}
-        self.config.update({"eps": self.eps, "min_samples": min_samples, "min_size": min_size,
+        self._saturated = 0
+        self.config.update({"eps": self.eps, "eps_alpha": self.eps_alpha, "max_cluster_share": self.max_cluster_share,
+                            "min_samples": min_samples, "min_size": min_size,
                             "min_cameras": min_cameras, "k": k, "camera_norm": camera_norm})
 
     def cluster(self, features: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
@@ -111,17 +127,41 @@ class LbGPolicy(OfflineClusteringPolicy):
         k = min(self.k, self.num_samples - 1)
         if k < 1:
             return torch.full((self.num_samples,), -1, dtype=torch.long, device=features.device)
-        sims, idx = topk_inner_product(x, x, k, query_ids=torch.arange(x.shape[0], device=x.device))
-        dist = (1.0 - sims).clamp_min(0.0)
-        raw = dbscan_knn(idx, dist, eps=self.eps, min_samples=self.min_samples)
-        labels = select_clusters(raw, cameras, min_size=self.min_size, min_cameras=self.min_cameras)
+        if self.eps is None:
+            labels, raw, eps, alpha = self._calibrated(x, cameras, k)
+        else:
+            eps, alpha = self.eps, float("nan")
+            sims, idx = topk_inner_product(x, x, k, query_ids=torch.arange(x.shape[0], device=x.device))
+            dist = (1.0 - sims).clamp_min(0.0)
+            raw = dbscan_knn(idx, dist, eps=eps, min_samples=self.min_samples)
+            labels = select_clusters(raw, cameras, min_size=self.min_size, min_cameras=self.min_cameras)
+            self._saturated = int((dist[:, -1] <= eps).sum())
         self._round_stats = {
             "clusters_dbscan": int(raw.max()) + 1 if bool((raw >= 0).any()) else 0,
             "clusters_kept": int(torch.unique(labels[labels >= 0]).numel()),
             "kept_share": float((labels >= 0).float().mean()),
-            "saturated_rows": int((dist[:, -1] <= self.eps).sum()),  # k-NN lists that may miss pairs within eps
+            "saturated_rows": self._saturated,  # k-NN lists that may miss pairs within eps
+            "eps": eps, "eps_alpha_used": alpha,
         }
         return labels
+
+    def _calibrated(self, x: torch.Tensor, cameras: torch.Tensor, k: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+        """(selected labels, DBSCAN labels, eps, alpha used) with eps from the data: the cosine distance of
+        NPLP's Eq. 4 eps (mean of the smallest ``eps_alpha`` share of cross-camera pair distances), alpha
+        halved while one selected cluster holds more than ``max_cluster_share`` of the samples."""
+        found: dict = {}
+
+        def cluster_at(alpha: float) -> torch.Tensor:
+            eps_euclid, _, idx, dist, _ = cross_camera_eps(x, cameras, alpha=alpha, k=k)
+            found["eps"] = eps_euclid * eps_euclid / 2.0  # |a - b|^2 / 2 = 1 - cos for unit vectors
+            cosine = dist * dist / 2.0
+            found["raw"] = dbscan_knn(idx, cosine, eps=found["eps"], min_samples=self.min_samples)
+            self._saturated = int((cosine[:, -1] <= found["eps"]).sum())
+            return select_clusters(found["raw"], cameras, min_size=self.min_size, min_cameras=self.min_cameras)
+
+        labels, alpha, _ = tightened_clustering(cluster_at, self.eps_alpha, max_share=self.max_cluster_share)
+        return labels, found["raw"], found["eps"], alpha
 
     def refresh(self) -> None:
         """Re-cluster and add this step's selection statistics to ``stats``."""

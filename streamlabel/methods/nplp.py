@@ -3,7 +3,10 @@
 Every refresh is one iteration of the paper's Algorithm 1 on the current bank (Euclidean distances of
 the L2-normalised features):
 - **startup stage** (Eq. 4): eps_e = mean of the smallest ``alpha`` share of all cross-camera pair
-  distances, then DBSCAN(eps_e, min_samples): a loose threshold that favours recall (mixed noise);
+  distances, then DBSCAN(eps_e, min_samples): a loose threshold that favours recall (mixed noise).
+  Deviation (``max_cluster_share``, default 0.5; 1 = the paper): while one cluster holds more than that
+  share of the samples, alpha is halved and the stage re-run (methods/eps_tightening.py): the paper's
+  alpha percolates into one giant cluster on CUHK03's two cameras (docs/labels_table.md);
 - **correcting stage** (refreshes after the first ``startup_rounds`` = I_e): the same clustering, then
   the self-assessment score of every cluster (silhouette, Eq. 6-8, methods/silhouette.py), and the
   ``worst_share`` (10 %) of clusters with the lowest score are re-clustered, each on its own, by
@@ -29,6 +32,7 @@ import torch
 from streamlabel.banks.knn import topk_inner_product
 from streamlabel.methods.base import register_policy
 from streamlabel.methods.dbscan import dbscan_knn, dbscan_pairs
+from streamlabel.methods.eps_tightening import tightened_clustering
 from streamlabel.methods.offline import OfflineClusteringPolicy
 from streamlabel.methods.silhouette import cluster_silhouette
 
@@ -106,6 +110,7 @@ class NPLPPolicy(OfflineClusteringPolicy):
         min_samples: int = 4,
         k: int = 30,
         silhouette: str = "all",
+        max_cluster_share: float = 0.5,
         **common: Any,
     ) -> None:
         super().__init__(num_samples, feat_dim, **common)  # OfflineClusteringPolicy's parameters
@@ -118,29 +123,39 @@ class NPLPPolicy(OfflineClusteringPolicy):
         if startup_rounds < 0 or min_samples < 1 or k < 1:
             raise ValueError(f"startup_rounds must be >= 0, min_samples and k >= 1, got {startup_rounds}, "
                              f"{min_samples}, {k}")
+        if not 0 < max_cluster_share <= 1:
+            raise ValueError(f"max_cluster_share must be in (0, 1] (1 = the paper: eps never tightened), "
+                             f"got {max_cluster_share}")
         if silhouette not in ("all", "nearest"):
             raise ValueError(f"silhouette must be 'all' (Eq. 7) or 'nearest', got {silhouette!r}")
         self.alpha, self.beta, self.worst_share = float(alpha), float(beta), float(worst_share)
         self.startup_rounds, self.min_samples, self.k, self.silhouette = startup_rounds, min_samples, k, silhouette
+        self.max_cluster_share = float(max_cluster_share)
         self.k_eps = k  # grows when the k-NN lists hold fewer than m cross-camera pairs (kept across rounds)
         self.eps_e = float("nan")
         self._round_stats: dict[str, float] = {}
         self.config.update({"alpha": self.alpha, "beta": self.beta, "startup_rounds": startup_rounds,
                             "worst_share": self.worst_share, "min_samples": min_samples, "k": k,
-                            "silhouette": silhouette})
+                            "silhouette": silhouette, "max_cluster_share": self.max_cluster_share})
 
     def cluster(self, features: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
         """Startup clustering at eps_e; in the correcting stage also re-cluster the worst clusters at beta*eps_e."""
         n = features.shape[0]
         if n < 2:
             return torch.full((n,), -1, dtype=torch.long, device=features.device)
-        self.eps_e, self.k_eps, idx, dist, scanned = cross_camera_eps(features, cameras, alpha=self.alpha,
-                                                                      k=max(self.k, self.k_eps))
-        labels = dbscan_knn(idx, dist, eps=self.eps_e, min_samples=self.min_samples)
+        table: dict = {}
+
+        def cluster_at(alpha: float) -> torch.Tensor:
+            self.eps_e, self.k_eps, table["idx"], table["dist"], table["scanned"] = cross_camera_eps(
+                features, cameras, alpha=alpha, k=max(self.k, self.k_eps))
+            return dbscan_knn(table["idx"], table["dist"], eps=self.eps_e, min_samples=self.min_samples)
+
+        labels, alpha, halvings = tightened_clustering(cluster_at, self.alpha, max_share=self.max_cluster_share)
+        idx, dist, scanned = table["idx"], table["dist"], table["scanned"]
         num_clusters = int(labels.max()) + 1 if bool((labels >= 0).any()) else 0
         correcting = self.rounds >= self.startup_rounds
         self._round_stats = {"stage": 1.0 if correcting else 0.0, "eps_e": self.eps_e, "k_eps": float(self.k_eps),
-                             "eps_scan": float(scanned),
+                             "eps_scan": float(scanned), "alpha_used": alpha, "alpha_halvings": float(halvings),
                              "clusters_startup": float(num_clusters),
                              "saturated_rows": float((dist[:, -1] <= self.eps_e).sum())}
         if correcting and num_clusters > 0:

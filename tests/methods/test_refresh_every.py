@@ -43,10 +43,11 @@ def _mixture(seed: int = 0):
 
 
 # Defaults everywhere except thresholds set as a share of all pairs, which assume a real data set's
-# ~800 identities: alpha = 0.0012 (NPLP) and rho = 1.6e-3 (DCML) are about 1 / #ids, the share of the
-# within-identity pairs. The same rule here is 1 / 5; at 0.0012 the threshold falls below almost every
+# ~800 identities: alpha = 0.0012 (NPLP, and LbG's eps_alpha) and rho = 1.6e-3 (DCML) are about 1 / #ids,
+# the share of the within-identity pairs. The same rule here is 1 / 5; at 0.0012 the threshold falls below almost every
 # neighbour distance of 200 samples and every sample is noise.
-PAIR_SHARE_PARAMS = {"nplp": {"alpha": 1.0 / NUM_IDS}, "dcml": {"rho": 1.0 / NUM_IDS},
+PAIR_SHARE_PARAMS = {"nplp": {"alpha": 1.0 / NUM_IDS}, "lbg": {"eps_alpha": 1.0 / NUM_IDS},
+                     "dcml": {"rho": 1.0 / NUM_IDS},
                      "inclr": {"global_only": True}}  # a plain feature set has no part features
 
 
