@@ -107,6 +107,7 @@ KEYS: dict[str, Key] = {
     "eval.split": Key("target", choices=("target", "source"), resume=False),  # the scored dataset
     "eval.batch_size": Key(128, low=1, high=MAX_BATCH, resume=False),
     "eval.flip": Key(False, resume=False),
+    "eval.before_training": Key(True, resume=False),
     "log.tensorboard": Key(True, resume=False),
 }
 

@@ -338,9 +338,10 @@ class Trainer:
             getattr(hook, method)(self, *args)
 
     def _start_adaptation(self) -> None:
-        """Between the phases: the source-only evaluation (once, a resume keeps it), then a fresh
-        optimiser, the source class centres from the warmed-up model, the policy's first labels."""
-        if "source_mAP" not in self.results:
+        """Between the phases: the source-only evaluation (once, a resume keeps it; skipped with
+        ``eval.before_training: false``), then a fresh optimiser, the source class centres from the
+        warmed-up model, the policy's first labels."""
+        if "source_mAP" not in self.results and self.cfg["eval"]["before_training"]:
             metrics = self.evaluate()
             self.results.update({"source_mAP": metrics["mAP"], "source_rank1": metrics["rank1"]})
             self.log(f"source-only model on the target: mAP {100 * metrics['mAP']:.1f}% "

@@ -143,3 +143,21 @@ def test_checkpoint_every_epochs_saves_every_nth_and_the_last_epoch(tmp_path: Pa
     # 3 pretrain epochs (0-2) and 5 adaptation epochs (0-4) of 2 iterations: epochs 1, 3 and the last ones
     assert written == ["pretrain_epoch0001.pt", "pretrain_epoch0002.pt", "adapt_epoch0001.pt",
                        "adapt_epoch0003.pt", "adapt_epoch0004.pt"]
+
+
+def test_no_evaluation_before_training(tmp_path: Path, synthetic_root: Path) -> None:
+    """eval.before_training: false skips the source-only scoring (the only evaluation is the final one)."""
+    calls = []
+    original = Trainer.evaluate
+
+    def counting(self: Trainer) -> dict:
+        calls.append(1)
+        return original(self)
+
+    Trainer.evaluate = counting
+    try:
+        results = train_entry.run(_args([*tiny_overrides(tmp_path / "run", synthetic_root),
+                                         "eval.before_training=false", "train.eval_every_epochs=0"]))
+    finally:
+        Trainer.evaluate = original
+    assert "source_mAP" not in results and "adapted_mAP" in results and len(calls) == 1
