@@ -3,7 +3,8 @@
 For each dump (default: the CUHK03 pair-1 train embeddings in ../shared and the Market-1501 train dump that
 ``benchmarks/market_dumps.sh`` writes to runs/dumps/) it runs ``streamlabel labels`` (in-process,
 ``streamlabel.launch.labels_cmd.run``) once per policy with its default parameters, initialize only (the
-offline clustering / the online bootstrap on the whole dump), hcd once more without camera ids, and the
+offline clustering / the online bootstrap on the whole dump), hcd once more without camera ids, nplp and lbg
+once more with the paper's eps rule (``PAPER_RULES``; their defaults calibrate eps), and the
 baselines of ``streamlabel.methods.baselines.dbscan_jaccard`` (raw and camera-normalised, eps 0.5 and 0.6,
 min_samples 4). BCubed P/R/F (outliers as singletons), NMI, clusters, outlier share and seconds go to
 OUT/NAME.json and OUT/NAME.md (NAME: ``--name``, default labels_table; OUT: ``--out``, default
@@ -69,6 +70,8 @@ def choose_policies(text: str | None) -> list[str]:
 
 # a feature dump has no part features: inclr can only cluster the global ones (plain Jaccard + DBSCAN)
 DUMP_PARAMS = {"inclr": ["global_only=true"]}
+# one more row each, with the paper's rule where the default calibrates it (methods/eps_tightening.py)
+PAPER_RULES = {"nplp": ["max_cluster_share=1.0"], "lbg": ["eps=0.35"]}
 
 
 def run_baseline(dump: dict, name: str, eps: float, with_cameras: bool) -> dict:
@@ -83,10 +86,10 @@ def run_baseline(dump: dict, name: str, eps: float, with_cameras: bool) -> dict:
     return row
 
 
-def run_policy(features: Path, name: str, *, cameras: bool = True) -> dict:
-    """One ``streamlabel labels --features F --policy NAME`` run (``cameras=False``: the dump's camera ids
-    withheld); errors are recorded, not raised."""
-    params = DUMP_PARAMS.get(name, [])
+def run_policy(features: Path, name: str, *, cameras: bool = True, extra: list[str] | None = None) -> dict:
+    """One ``streamlabel labels --features F --policy NAME [extra]`` run (``cameras=False``: the dump's camera
+    ids withheld); errors are recorded, not raised."""
+    params = DUMP_PARAMS.get(name, []) + (extra or [])
     args = argparse.Namespace(features=features, policy=name, params=params, out=None, passes=0, batch_size=64,
                               level=-1, seed=0, device="cpu", quiet=True, no_cameras=not cameras)
     start = time.perf_counter()
@@ -176,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_policy(features, name))
         if "hcd" in names:
             rows.append(run_policy(features, "hcd", cameras=False))
+        for name in [name for name in names if name in PAPER_RULES]:
+            print(f"[labels_table] {features.name}: {name} {' '.join(PAPER_RULES[name])} ...", flush=True)
+            rows.append(run_policy(features, name, extra=PAPER_RULES[name]))
         dump = load_feature_dump(features)
         for label, eps, with_cameras in BASELINES:
             print(f"[labels_table] {features.name}: {label} ...", flush=True)
