@@ -51,6 +51,7 @@ from streamlabel.engine.global_bn import convert_global_batchnorm
 from streamlabel.engine.hooks import Hook, default_hooks
 from streamlabel.engine.phases import ADAPT, PHASES, PRETRAIN, Phase, phase_named
 from streamlabel.engine.rng import capture_rng_state, restore_rng_state
+from streamlabel.engine.rolling_refresh import RollingRefresh, replacing_rows
 from streamlabel.engine.run_files import write_run_file
 from streamlabel.engine.setup import (
     build_domain,
@@ -60,6 +61,7 @@ from streamlabel.engine.setup import (
     check_world_size,
     eval_loader,
     identity_batches,
+    test_transform,
 )
 from streamlabel.engine.shard_checkpoint import load_policy_shard, save_policy_shard
 from streamlabel.evaluation import extract_features
@@ -112,6 +114,7 @@ class Trainer:
         self._seconds_before = 0.0  # wall seconds of the sessions before a resume
         self.epoch_stats: dict = {}  # the current epoch's numbers, filled by after_epoch hooks
         self.hooks: list[Hook] = default_hooks(self)  # called in order; append one to measure more
+        self.rolling: RollingRefresh | None = None  # train.rolling_refresh > 0: built in setup
 
     # ------------------------------------------------------------------ setup
     def log(self, message: str) -> None:
@@ -142,6 +145,10 @@ class Trainer:
         if getattr(self.policy.bank, "features", None) is None:  # found now, not after the final evaluation
             raise ValueError(f"policy {self.policy.name!r} keeps no feature bank in self.bank (a FeatureBank): the "
                              "trainer reads bank.features; see BankUpdatePolicy and docs/custom_policy.md")
+        if cfg["train"]["rolling_refresh"] > 0:
+            self.rolling = RollingRefresh(self.target.train, test_transform(cfg), share=cfg["train"]["rolling_refresh"],
+                                          iters_per_epoch=self.ipe, world=self.world, rank=self.acc.process_index,
+                                          seed=cfg["seed"])
         global_batch = cfg["train"]["source_batch"] * (self.source is not None) + cfg["train"]["target_batch"]
         bn_note = (f"batch norm reduced over {self.world} processes" if cfg["train"]["sync_bn"] and self.world > 1
                    else f"{self.world} process(es)")
@@ -213,6 +220,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "memory": self.memory.state_dict(),
+            "rolling": self.rolling.state_dict() if self.rolling is not None else None,
             "loss_terms": self.loss_terms.state_dict(),
             "policy": self.policy.state_dict() if policy and not self._sharded else None,
             "policy_shards": self.world if policy and self._sharded else 0,  # per-process files
@@ -267,6 +275,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.memory.load_state_dict(state["memory"])
         self.loss_terms.load_state_dict(state["loss_terms"])
+        if self.rolling is not None and state.get("rolling") is not None:
+            self.rolling.load_state_dict(state["rolling"])
         if state.get("policy_shards"):
             self.policy.load_state_dict(load_policy_shard(
                 latest, rank=self.acc.process_index, world=self.world, saved_world=int(state["policy_shards"]),
@@ -499,9 +509,23 @@ class Trainer:
             extra = ({"parts": self.acc.gather(F.normalize(outputs["parts"][num_source:].detach().float(), dim=2))}
                      if self._policy_parts() else {})
             self.policy.step(rows, self.acc.gather(f_t.detach()), self.target_cams.to(self.device)[rows], **extra)
+            if self.rolling is not None:
+                self._rolling_step()
         if num_source:
             self.memory.update_source(self.acc.gather(f_s.detach()), self.acc.gather(y_s))
         return float(loss.detach())
+
+    def _rolling_step(self) -> None:
+        """``train.rolling_refresh``: re-embed the stalest target rows (evaluation mode) and write them into
+        the bank in place of their old value, through the policy's ``step`` (engine/rolling_refresh.py)."""
+        rows = self.rolling.next_rows()
+        fresh = extract_features(self.net, [self.rolling.own_batch(rows)], device=self.device, progress=False,
+                                 parts=self._policy_parts())
+        extra = {"parts": self.acc.gather(fresh["parts"].to(self.device))} if "parts" in fresh else {}
+        rows = rows.to(self.device)
+        feats = self.acc.gather(fresh["feats"].to(self.device))
+        with replacing_rows(self.policy):
+            self.policy.step(rows, feats, self.target_cams.to(self.device)[rows], **extra)
 
     def _memory_loss(
         self, f_s: torch.Tensor, y_s: torch.Tensor, f_t: torch.Tensor, idx_t: torch.Tensor,

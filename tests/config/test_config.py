@@ -511,8 +511,9 @@ def test_fingerprint_ignores_bookkeeping(override):
 # sha256 of the default config: checkpoints record it, so a change here means older runs can no
 # longer be resumed. Unchanged by the move of the schema to streamlabel/config (issue 16); changed
 # once since, when hcd gained the parameter refresh_source (filled in with its default, so it is
-# part of every hcd config), and when loss.centres became the plain mean (issue 14)
-DEFAULT_FINGERPRINT = "1ceac556e55961a36b289913cf9818ba6bed0ee4deb71d349f608d9415f31580"
+# part of every hcd config), when loss.centres became the plain mean (issue 14), and when
+# train.rolling_refresh was added (issue 30)
+DEFAULT_FINGERPRINT = "4e608759b5c7757e794675b85127e7085dff8f9cc30864597098ff79510ee483"
 
 
 def test_fingerprint_of_the_defaults_is_pinned():
