@@ -349,3 +349,59 @@ def test_kth_similarity_is_tracked_for_short_and_long_lists():
     np.testing.assert_allclose(
         graph.sims.numpy(), sims.sort(dim=1, descending=True).values[:, :3].numpy(), atol=1e-6
     )
+
+
+def _co_membership(labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """[L, m, m] same-cluster matrix of the samples ``keep`` at every level."""
+    sub = labels[:, keep]
+    return sub.unsqueeze(2) == sub.unsqueeze(1)
+
+
+def _list_changes(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Samples whose list changed, and every sample that entered or left one of those lists."""
+    out = set()
+    for i in (before != after).any(dim=1).nonzero().flatten().tolist():
+        old, new = set(before[i].tolist()), set(after[i].tolist())
+        out |= {i} | (old ^ new)
+    out.discard(-1)
+    return torch.tensor(sorted(out), dtype=torch.long)
+
+
+@pytest.mark.parametrize("merge", ["edges", "centroid"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_step_changes_co_membership_only_around_what_it_touched(seed, merge):
+    """Locality: a step moves two rows; only clusters (before or after, any level) that hold a moved row or a
+    sample whose neighbour lists gained or lost an entry may change their co-memberships. Everything else
+    keeps its partition exactly, step after step (no epoch_end). Re-deriving every component inside step
+    would still pass (the rules are a function of the lists and rows, the region is an optimisation); what
+    fails is a decision far away that moves with a global statistic of the bank."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.arange(80).repeat_interleave(4)
+    centres = F.normalize(torch.randn(80, 32, generator=g), dim=1)
+    feats = F.normalize(centres[ids] + 0.08 * torch.randn(ids.numel(), 32, generator=g), dim=1)
+    n = feats.shape[0]
+    cams = torch.arange(n) % 2
+    policy = build_policy("hcd", num_samples=n, feat_dim=feats.shape[1], merge=merge)
+    policy.initialize(feats, cams)
+    outside_seen = 0
+    for _ in range(6):
+        rows = torch.randperm(n, generator=g)[:2]
+        target = feats[torch.randint(0, n, (rows.numel(),), generator=g)]  # each row jumps onto another sample
+        lists_before = [graph.idx.clone() for graph in policy.graphs[:2]]
+        labels_before = policy.label_bank.labels.clone()
+        policy.step(rows, F.normalize(target + 0.02 * torch.randn(target.shape, generator=g), dim=1))
+        labels_after = policy.label_bank.labels
+        changed = torch.zeros(n, dtype=torch.bool)
+        changed[rows] = True
+        for before, graph in zip(lists_before, policy.graphs[:2], strict=True):
+            changed[_list_changes(before, graph.idx)] = True
+        allowed = changed.clone()
+        for labels in (labels_before, labels_after):
+            for level in range(labels.shape[0]):
+                hit = torch.zeros(n, dtype=torch.bool)
+                hit[labels[level, changed]] = True
+                allowed |= hit[labels[level]]
+        outside = (~allowed).nonzero().flatten()
+        outside_seen += outside.numel()
+        assert torch.equal(_co_membership(labels_before, outside), _co_membership(labels_after, outside))
+    assert outside_seen > 6 * n // 5  # a fair share of the bank stays outside what a step touches: the check bites
