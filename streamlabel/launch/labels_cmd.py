@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from streamlabel.config.errors import ConfigError
 from streamlabel.config.limits import MAX_PASSES, MAX_SEED
-from streamlabel.config.loading import parse_override_items
+from streamlabel.config.loading import import_plugins, parse_override_items
 from streamlabel.engine.checkpoint import atomic_write
 from streamlabel.engine.label_health import degenerate_message
 from streamlabel.evaluation import label_quality_report
@@ -32,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", type=path_argument, required=True,
                         help=".npz with feats [N,D], optional camids, pids")
     parser.add_argument("--policy", default="hcd", help=f"bank update policy ({', '.join(available_policies())})")
-    parser.add_argument("params", nargs="*", metavar="key=value", help="policy parameters, e.g. k=30 sigma=0.25")
+    parser.add_argument("params", nargs="*", metavar="key=value", help="policy parameters, e.g. k=30 edge_share=0.5")
+    parser.add_argument("--imports", nargs="+", default=[], metavar="MODULE_OR_FILE",
+                        help="Python modules or .py files to import first: their @register_policy policies "
+                             "can then be named by --policy (docs/custom_policy.md); runs their code")
     parser.add_argument("--out", type=path_argument, help="write the labels (int64, -1 = outlier) to this .npy file")
     parser.add_argument("--passes", type=int, default=0, help="streaming passes through step() after initialize")
     parser.add_argument("--batch-size", type=int, default=64, help="rows per step() in the streaming passes")
@@ -58,6 +62,10 @@ def run(args: argparse.Namespace) -> dict:
     in_range("--batch-size", args.batch_size, 1)
     out = output_file(args.out, ".npy", inputs=[args.features])
     device = checked_device(args.device)
+    try:
+        import_plugins(args.imports, "--imports")
+    except ConfigError as err:
+        raise CommandError(str(err)) from err
     dump = load_feature_dump(args.features)
     if dump["feats"].shape[0] < 2:
         raise CommandError(f"{args.features}: need at least 2 feature rows, got {dump['feats'].shape[0]}")

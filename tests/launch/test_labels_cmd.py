@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from streamlabel.launch.cli import main
+from streamlabel.methods import available_policies
 from tests.helpers.shared_data import shared_file
 
 # 4 images of an identity per camera: the edge-share merge needs edge_k below that (default 10 assumes re-ID
@@ -73,3 +74,17 @@ def test_overrides_may_come_after_flags(tmp_path: Path, capsys: pytest.CaptureFi
     # the override after the flag is read (and checked): a misspelt one is an error naming the nearest key
     assert main(["labels", "--features", str(_dump(tmp_path)), "--quiet", "simga=0.3"]) == 2
     assert "did you mean 'sigma'" in capsys.readouterr().err
+
+
+def test_imports_load_a_custom_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = Path(__file__).resolve().parents[2] / "examples" / "knn_components_policy.py"
+    args = ["labels", "--features", str(_dump(tmp_path)), "--policy", "knn_components", "k=5", "threshold=0.5",
+            "--json", "--quiet"]
+    if "knn_components" not in available_policies():  # another test of this process may have imported it
+        assert main(args) == 2
+    capsys.readouterr()
+    assert main([*args, "--imports", str(plugin)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["policy"] == "knn_components" and result["bcubed_f"] > 0.85
+    assert main(["labels", "--features", str(_dump(tmp_path)), "--imports", str(tmp_path / "missing.py")]) == 2
+    assert "missing.py" in capsys.readouterr().err
