@@ -100,6 +100,7 @@ KEYS: dict[str, Key] = {
     # how often (0 = never, where allowed)
     "train.log_every": Key(20, low=1, resume=False),
     "train.eval_every_epochs": Key(1, low=0, resume=False),
+    "train.smoke": Key(False),  # every phase cut to seconds (engine/smoke.py)
     "train.rolling_refresh": Key(0.0, low=0.0, high=1.0),  # share of the target rows re-embedded per epoch
     "train.checkpoint_every_epochs": Key(1, low=0, resume=False),
     "train.checkpoint_every_iters": Key(0, low=0, resume=False),

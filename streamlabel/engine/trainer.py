@@ -64,6 +64,7 @@ from streamlabel.engine.setup import (
     test_transform,
 )
 from streamlabel.engine.shard_checkpoint import load_policy_shard, save_policy_shard
+from streamlabel.engine.smoke import smoke_dataset, smoke_schedule
 from streamlabel.evaluation import extract_features
 from streamlabel.losses import LossBatch, LossTerms
 from streamlabel.models.weights import WeightsError, load_model_state
@@ -94,6 +95,8 @@ class Trainer:
     """One run of a config: builds everything, trains, evaluates, checkpoints; ``run()`` returns results."""
 
     def __init__(self, cfg: dict, accelerator: Accelerator, *, resume: bool = False, progress: bool = True) -> None:
+        if cfg["train"]["smoke"]:  # before anything reads the schedule: the fingerprint and config.yaml show it
+            smoke_schedule(cfg)
         self.cfg = cfg
         self.acc = accelerator
         self.device = accelerator.device
@@ -129,6 +132,9 @@ class Trainer:
         with self.acc.main_process_first():  # the synthetic dataset writes its images on first use
             self.source = build_domain(cfg["data"]["source"], cfg["data"]["on_bad_image"])
             self.target = build_domain(cfg["data"]["target"], cfg["data"]["on_bad_image"])
+        if cfg["train"]["smoke"]:
+            self.source = smoke_dataset(self.source) if self.source is not None else None
+            self.target = smoke_dataset(self.target)
         check_evaluable(self.target if cfg["eval"]["split"] == "target" else self.source, cfg["eval"]["split"])
         self.target_pids = torch.tensor([s.pid for s in self.target.train])
         self.target_cams = torch.tensor([s.camid for s in self.target.train])

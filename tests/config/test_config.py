@@ -512,8 +512,8 @@ def test_fingerprint_ignores_bookkeeping(override):
 # longer be resumed. Unchanged by the move of the schema to streamlabel/config (issue 16); changed
 # once since, when hcd gained the parameter refresh_source (filled in with its default, so it is
 # part of every hcd config), when loss.centres became the plain mean (issue 14), and when
-# train.rolling_refresh was added (issue 30)
-DEFAULT_FINGERPRINT = "4e608759b5c7757e794675b85127e7085dff8f9cc30864597098ff79510ee483"
+# train.rolling_refresh (issue 30) and train.smoke (issue 33) were added
+DEFAULT_FINGERPRINT = "d145e8d91035775539a0104c618f645b9dc6ac187259c188c984f3d81e06e3bf"
 
 
 def test_fingerprint_of_the_defaults_is_pinned():
