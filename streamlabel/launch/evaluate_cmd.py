@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from streamlabel.config.limits import MAX_NEIGHBOURS
-from streamlabel.launch.arg_checks import checked_device, in_range, path_argument
+from streamlabel.launch.arg_checks import checked_device, in_range, output_file, path_argument
 from streamlabel.launch.errors import InputError
 from streamlabel.launch.feature_dump import common_scale, load_feature_dump
+from streamlabel.launch.image_lookup import dump_names, image_paths, split_folders
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=1024, help="queries scored at once")
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (--checkpoint extraction)")
+    pic = parser.add_argument_group("pictures")
+    pic.add_argument("--show", type=path_argument, metavar="PNG",
+                     help="write a ranked-retrieval grid here: queries with their top 10 gallery images, green "
+                          "right / red wrong, the camera under each")
+    pic.add_argument("--show-queries", type=int, default=6, help="queries in the grid, evenly spread")
+    pic.add_argument("--images", type=path_argument, nargs="+", metavar="DIR",
+                     help="feature dumps: the folder of their images (or two: query, gallery)")
     rr = parser.add_argument_group("re-ranking")
     rr.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
     rr.add_argument("--k1", type=int, default=20, help="k-reciprocal neighbours that form each query's set")
@@ -40,9 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="weight of the original distance against the Jaccard distance, in [0, 1]")
 
 
-def load_features(path: Path) -> dict[str, np.ndarray]:
+def load_features(path: Path, names: bool = False) -> dict[str, np.ndarray]:
     """One feature dump with all of ``feats``, ``pids`` and ``camids``."""
-    return load_feature_dump(path, required=("feats", "pids", "camids"), optional=())
+    return load_feature_dump(path, required=("feats", "pids", "camids"), optional=("names",) if names else ())
 
 
 def _select(data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -114,6 +122,7 @@ def _checkpoint_inputs(
         feats = extract_features(model.to(dev), eval_loader(samples, cfg), device=dev, flip=cfg["eval"]["flip"],
                                  progress=progress, desc=f"extract {dataset.name} {split}")
         out.append({k: feats[k].numpy() for k in ("feats", "pids", "camids")})
+        out[-1]["paths"] = np.array([samples[i].path for i in feats["indices"].tolist()])
     return out[0], out[1], f"{path} on {dataset.name}"
 
 
@@ -125,7 +134,7 @@ def _inputs(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict[str, 
     if args.split_by_camera is not None:
         if args.query is not None or args.gallery is not None:
             raise InputError("give either --split-by-camera or --query/--gallery, not both")
-        data = load_features(args.split_by_camera)
+        data = load_features(args.split_by_camera, names=args.show is not None)
         is_query = data["camids"] == args.query_cam
         if not is_query.any():
             cams = ", ".join(str(c) for c in np.unique(data["camids"]))
@@ -136,12 +145,35 @@ def _inputs(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict[str, 
         return _select(data, is_query), _select(data, ~is_query), source
     if args.query is None or args.gallery is None:
         raise InputError("need --query and --gallery, or --split-by-camera FILE")
-    query, gallery = load_features(args.query), load_features(args.gallery)
+    show = args.show is not None
+    query, gallery = load_features(args.query, names=show), load_features(args.gallery, names=show)
     if query["feats"].shape[1] != gallery["feats"].shape[1]:
         raise InputError(
             f"feature dims differ: query {query['feats'].shape[1]}, gallery {gallery['feats'].shape[1]}"
         )
     return query, gallery, f"{args.query} vs {args.gallery}"
+
+
+def _picture_paths(args: argparse.Namespace, query: dict, gallery: dict) -> tuple[list[str], list[str]]:
+    """The image files of the query and gallery rows: from the checkpoint's dataset, or the dumps' names
+    looked up under ``--images``."""
+    if "paths" in query:
+        return list(query["paths"]), list(gallery["paths"])
+    first = args.split_by_camera or args.query
+    folders = split_folders(args.images, 2)
+    return (image_paths(dump_names(query, first), folders[0]),
+            image_paths(dump_names(gallery, args.split_by_camera or args.gallery), folders[1]))
+
+
+def _write_grid(out: Path, count: int, query: dict, gallery: dict, paths: tuple[list[str], list[str]]) -> None:
+    """The retrieval grid of ``count`` queries spread evenly over the query set (pictures.retrieval_grid)."""
+    from streamlabel.evaluation.pictures import ranked_gallery, retrieval_grid
+
+    rows = np.unique(np.linspace(0, len(query["pids"]) - 1, min(count, len(query["pids"]))).round().astype(int))
+    ids = (query["pids"], query["camids"])
+    ranked = ranked_gallery(query["feats"], *ids, gallery["feats"], gallery["pids"], gallery["camids"], rows)
+    by_query = dict(zip(rows.tolist(), ranked, strict=True))
+    retrieval_grid(paths[0], *ids, paths[1], gallery["pids"], gallery["camids"], by_query, out)
 
 
 MAX_RANK = 1_000_000  # CMC ranks: the largest gallery of the field (MSMT17) holds 82,161 images
@@ -168,7 +200,12 @@ def run(args: argparse.Namespace) -> dict:
     in_range("--lambda-value", args.lambda_value, 0.0, 1.0)
     if args.device is not None:
         checked_device(args.device)
+    show = output_file(args.show, ".png", flag="--show",
+                       inputs=[args.query, args.gallery, args.split_by_camera, args.checkpoint])
+    in_range("--show-queries", args.show_queries, 1, 1000)
     query, gallery, source = _inputs(args)
+    if show is not None:
+        paths = _picture_paths(args, query, gallery)
     reason = unscorable_reason(query["pids"], query["camids"], gallery["pids"], gallery["camids"])
     if reason:  # an mAP of 0/0: said, not printed as 0 or NaN
         raise InputError(f"{source}: nothing could be scored: {reason}")
@@ -198,6 +235,9 @@ def run(args: argparse.Namespace) -> dict:
         rerank=bool(args.rerank),
         seconds=time.perf_counter() - start,
     )
+    if show is not None:
+        _write_grid(show, args.show_queries, query, gallery, paths)
+        out["show"] = str(show)
     shown = " ".join(f"rank-{k} {100 * out[f'rank{k}']:.1f}%" for k in ranks)
     print(
         f"{source}: mAP {100 * out['mAP']:.1f}% {shown} "

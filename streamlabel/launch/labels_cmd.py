@@ -25,6 +25,7 @@ from streamlabel.evaluation import label_quality_report
 from streamlabel.launch.arg_checks import checked_device, in_range, output_file, path_argument
 from streamlabel.launch.errors import CommandError, error_message
 from streamlabel.launch.feature_dump import feature_rank, load_feature_dump, unit_rows
+from streamlabel.launch.image_lookup import dump_names, image_paths
 from streamlabel.methods import available_policies, build_policy
 from streamlabel.methods.param_check import check_fits_samples
 
@@ -44,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the streaming order")
     parser.add_argument("--no-cameras", action="store_true",
                         help="withhold the dump's camera ids (the policy's rules without camera terms)")
+    parser.add_argument("--montage", type=path_argument, metavar="PNG",
+                        help="write a montage of a few pseudo-label clusters here (rows of member images, purity "
+                             "against the dump's pids; needs --images)")
+    parser.add_argument("--montage-clusters", type=int, default=8, help="clusters in the montage, largest to smallest")
+    parser.add_argument("--images", type=path_argument, metavar="DIR",
+                        help="the folder of the dump's images (for --montage; searched by file name)")
     parser.add_argument("--device", default="cpu", help="torch device for the banks")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -61,12 +68,20 @@ def run(args: argparse.Namespace) -> dict:
     in_range("--seed", args.seed, 0, MAX_SEED)
     in_range("--batch-size", args.batch_size, 1)
     out = output_file(args.out, ".npy", inputs=[args.features])
+    montage = output_file(args.montage, ".png", flag="--montage", inputs=[args.features, args.out])
+    in_range("--montage-clusters", args.montage_clusters, 1, 100)
     device = checked_device(args.device)
     try:
         import_plugins(args.imports, "--imports")
     except ConfigError as err:
         raise CommandError(str(err)) from err
-    dump = load_feature_dump(args.features)
+    dump = load_feature_dump(args.features, optional=("pids", "camids", "names"))
+    if montage is not None:  # every picture input is checked before the labels are computed
+        if "pids" not in dump:
+            raise CommandError(f"{args.features}: --montage shows purity against true identities: the dump has no pids")
+        if args.images is None:
+            raise CommandError("--montage needs --images DIR: the folder of the dump's images")
+        paths = image_paths(dump_names(dump, args.features), args.images, flag="--images")
     if dump["feats"].shape[0] < 2:
         raise CommandError(f"{args.features}: need at least 2 feature rows, got {dump['feats'].shape[0]}")
     params: dict = {}
@@ -122,6 +137,12 @@ def run(args: argparse.Namespace) -> dict:
         array = labels.cpu().numpy().astype(np.int64)
         atomic_write(out, lambda handle: np.save(handle, array))
         result["out"] = str(out)
+    if montage is not None:
+        from streamlabel.evaluation.pictures import cluster_montage
+
+        cameras = dump.get("camids", np.zeros(num, dtype=np.int64))
+        cluster_montage(paths, labels.cpu().numpy(), pids, cameras, montage, clusters=args.montage_clusters)
+        result["montage"] = str(montage)
     _print_summary(result)
     return result
 
