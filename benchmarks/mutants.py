@@ -55,7 +55,7 @@ MUTANTS = (
            "        dirty = rows"),
     Mutant("no slack repair", "lists whose head lost a moved row are not searched afresh",
            TRACKING, "        if again.numel():\n            graph.refresh(again",
-           "        if False:\n            graph.refresh(again"),
+           "        if False:\n            graph.refresh(again", (*HCD_TESTS, "tests/methods/test_refresh_every.py")),
     Mutant("frozen merge floor", "merge: centroid keeps the first floor instead of following the bank",
            TRACKING, "            self.floor = float(kth.median()) if kth.numel() else 1.0",
            "            self.floor = getattr(self, 'floor', None) or (float(kth.median()) if kth.numel() else 1.0)"),

@@ -95,14 +95,15 @@ class TrackingDynamics:
         self._update(everything, everything, rebuild=True)
 
     def rederive(self) -> None:
-        """Every level again from the maintained k-NN lists, with thresholds calibrated on the current bank.
-        With camera centring the camera means are taken afresh and the sample lists rebuilt on the new
-        centred rows (one exact k-NN pass), so the labels are those of a fresh ``initialize``."""
+        """Every level again, with thresholds calibrated on the current bank: the camera means (with camera
+        centring) taken afresh and the sample lists rebuilt (one exact k-NN pass), which also renews every
+        sample's k-th similarity (a row's is exact when it last moved: the merge floor's staleness is bounded
+        by one epoch), so the labels are those of a fresh ``initialize``."""
         p = self.policy
         if self.view is not None:
             self._centre_cameras()
-            for graph in p.graphs[: 2 if p.merge == "edges" else 1]:
-                graph.rebuild(self._features(), self._all())
+        for graph in p.graphs[: 2 if p.merge == "edges" else 1]:
+            graph.rebuild(self._features(), self._all())
         self._calibrate()
         nothing = torch.empty(0, dtype=torch.long, device=p.device)
         self._update(torch.arange(p.num_samples, device=p.device), nothing, rebuild=False)

@@ -114,3 +114,25 @@ def test_centroid_keys_need_merge_centroid(key, value):
 def test_bad_edge_parameters_are_refused(params, message):
     with pytest.raises(ValueError, match=message):
         build_policy("hcd", num_samples=10, feat_dim=4, **params)
+
+
+def test_two_identities_seen_by_the_same_cameras_stay_apart_in_the_policy():
+    """Two identities, 4 images in each of 2 cameras; every sample's edge list (edge_k 6) is filled past its own
+    identity's 4 images in the other camera, so the two identities share a third of their edges. Each
+    identity is complete (both cameras): the camera-set rule keeps them apart at every level; without it the
+    shared edges would merge them (the mutant 'camera sets ignored' of benchmarks/mutants.py)."""
+    g = torch.Generator().manual_seed(0)
+    p, q, a, b = torch.eye(16)[:4]
+    ids = torch.arange(2).repeat_interleave(8)
+    cams = torch.arange(2).repeat_interleave(4).repeat(2)
+    centre = torch.stack([p, q])[ids] + 0.8 * torch.stack([a, b])[cams]
+    feats = F.normalize(centre + 0.02 * torch.randn(16, 16, generator=g), dim=1)
+    # no centring: each (identity, camera) group is one tight level-0 cluster (centred, the two cameras of an
+    # identity coincide and level 0 becomes a random mutual-3-NN graph of 8 near-copies)
+    policy = build_policy("hcd", num_samples=16, feat_dim=16, edge_k=6, k=5, camera_centring=False)
+    policy.initialize(feats, cams)
+    assert policy.labels(0).unique().numel() == 4  # P-A, P-B, Q-A, Q-B
+    for level in range(1, policy.num_levels):
+        labels = policy.labels(level)
+        assert labels[:8].unique().numel() == 1 and labels[8:].unique().numel() == 1, level
+        assert int(labels[0]) != int(labels[8]), level

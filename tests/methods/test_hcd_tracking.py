@@ -405,3 +405,27 @@ def test_a_step_changes_co_membership_only_around_what_it_touched(seed, merge):
         outside_seen += outside.numel()
         assert torch.equal(_co_membership(labels_before, outside), _co_membership(labels_after, outside))
     assert outside_seen > 6 * n // 5  # a fair share of the bank stays outside what a step touches: the check bites
+
+
+def test_the_merge_floor_follows_the_bank_within_steps():
+    """merge: centroid calibrates its floor on the bank's k-th similarities at every step (no epoch_end): a
+    row's k-th similarity is exact when the row last moved, so after the whole bank moved the floor has moved
+    toward that of a fresh initialize on the moved bank; epoch_end renews every k-th similarity and the floor
+    equals the fresh one. Kills a floor frozen at its first value, and k-th similarities never renewed."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.arange(8).repeat_interleave(40)  # identities larger than k = 30: the k-th neighbour is a mate
+    centres = F.normalize(torch.randn(8, 32, generator=g), dim=1)
+    loose = F.normalize(centres[ids] + 0.5 * torch.randn(ids.numel(), 32, generator=g), dim=1)
+    tight = F.normalize(centres[ids] + 0.1 * torch.randn(ids.numel(), 32, generator=g), dim=1)
+    params = {**CENTROID, "momentum": 0.0}
+    policy = build_policy("hcd", num_samples=ids.numel(), feat_dim=32, **params)
+    policy.initialize(loose)
+    first = policy.rules.floor
+    for rows in torch.randperm(ids.numel(), generator=g).split(32):
+        policy.step(rows, tight[rows])
+    fresh = build_policy("hcd", num_samples=ids.numel(), feat_dim=32, **params)
+    fresh.initialize(policy.bank.features.clone())
+    assert fresh.rules.floor - first > 0.3  # the bank's k-th similarities really moved
+    assert first + 0.1 < policy.rules.floor < fresh.rules.floor  # followed within the steps, staleness bounded
+    policy.epoch_end(0)
+    assert policy.rules.floor == pytest.approx(fresh.rules.floor, abs=1e-6)
