@@ -82,15 +82,12 @@ def test_paper_settings():
         128,
         "resnet50",
     )
-    pol = cfg["policy"]
-    assert (
-        pol["k"],
-        pol["alpha_split"],
-        pol["alpha_merge"],
-        pol["sigma"],
-        pol["num_levels"],
-        pol["max_anchors"],
-    ) == (30, 0.99, 0.99, 0.25, 3, 8)
+    pol = cfg["policy"]  # the paper's schedule with the default tracking rules (their paper-only keys unset)
+    assert (pol["dynamics"], pol["k"], pol["alpha_split"], pol["max_anchors"]) == ("tracking", 30, 0.99, 8)
+    assert (pol["alpha_merge"], pol["sigma"], pol["num_levels"]) == (None, None, None)
+    paper = load_config(CONFIGS / "hcd_paper.yaml")["policy"]  # the paper's rules as written
+    assert (paper["dynamics"], paper["k"], paper["alpha_split"], paper["alpha_merge"], paper["sigma"],
+            paper["num_levels"], paper["max_anchors"]) == ("paper", 30, 0.99, 0.99, 0.25, 3, 8)
     assert cfg["model"]["pretrained"]  # a local path the user fills in
     unsup = load_config(CONFIGS / "unsupervised_market.yaml")
     assert unsup["data"]["source"] is None and unsup["train"]["source_batch"] == 0
