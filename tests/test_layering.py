@@ -47,20 +47,31 @@ def _module_name(path: Path) -> tuple[str, bool]:
     return ".".join(parts), is_package
 
 
+def _is_subpackage(name: str) -> bool:
+    return (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file()
+
+
 def _imports(path: Path) -> list[tuple[str, int]]:
     """(imported streamlabel module, line) of every import in ``path``, relative ones resolved."""
-    name, is_package = _module_name(path)
+    return _imports_of(path.read_text(encoding="utf-8"), *_module_name(path))
+
+
+def _imports_of(text: str, name: str, is_package: bool) -> list[tuple[str, int]]:
+    """``_imports`` of the source ``text`` of module ``name``."""
     package = name if is_package else name.rpartition(".")[0]
     out = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    for node in ast.walk(ast.parse(text)):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                targets = [".".join([*base, *([node.module] if node.module else [])])]
+                source = ".".join([*base, *([node.module] if node.module else [])])
             else:
-                targets = [node.module or ""]
+                source = node.module or ""
+            # ``from streamlabel import engine``: the imported name is a subpackage, whose layer counts
+            targets = [f"{source}.{alias.name}" if source == "streamlabel" and _is_subpackage(alias.name) else source
+                       for alias in node.names]
         else:
             continue
         out += [(t, node.lineno) for t in targets
@@ -85,6 +96,14 @@ def test_no_module_imports_from_a_layer_above():
             problems.append(f"{where}:{line}: {module} imports {target}")
     assert not problems, "imports from a layer above:\n" + "\n".join(problems)
     assert used == ALLOWED, f"allow-list entries no longer needed: {sorted(ALLOWED - used)}"
+
+
+def test_an_import_through_the_root_package_is_seen():
+    """``from streamlabel import engine`` inside banks/ names the engine layer, not the root package."""
+    text = "from streamlabel import engine, __version__\nfrom .. import launch\n"
+    found = [t for t, _ in _imports_of(text, "streamlabel.banks.probe", False)]
+    assert found == ["streamlabel.engine", "streamlabel", "streamlabel.launch"]
+    assert _layer(found[0]) > _layer("streamlabel.banks.probe")
 
 
 def test_config_imports_no_other_streamlabel_package():

@@ -86,11 +86,6 @@ def embed_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.T
     return F.normalize(outputs["embedding"].float(), dim=1), outputs
 
 
-def embed(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """L2-normalised embeddings in float32, whatever the model returns in train or eval mode."""
-    return embed_outputs(model, images)[0]
-
-
 class Trainer:
     """One run of a config: builds everything, trains, evaluates, checkpoints; ``run()`` returns results."""
 
@@ -595,4 +590,4 @@ class Trainer:
         return None
 
 
-__all__ = ["CheckpointError", "NonFiniteError", "Trainer", "embed"]
+__all__ = ["CheckpointError", "NonFiniteError", "Trainer"]

@@ -100,24 +100,6 @@ def split_components(
     return out
 
 
-def nearest_eligible(
-    units: torch.Tensor,
-    lists: torch.Tensor,
-    sims: torch.Tensor,
-    floor: float,
-    camera_bits: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """For each unit its first list entry with similarity >= ``floor`` (and, with ``camera_bits``, no camera
-    in common); -1 where there is none. Lists are sorted by similarity, so this is the nearest eligible unit."""
-    entries = lists[units]
-    ok = (entries >= 0) & (sims[units] >= floor)
-    if camera_bits is not None:
-        ok &= (camera_bits[units].unsqueeze(1) & camera_bits[entries.clamp_min(0)]) == 0
-    first = ok.to(torch.int8).argmax(dim=1)
-    chosen = entries.gather(1, first.unsqueeze(1)).squeeze(1)
-    return torch.where(ok.any(dim=1), chosen, torch.full_like(chosen, -1))
-
-
 def mutual_parents(units: torch.Tensor, partner: torch.Tensor, capacity: int) -> torch.Tensor:
     """Parent id [capacity] of every unit (-1 for ids not in ``units``): the smaller of a unit and its partner
     when the two chose each other, else the unit itself."""
