@@ -71,13 +71,14 @@ def train(config: str, overrides: list[str], threads: int, run_dir: Path) -> tup
     return (json.loads(lines[-1]) if proc.returncode == 0 and lines else None), tail
 
 
-def row_of(config: str, overrides: list[str], seed: int, threads: int, result: dict, seconds: float) -> dict:
+def row_of(config: str, overrides: list[str], seed: int, threads: int, result: dict, seconds: float,
+           measured_at: str) -> dict:
     epochs = [{k: h.get(k) for k in ("epoch", "bcubed_p", "bcubed_r", "bcubed_f", "clusters", "outlier_frac",
                                      "eval_mAP", "eval_rank1")} for h in result.get("history", [])]
     if epochs:  # the last epoch is scored by the final evaluation
         epochs[-1]["eval_mAP"], epochs[-1]["eval_rank1"] = result["adapted_mAP"], result["adapted_rank1"]
     return {"config": config, "overrides": overrides, "seed": seed, "threads": threads, "wall_s": seconds,
-            "commit": commit(), "command": command_line(),
+            "commit": measured_at, "command": command_line(),
             "before_mAP": result.get("source_mAP"), "before_rank1": result.get("source_rank1"),
             "adapted_mAP": result["adapted_mAP"], "adapted_rank1": result["adapted_rank1"], "epochs": epochs}
 
@@ -160,13 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     for config, seed in [(c, s) for c in configs for s in seeds]:
         run_dir = args.runs_dir / f"{Path(config).stem}_seed{seed}"
         start = time.perf_counter()
+        measured_at = commit()  # the code the run imports now: a commit made while it trains is not it
         print(f"train_runs: {config} seed {seed} {' '.join(args.overrides)} ...", flush=True)
         result, tail = train(config, [*args.overrides, f"seed={seed}"], args.threads, run_dir)
         if result is None:
             failed += 1
             print(f"train_runs: {config} failed:\n{tail}", flush=True)
             continue
-        rows.append(row_of(config, args.overrides, seed, args.threads, result, time.perf_counter() - start))
+        rows.append(row_of(config, args.overrides, seed, args.threads, result, time.perf_counter() - start,
+                           measured_at))
         print(f"train_runs: {config}: mAP {_pct(rows[-1]['before_mAP'])} -> {_pct(rows[-1]['adapted_mAP'])} in "
               f"{rows[-1]['wall_s']:.0f} s", flush=True)
     if args.append and json_path.is_file():  # read at the end: invocations on other configs may run meanwhile
