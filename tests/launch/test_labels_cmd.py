@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from streamlabel.launch.cli import main
 from streamlabel.methods import available_policies
+from streamlabel.methods import base as policy_base
 from tests.helpers.shared_data import shared_file
 
 # 4 images of an identity per camera: the edge-share merge needs edge_k below that (default 10 assumes re-ID
@@ -76,12 +78,26 @@ def test_overrides_may_come_after_flags(tmp_path: Path, capsys: pytest.CaptureFi
     assert "did you mean 'sigma'" in capsys.readouterr().err
 
 
-def test_imports_load_a_custom_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_imports_load_a_custom_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # the registry and the plugin module are restored afterwards: the policy stays out of the other tests
+    monkeypatch.setattr(policy_base.POLICIES, "_entries", dict(policy_base.POLICIES._entries))
+    for name in [m for m in sys.modules if m.startswith("streamlabel_plugin_")]:
+        monkeypatch.delitem(sys.modules, name)
+    before = set(sys.modules)
+    try:
+        _run_with_imports(tmp_path, capsys)
+    finally:
+        for name in [m for m in sys.modules if m.startswith("streamlabel_plugin_") and m not in before]:
+            del sys.modules[name]
+
+
+def _run_with_imports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plugin = Path(__file__).resolve().parents[2] / "examples" / "knn_components_policy.py"
     args = ["labels", "--features", str(_dump(tmp_path)), "--policy", "knn_components", "k=5", "threshold=0.5",
             "--json", "--quiet"]
-    if "knn_components" not in available_policies():  # another test of this process may have imported it
-        assert main(args) == 2
+    assert "knn_components" not in available_policies()
+    assert main(args) == 2
     capsys.readouterr()
     assert main([*args, "--imports", str(plugin)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
