@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
         import_plugins(args.imports, "--imports")
     except ConfigError as err:
         raise CommandError(str(err)) from err
-    dump = load_feature_dump(args.features, optional=("pids", "camids", "names"))
+    dump = load_feature_dump(args.features, optional=("pids", "camids", *(("names",) if montage else ())))
     if montage is not None:  # every picture input is checked before the labels are computed
         if "pids" not in dump:
             raise CommandError(f"{args.features}: --montage shows purity against true identities: the dump has no pids")
