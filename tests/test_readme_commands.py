@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from streamlabel.engine.checkpoint import load_checkpoint
 from streamlabel.launch.cli import main
 from streamlabel.launch.run_config import load_run_config
 from tests.helpers.shared_data import shared_file
@@ -83,6 +84,8 @@ def test_the_use_it_on_your_data_commands(tmp_path: Path, monkeypatch: pytest.Mo
             load_run_config(REPO / config, overrides)  # resolves and passes every config check
             continue
         assert main(_in(tmp_path, args)) == 0, " ".join(args)
+    smoke = load_checkpoint(tmp_path / "runs" / "market_smoke" / "checkpoints", fingerprint=None)
+    assert smoke["policy"]["bank"]["features"].shape[0] == 16 * 6  # smoke: the first 16 of the 20 train ids
     for picture in ("clusters.png", "retrieval.png"):
         with Image.open(tmp_path / picture) as img:
             assert img.size[0] > 300 and img.size[1] > 150
