@@ -90,8 +90,10 @@ def run_policy(features: Path, name: str, *, cameras: bool = True, extra: list[s
     """One ``streamlabel labels --features F --policy NAME [extra]`` run (``cameras=False``: the dump's camera
     ids withheld); errors are recorded, not raised."""
     params = DUMP_PARAMS.get(name, []) + (extra or [])
-    args = argparse.Namespace(features=features, policy=name, params=params, out=None, passes=0, batch_size=64,
-                              level=-1, seed=0, device="cpu", quiet=True, no_cameras=not cameras)
+    parser = argparse.ArgumentParser()
+    labels_cmd.add_arguments(parser)  # every option of `streamlabel labels` at its default
+    args = parser.parse_args(["--features", str(features), "--policy", name, "--quiet", *params,
+                              *([] if cameras else ["--no-cameras"])])
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
