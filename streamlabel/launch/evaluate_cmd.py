@@ -16,7 +16,7 @@ from streamlabel.config.limits import MAX_NEIGHBOURS
 from streamlabel.launch.arg_checks import checked_device, in_range, output_file, path_argument
 from streamlabel.launch.errors import InputError
 from streamlabel.launch.feature_dump import common_scale, load_feature_dump
-from streamlabel.launch.image_lookup import dump_names, image_paths, split_folders
+from streamlabel.launch.image_lookup import dump_names, image_paths, images_under, split_folders
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,8 +161,9 @@ def _picture_paths(args: argparse.Namespace, query: dict, gallery: dict) -> tupl
         return list(query["paths"]), list(gallery["paths"])
     first = args.split_by_camera or args.query
     folders = split_folders(args.images, 2)
-    return (image_paths(dump_names(query, first), folders[0]),
-            image_paths(dump_names(gallery, args.split_by_camera or args.gallery), folders[1]))
+    shared = images_under(folders[0]) if folders[0] == folders[1] and folders[0].is_dir() else None  # one scan
+    return (image_paths(dump_names(query, first), folders[0], found=shared),
+            image_paths(dump_names(gallery, args.split_by_camera or args.gallery), folders[1], found=shared))
 
 
 def _write_grid(out: Path, count: int, query: dict, gallery: dict, paths: tuple[list[str], list[str]]) -> None:

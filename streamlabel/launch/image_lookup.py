@@ -12,15 +12,14 @@ from streamlabel.launch.errors import InputError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def image_paths(names: np.ndarray, folder: Path, flag: str = "--images") -> list[str]:
+def image_paths(names: np.ndarray, folder: Path, flag: str = "--images",
+                found: dict[str, list[Path]] | None = None) -> list[str]:
     """The path of every name in ``names`` under ``folder`` (searched recursively; a name found twice is
-    refused, as a wrong picture would be worse than none)."""
+    refused, as a wrong picture would be worse than none). ``found``: ``images_under(folder)`` when the
+    caller already scanned it."""
     if not folder.is_dir():
         raise InputError(f"{flag} {folder} is not a folder")
-    found: dict[str, list[Path]] = {}
-    for path in folder.rglob("*"):
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            found.setdefault(path.name, []).append(path)
+    found = images_under(folder) if found is None else found
     out = []
     for name in names.tolist():
         hits = found.get(str(name), [])
@@ -30,6 +29,15 @@ def image_paths(names: np.ndarray, folder: Path, flag: str = "--images") -> list
                              f"dump was extracted from (its split folder when names repeat across splits)")
         out.append(str(hits[0]))
     return out
+
+
+def images_under(folder: Path) -> dict[str, list[Path]]:
+    """Every image file under ``folder`` (recursively), by file name."""
+    found: dict[str, list[Path]] = {}
+    for path in folder.rglob("*"):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(path.name, []).append(path)
+    return found
 
 
 def dump_names(dump: dict[str, np.ndarray], path: Path | None) -> np.ndarray:

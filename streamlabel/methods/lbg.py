@@ -110,7 +110,6 @@ class LbGPolicy(OfflineClusteringPolicy):
         self.min_samples, self.min_size, self.min_cameras = min_samples, min_size, min_cameras
         self.k, self.camera_norm = k, camera_norm
         self._round_stats: dict[str, float] = {}
-        self._saturated = 0
         self.config.update({"eps": self.eps, "eps_alpha": self.eps_alpha, "max_cluster_share": self.max_cluster_share,
                             "min_samples": min_samples, "min_size": min_size,
                             "min_cameras": min_cameras, "k": k, "camera_norm": camera_norm})
@@ -128,40 +127,43 @@ class LbGPolicy(OfflineClusteringPolicy):
         if k < 1:
             return torch.full((self.num_samples,), -1, dtype=torch.long, device=features.device)
         if self.eps is None:
-            labels, raw, eps, alpha = self._calibrated(x, cameras, k)
+            labels, raw, eps, alpha, saturated = self._calibrated(x, cameras, k)
         else:
             eps, alpha = self.eps, float("nan")
             sims, idx = topk_inner_product(x, x, k, query_ids=torch.arange(x.shape[0], device=x.device))
             dist = (1.0 - sims).clamp_min(0.0)
             raw = dbscan_knn(idx, dist, eps=eps, min_samples=self.min_samples)
             labels = select_clusters(raw, cameras, min_size=self.min_size, min_cameras=self.min_cameras)
-            self._saturated = int((dist[:, -1] <= eps).sum())
+            saturated = int((dist[:, -1] <= eps).sum())
         self._round_stats = {
             "clusters_dbscan": int(raw.max()) + 1 if bool((raw >= 0).any()) else 0,
             "clusters_kept": int(torch.unique(labels[labels >= 0]).numel()),
             "kept_share": float((labels >= 0).float().mean()),
-            "saturated_rows": self._saturated,  # k-NN lists that may miss pairs within eps
+            "saturated_rows": saturated,  # k-NN lists that may miss pairs within eps
             "eps": eps, "eps_alpha_used": alpha,
         }
         return labels
 
     def _calibrated(self, x: torch.Tensor, cameras: torch.Tensor, k: int
-                    ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-        """(selected labels, DBSCAN labels, eps, alpha used) with eps from the data: the cosine distance of
-        NPLP's Eq. 4 eps (mean of the smallest ``eps_alpha`` share of cross-camera pair distances), alpha
-        halved while one selected cluster holds more than ``max_cluster_share`` of the samples."""
+                    ) -> tuple[torch.Tensor, torch.Tensor, float, float, int]:
+        """(selected labels, DBSCAN labels, eps, alpha used, saturated rows) with eps from the data: the cosine
+        distance of NPLP's Eq. 4 eps (mean of the smallest ``eps_alpha`` share of cross-camera pair
+        distances), alpha halved while one selected cluster holds more than ``max_cluster_share`` of the
+        samples; every halving reuses the k-NN table of the first clustering."""
         found: dict = {}
 
         def cluster_at(alpha: float) -> torch.Tensor:
-            eps_euclid, _, idx, dist, _ = cross_camera_eps(x, cameras, alpha=alpha, k=k)
-            found["eps"] = eps_euclid * eps_euclid / 2.0  # |a - b|^2 / 2 = 1 - cos for unit vectors
+            known = found.get("table")
+            eps_euclid, width, idx, dist, _ = cross_camera_eps(x, cameras, alpha=alpha, k=found.get("k", k),
+                                                               table=known)
+            found.update(table=(idx, dist), k=width, eps=eps_euclid * eps_euclid / 2.0)  # |a-b|^2 / 2 = 1 - cos
             cosine = dist * dist / 2.0
             found["raw"] = dbscan_knn(idx, cosine, eps=found["eps"], min_samples=self.min_samples)
-            self._saturated = int((cosine[:, -1] <= found["eps"]).sum())
+            found["saturated"] = int((cosine[:, -1] <= found["eps"]).sum())
             return select_clusters(found["raw"], cameras, min_size=self.min_size, min_cameras=self.min_cameras)
 
         labels, alpha, _ = tightened_clustering(cluster_at, self.eps_alpha, max_share=self.max_cluster_share)
-        return labels, found["raw"], found["eps"], alpha
+        return labels, found["raw"], found["eps"], alpha, found["saturated"]
 
     def refresh(self) -> None:
         """Re-cluster and add this step's selection statistics to ``stats``."""

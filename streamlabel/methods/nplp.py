@@ -60,9 +60,11 @@ def _cross_pairs_below(x: torch.Tensor, cam: torch.Tensor, bound: float, block_s
 
 
 def cross_camera_eps(
-    x: torch.Tensor, cameras: torch.Tensor, *, alpha: float, k: int
+    x: torch.Tensor, cameras: torch.Tensor, *, alpha: float, k: int,
+    table: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[float, int, torch.Tensor, torch.Tensor, bool]:
-    """Eq. 4: (eps_e, k of the k-NN table, its indices and distances, whether the exact scan was needed)."""
+    """Eq. 4: (eps_e, k of the k-NN table, its indices and distances, whether the exact scan was needed).
+    ``table``: a k-NN table of ``x`` returned by an earlier call (another alpha), used when its width is k."""
     n = x.shape[0]
     _, cam = torch.unique(cameras, return_inverse=True)
     counts = torch.bincount(cam).long()
@@ -73,7 +75,7 @@ def cross_camera_eps(
     m = max(1, round(alpha * total))
     k = max(1, min(k, n - 1))
     while True:
-        idx, dist = _knn_euclidean(x, k)
+        idx, dist = table if table is not None and table[0].shape[1] == k else _knn_euclidean(x, k)
         rows = torch.arange(n, device=x.device).repeat_interleave(k)
         cols, d = idx.reshape(-1), dist.reshape(-1)
         cross = (cols >= 0) & (cam[rows] != cam[cols.clamp_min(0)])
@@ -145,9 +147,10 @@ class NPLPPolicy(OfflineClusteringPolicy):
             return torch.full((n,), -1, dtype=torch.long, device=features.device)
         table: dict = {}
 
-        def cluster_at(alpha: float) -> torch.Tensor:
+        def cluster_at(alpha: float) -> torch.Tensor:  # a smaller alpha reuses the k-NN table of the last one
+            known = (table["idx"], table["dist"]) if table else None
             self.eps_e, self.k_eps, table["idx"], table["dist"], table["scanned"] = cross_camera_eps(
-                features, cameras, alpha=alpha, k=max(self.k, self.k_eps))
+                features, cameras, alpha=alpha, k=max(self.k, self.k_eps), table=known)
             return dbscan_knn(table["idx"], table["dist"], eps=self.eps_e, min_samples=self.min_samples)
 
         labels, alpha, halvings = tightened_clustering(cluster_at, self.alpha, max_share=self.max_cluster_share)
